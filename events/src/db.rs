@@ -1,0 +1,152 @@
+//! Opening the store: one SQLite file or one PostgreSQL database, chosen by the URL scheme.
+//!
+//! Two pools share the database: the concrete one that the cqrs-es repositories need, and an
+//! `Any` pool through which all of Pwnbook's own tables are read and written with one SQL text.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{AnyPool, Executor};
+
+use crate::StoreError;
+
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The pool the cqrs-es repositories write through.
+#[derive(Debug, Clone)]
+pub enum EsPool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Backend,
+    pool: AnyPool,
+    es: EsPool,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://<file>`, created if missing, or `postgres://…`) and runs the
+    /// event-store migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let store = if url.starts_with("sqlite:") {
+            Self::open_sqlite(url).await?
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::open_postgres(url).await?
+        } else {
+            return Err(StoreError::UnsupportedUrl(redact(url)));
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn open_sqlite(url: &str) -> Result<Self, StoreError> {
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Err(StoreError::UnsupportedUrl(
+                "in-memory SQLite cannot be shared between the store's pools; use a file".to_owned(),
+            ));
+        }
+        // An audit store must not lose acknowledged writes: WAL with synchronous=FULL.
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(SQLITE_BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let es = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = FULL").await?;
+                    conn.execute("PRAGMA busy_timeout = 30000").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        Ok(Self { backend: Backend::Sqlite, pool, es: EsPool::Sqlite(es) })
+    }
+
+    async fn open_postgres(url: &str) -> Result<Self, StoreError> {
+        let es = PgPoolOptions::new().max_connections(8).connect(url).await?;
+        let pool = AnyPoolOptions::new().max_connections(12).connect(url).await?;
+        Ok(Self { backend: Backend::Postgres, pool, es: EsPool::Postgres(es) })
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        // Each crate that owns tables has its own migrations in the one `_sqlx_migrations` table;
+        // their version ranges differ, so each migrator ignores the others' versions.
+        match &self.es {
+            EsPool::Sqlite(pool) => {
+                let mut migrator = sqlx::migrate!("./migrations/sqlite");
+                migrator.set_ignore_missing(true);
+                migrator.run(pool).await?;
+            }
+            EsPool::Postgres(pool) => {
+                let mut migrator = sqlx::migrate!("./migrations/postgres");
+                migrator.set_ignore_missing(true);
+                migrator.run(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs another crate's migrations (the read tables) on this store.
+    pub async fn run_migrations(
+        &self,
+        sqlite: &sqlx::migrate::Migrator,
+        postgres: &sqlx::migrate::Migrator,
+    ) -> Result<(), StoreError> {
+        match &self.es {
+            EsPool::Sqlite(pool) => sqlite.run(pool).await?,
+            EsPool::Postgres(pool) => postgres.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The pool for Pwnbook's own tables.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The pool for the cqrs-es repositories.
+    pub fn es_pool(&self) -> &EsPool {
+        &self.es
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+        match &self.es {
+            EsPool::Sqlite(pool) => pool.close().await,
+            EsPool::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// The URL without its password, for error messages.
+fn redact(url: &str) -> String {
+    match url.split_once('@') {
+        Some((_, host)) => format!("…@{host}"),
+        None => url.chars().take(16).collect(),
+    }
+}

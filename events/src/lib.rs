@@ -1,0 +1,50 @@
+//! The Pwnbook event log: event types, typed IDs, the store (SQLite and PostgreSQL), the
+//! sequencer and the hash chain. No HTTP.
+
+mod aggregate_store;
+pub mod api_key;
+mod db;
+pub mod engagement;
+pub mod hash;
+pub mod ids;
+pub mod log;
+pub mod metadata;
+pub mod organization;
+pub mod patch;
+pub mod sequencer;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use serde::{Deserialize, Serialize};
+
+pub use aggregate_store::{AggregateContext, AggregateStore};
+pub use db::{Backend, EsPool, Store};
+pub use ids::{Id, IdKind};
+pub use log::LogEvent;
+pub use metadata::{Actor, EventMetadata, NameClaim};
+
+/// Errors of the store layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL {0} (expected sqlite://<file> or postgres://…)")]
+    UnsupportedUrl(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+    #[error("stored event is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The payload of events that carry no data (`{}` on the wire).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// The payload of a status change: `{"from": "active", "to": "archived"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub from: String,
+    pub to: String,
+}

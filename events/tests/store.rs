@@ -1,0 +1,225 @@
+//! Store tests on both backends: optimistic concurrency, the sequencer's dense positions (and on
+//! PostgreSQL, the gap case), and tamper evidence of the hash chain.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, AggregateError, DomainEvent};
+use pwnbook_events::sequencer::Sequencer;
+use pwnbook_events::{backend_tests, log, Actor, AggregateStore, EventMetadata, Store};
+use serde::{Deserialize, Serialize};
+
+/// A minimal aggregate: every command appends one `counter.incremented` event.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Counter {
+    value: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Incremented {
+    by: u64,
+}
+
+impl DomainEvent for Incremented {
+    fn event_type(&self) -> String {
+        "counter.incremented".to_owned()
+    }
+    fn event_version(&self) -> String {
+        "1".to_owned()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+impl Aggregate for Counter {
+    const TYPE: &'static str = "counter";
+    type Command = u64;
+    type Event = Incremented;
+    type Error = Never;
+    type Services = ();
+
+    async fn handle(&mut self, by: u64, _: &(), sink: &EventSink<Self>) -> Result<(), Never> {
+        sink.write(Incremented { by }, self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Incremented) {
+        self.value += event.by;
+    }
+}
+
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn metadata(org: &str) -> HashMap<String, String> {
+    EventMetadata {
+        organization_id: org.to_owned(),
+        engagement_id: None,
+        actor: Actor::system(),
+        request_id: None,
+        idempotency_key: None,
+        claim: None,
+    }
+    .into_map()
+}
+
+async fn increment(store: &Store, id: &str, org: &str) -> Result<usize, AggregateError<Never>> {
+    let events = AggregateStore::<Counter>::new(store);
+    let mut context = events.load(id).await?;
+    let sink = EventSink::default();
+    context.aggregate.handle(1, &(), &sink).await.map_err(AggregateError::UserError)?;
+    let committed = events.commit(sink.collect().await, context, metadata(org)).await?;
+    Ok(committed.last().map_or(0, |e| e.sequence))
+}
+
+backend_tests! {
+    async fn concurrent_appends_to_one_aggregate_have_one_winner(db) {
+        let store = Store::open(&db.url).await.unwrap();
+        let events = AggregateStore::<Counter>::new(&store);
+        // Every writer loads the same (empty) aggregate, then all race to append sequence 1.
+        let mut contexts = Vec::new();
+        for _ in 0..16 {
+            contexts.push(events.load("c1").await.unwrap());
+        }
+        let mut tasks = Vec::new();
+        for context in contexts {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                AggregateStore::<Counter>::new(&store)
+                    .commit(vec![Incremented { by: 1 }], context, metadata("org_a"))
+                    .await
+            }));
+        }
+        let (mut won, mut conflicted) = (0, 0);
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(committed) => {
+                    assert_eq!(committed[0].sequence, 1);
+                    won += 1;
+                }
+                Err(AggregateError::AggregateConflict) => conflicted += 1,
+                Err(other) => panic!("unexpected error {other}"),
+            }
+        }
+        assert_eq!((won, conflicted), (1, 15));
+        assert_eq!(events.load("c1").await.unwrap().aggregate.value, 1);
+    }
+
+    async fn the_log_is_dense_complete_and_ordered_per_stream(db) {
+        let store = Store::open(&db.url).await.unwrap();
+        let sequencer = Sequencer::new(store.clone());
+        let mut writers = Vec::new();
+        for w in 0..6 {
+            let store = store.clone();
+            writers.push(tokio::spawn(async move {
+                let mut done = 0;
+                while done < 15 {
+                    match increment(&store, &format!("c{}", w % 3), if w % 2 == 0 { "org_a" } else { "org_b" }).await {
+                        Ok(_) => done += 1,
+                        Err(AggregateError::AggregateConflict) => {}
+                        Err(other) => panic!("{other}"),
+                    }
+                }
+            }));
+        }
+        // Sequence while the writers run, so batches interleave with commits.
+        let sequencing = {
+            let sequencer = sequencer.clone();
+            tokio::spawn(async move {
+                for _ in 0..30 {
+                    sequencer.catch_up().await.unwrap();
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            })
+        };
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        sequencing.await.unwrap();
+        let head = sequencer.settle(SETTLE).await.unwrap();
+        assert_eq!(head, 90);
+        let log = log::read_after(store.pool(), 0, 1_000).await.unwrap();
+        let positions: Vec<i64> = log.iter().map(|e| e.position).collect();
+        assert_eq!(positions, (1..=90).collect::<Vec<_>>());
+        let mut last_sequence: HashMap<&str, i64> = HashMap::new();
+        for event in &log {
+            let last = last_sequence.entry(event.aggregate_id.as_str()).or_insert(0);
+            assert_eq!(event.sequence, *last + 1, "stream {} out of order", event.aggregate_id);
+            *last = event.sequence;
+        }
+        let report = log::verify_chain(&store, None).await.unwrap();
+        assert!(report.valid);
+        assert_eq!(report.checked, 90);
+    }
+
+    async fn the_hash_chain_detects_a_row_changed_behind_the_stores_back(db) {
+        let store = Store::open(&db.url).await.unwrap();
+        for i in 0..5 {
+            increment(&store, &format!("c{i}"), "org_a").await.unwrap();
+            increment(&store, &format!("d{i}"), "org_b").await.unwrap();
+        }
+        Sequencer::new(store.clone()).settle(SETTLE).await.unwrap();
+        assert_eq!(log::verify_chain(&store, Some("org_a")).await.unwrap().checked, 5);
+        assert!(log::verify_chain(&store, None).await.unwrap().valid);
+
+        // The log refuses updates through SQL...
+        let refused = sqlx::query("UPDATE event_log SET payload = '{}' WHERE position = 4")
+            .execute(store.pool())
+            .await;
+        assert!(refused.is_err());
+        // ...so a tamperer first removes the guard, then rewrites one event.
+        let unguard = if db.is_postgres() {
+            "ALTER TABLE event_log DISABLE TRIGGER event_log_insert_only"
+        } else {
+            "DROP TRIGGER event_log_no_update"
+        };
+        sqlx::query(unguard).execute(store.pool()).await.unwrap();
+        sqlx::query(r#"UPDATE event_log SET payload = '{"by":1000}' WHERE position = 4"#)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let report = log::verify_chain(&store, None).await.unwrap();
+        assert!(!report.valid);
+        assert_eq!(report.first_broken_position, Some(4));
+        assert_eq!(report.checked, 4);
+    }
+}
+
+/// PostgreSQL only: a transaction that appended and is still open holds back every position after
+/// it, so a reader that checkpoints never skips its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gap_case_postgres() {
+    let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
+    let store = Store::open(&db.url).await.unwrap();
+    let sequencer = Sequencer::new(store.clone());
+    increment(&store, "first", "org_a").await.unwrap();
+    assert_eq!(sequencer.settle(SETTLE).await.unwrap(), 1);
+
+    // Transaction A appends and stays open.
+    let pool = match store.es_pool() {
+        pwnbook_events::EsPool::Postgres(pool) => pool.clone(),
+        pwnbook_events::EsPool::Sqlite(_) => unreachable!(),
+    };
+    let mut a = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('counter', 'slow', 1, 'counter.incremented', '1', '{\"by\":1}', '{\"organizationId\":\"org_a\"}')",
+    )
+    .execute(&mut *a)
+    .await
+    .unwrap();
+
+    // B appends after A and commits first.
+    increment(&store, "fast", "org_a").await.unwrap();
+    assert_eq!(sequencer.catch_up().await.unwrap(), 1, "B must wait for A");
+    assert_eq!(log::position_of(&store, "counter", "fast", 1).await.unwrap(), None);
+
+    a.commit().await.unwrap();
+    assert_eq!(sequencer.settle(SETTLE).await.unwrap(), 3);
+    let slow = log::position_of(&store, "counter", "slow", 1).await.unwrap().unwrap();
+    let fast = log::position_of(&store, "counter", "fast", 1).await.unwrap().unwrap();
+    assert_eq!((slow, fast), (2, 3));
+    assert!(log::verify_chain(&store, None).await.unwrap().valid);
+}
