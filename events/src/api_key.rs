@@ -16,6 +16,7 @@ pub enum ApiKeyEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyCreated {
+    pub organization_id: String,
     pub name: String,
     /// `live` or `test`.
     pub environment: String,

@@ -22,6 +22,7 @@ pub enum EngagementEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EngagementCreated {
+    pub organization_id: String,
     pub name: String,
     pub description: Option<String>,
     pub client_name: Option<String>,

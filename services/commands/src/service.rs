@@ -1,0 +1,151 @@
+//! The command service: load → check `If-Match` and name claims → handle → commit, retried on
+//! a concurrent write, returning what was committed.
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, AggregateError};
+use pwnbook_events::{Actor, AggregateStore, EventMetadata, NameClaim, Store};
+
+use crate::{CommandError, DomainError};
+
+/// A command loses a race at most this often before the caller is told to retry.
+const MAX_ATTEMPTS: usize = 8;
+
+/// A unique-name claim and the message for the client when the name is taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub claim: NameClaim,
+    pub conflict: String,
+}
+
+/// Who is acting, on behalf of which organization, and why (for the event metadata).
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    pub organization_id: String,
+    pub actor: Actor,
+    pub request_id: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// How to run one command.
+#[derive(Debug, Clone, Default)]
+pub struct Execution {
+    /// The version the client last saw (`If-Match`), checked atomically with the write.
+    pub expected_version: Option<i64>,
+    pub claim: Option<Claim>,
+    pub engagement_id: Option<String>,
+}
+
+/// What a command did: the aggregate's version after it and whether it appended events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub aggregate_type: &'static str,
+    pub aggregate_id: String,
+    pub version: i64,
+    pub changed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandService {
+    store: Store,
+}
+
+impl CommandService {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub async fn execute<A>(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        context: &CommandContext,
+        execution: Execution,
+    ) -> Result<Committed, CommandError>
+    where
+        A: Aggregate<Error = DomainError, Services = ()>,
+        A::Command: Clone,
+    {
+        let events = AggregateStore::<A>::new(&self.store);
+        for _ in 0..MAX_ATTEMPTS {
+            let mut loaded = events.load(aggregate_id).await.map_err(store_error)?;
+            let current = loaded.current_sequence as i64;
+            if let Some(expected) = execution.expected_version {
+                if expected != current {
+                    return Err(CommandError::PreconditionFailed { expected, current });
+                }
+            }
+            if let Some(claim) = &execution.claim {
+                self.check_claim(&context.organization_id, aggregate_id, claim).await?;
+            }
+            let sink = EventSink::default();
+            loaded.aggregate.handle(command.clone(), &(), &sink).await?;
+            let new_events = sink.collect().await;
+            if new_events.is_empty() {
+                return Ok(Committed {
+                    aggregate_type: A::TYPE,
+                    aggregate_id: aggregate_id.to_owned(),
+                    version: current,
+                    changed: false,
+                });
+            }
+            let metadata = EventMetadata {
+                organization_id: context.organization_id.clone(),
+                engagement_id: execution.engagement_id.clone(),
+                actor: context.actor.clone(),
+                request_id: context.request_id.clone(),
+                idempotency_key: context.idempotency_key.clone(),
+                claim: execution.claim.as_ref().map(|c| c.claim.clone()),
+            };
+            match events.commit(new_events, loaded, metadata.into_map()).await {
+                Ok(committed) => {
+                    let version = committed.last().map_or(current, |e| e.sequence as i64);
+                    return Ok(Committed {
+                        aggregate_type: A::TYPE,
+                        aggregate_id: aggregate_id.to_owned(),
+                        version,
+                        changed: true,
+                    });
+                }
+                // Another writer got there first (same aggregate, or the same name): reload, and
+                // the checks above tell a stale If-Match or a taken name from a plain race.
+                Err(AggregateError::AggregateConflict) => continue,
+                Err(other) => return Err(store_error(other)),
+            }
+        }
+        Err(CommandError::Contention)
+    }
+
+    async fn check_claim(
+        &self,
+        organization_id: &str,
+        aggregate_id: &str,
+        claim: &Claim,
+    ) -> Result<(), CommandError> {
+        let NameClaim::Reserve { scope, key } = &claim.claim else { return Ok(()) };
+        let owner: Option<String> = sqlx::query_scalar(
+            "SELECT owner_id FROM unique_names WHERE organization_id = $1 AND scope = $2 AND name_key = $3",
+        )
+        .bind(organization_id)
+        .bind(scope)
+        .bind(key)
+        .fetch_optional(self.store.pool())
+        .await
+        .map_err(|e| CommandError::Store(e.to_string()))?;
+        match owner {
+            Some(owner) if owner != aggregate_id => Err(DomainError::Conflict(claim.conflict.clone()).into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn store_error(error: AggregateError<DomainError>) -> CommandError {
+    match error {
+        AggregateError::UserError(domain) => CommandError::Domain(domain),
+        AggregateError::AggregateConflict => CommandError::Contention,
+        other => CommandError::Store(other.to_string()),
+    }
+}
