@@ -1,1 +1,47 @@
+//! Pwnbook's read side: the projector contract and runner, one module per read table with its
+//! typed list query, and rebuilds. A read model is a function of the event log alone.
 
+pub mod api_keys;
+pub mod engagements;
+pub mod list;
+pub mod organizations;
+mod projector;
+pub mod runner;
+pub mod sql;
+
+use std::sync::Arc;
+
+use pwnbook_events::{Store, StoreError};
+
+pub use projector::Projector;
+pub use runner::ProjectionRunner;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("event payload does not match its type: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("no checkpoint registered for projector {0}")]
+    UnknownProjector(String),
+}
+
+/// Creates or updates the read tables of this crate on `store`.
+pub async fn migrate(store: &Store) -> Result<(), StoreError> {
+    let mut sqlite = sqlx::migrate!("./migrations/sqlite");
+    sqlite.set_ignore_missing(true);
+    let mut postgres = sqlx::migrate!("./migrations/postgres");
+    postgres.set_ignore_missing(true);
+    store.run_migrations(&sqlite, &postgres).await
+}
+
+/// Every projector of Pwnbook, in the order they run.
+pub fn all_projectors() -> Vec<Arc<dyn Projector>> {
+    vec![
+        Arc::new(organizations::OrganizationsProjector),
+        Arc::new(api_keys::ApiKeysProjector),
+        Arc::new(engagements::EngagementsProjector),
+    ]
+}

@@ -1,0 +1,194 @@
+//! Runs projectors over the event log: each batch is applied and the checkpoint advanced in one
+//! transaction, so a crash between batches neither loses nor repeats an event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pwnbook_events::{log, Store};
+use sqlx::{Any, Transaction};
+use tokio::sync::watch;
+
+use crate::{ProjectionError, Projector};
+
+const LIVE_BATCH: i64 = 500;
+const REBUILD_BATCH: i64 = 5_000;
+
+#[derive(Clone)]
+pub struct ProjectionRunner {
+    store: Store,
+    projectors: Vec<Arc<dyn Projector>>,
+}
+
+impl ProjectionRunner {
+    pub fn new(store: Store, projectors: Vec<Arc<dyn Projector>>) -> Self {
+        Self { store, projectors }
+    }
+
+    pub fn projectors(&self) -> &[Arc<dyn Projector>] {
+        &self.projectors
+    }
+
+    /// Registers every projector's checkpoint and rebuilds those whose schema version changed.
+    pub async fn prepare(&self) -> Result<(), ProjectionError> {
+        for projector in &self.projectors {
+            sqlx::query(
+                "INSERT INTO projector_checkpoints (name, position, schema_version) VALUES ($1, 0, $2) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(projector.name())
+            .bind(projector.schema_version())
+            .execute(self.store.pool())
+            .await?;
+            let stored: i64 =
+                sqlx::query_scalar("SELECT schema_version FROM projector_checkpoints WHERE name = $1")
+                    .bind(projector.name())
+                    .fetch_one(self.store.pool())
+                    .await?;
+            if stored != projector.schema_version() {
+                tracing::info!(projector = projector.name(), "schema version changed; rebuilding");
+                self.rebuild(projector.as_ref()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one batch to one projector; returns how many events it applied and its checkpoint.
+    pub async fn run_batch(
+        &self,
+        projector: &dyn Projector,
+        limit: i64,
+    ) -> Result<(usize, i64), ProjectionError> {
+        let mut tx = self.store.pool().begin().await?;
+        let checkpoint = lock_checkpoint(&mut tx, projector.name()).await?;
+        let events = log::read_after(&mut *tx, checkpoint, limit).await?;
+        let Some(last) = events.last() else {
+            tx.rollback().await?;
+            return Ok((0, checkpoint));
+        };
+        let position = last.position;
+        projector.apply(&mut tx, &events).await?;
+        store_checkpoint(&mut tx, projector, position).await?;
+        tx.commit().await?;
+        Ok((events.len(), position))
+    }
+
+    /// Brings every projector up to the log head; returns the lowest checkpoint.
+    pub async fn catch_up(&self) -> Result<i64, ProjectionError> {
+        let mut lowest = i64::MAX;
+        for projector in &self.projectors {
+            let checkpoint = loop {
+                let (applied, checkpoint) = self.run_batch(projector.as_ref(), LIVE_BATCH).await?;
+                if applied < LIVE_BATCH as usize {
+                    break checkpoint;
+                }
+            };
+            lowest = lowest.min(checkpoint);
+        }
+        Ok(if lowest == i64::MAX { 0 } else { lowest })
+    }
+
+    /// Replays the whole log into the projector's emptied tables in ONE transaction: readers keep
+    /// seeing the old rows until the new ones replace them at commit.
+    pub async fn rebuild(&self, projector: &dyn Projector) -> Result<i64, ProjectionError> {
+        let mut tx = self.store.pool().begin().await?;
+        lock_checkpoint(&mut tx, projector.name()).await?;
+        for table in projector.tables() {
+            sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
+        }
+        let mut position = 0;
+        loop {
+            let events = log::read_after(&mut *tx, position, REBUILD_BATCH).await?;
+            let Some(last) = events.last() else { break };
+            position = last.position;
+            projector.apply(&mut tx, &events).await?;
+            if events.len() < REBUILD_BATCH as usize {
+                break;
+            }
+        }
+        store_checkpoint(&mut tx, projector, position).await?;
+        tx.commit().await?;
+        Ok(position)
+    }
+
+    /// The lowest checkpoint of this runner's projectors, as stored.
+    pub async fn lowest_checkpoint(&self) -> Result<i64, ProjectionError> {
+        let mut lowest = i64::MAX;
+        for projector in &self.projectors {
+            let position: Option<i64> =
+                sqlx::query_scalar("SELECT position FROM projector_checkpoints WHERE name = $1")
+                    .bind(projector.name())
+                    .fetch_optional(self.store.pool())
+                    .await?;
+            lowest = lowest.min(position.unwrap_or(0));
+        }
+        Ok(if lowest == i64::MAX { 0 } else { lowest })
+    }
+}
+
+/// Takes the projector's checkpoint row lock (and on SQLite the write lock) before reading.
+async fn lock_checkpoint(tx: &mut Transaction<'_, Any>, name: &str) -> Result<i64, ProjectionError> {
+    let position: Option<i64> = sqlx::query_scalar(
+        "UPDATE projector_checkpoints SET position = position WHERE name = $1 RETURNING position",
+    )
+    .bind(name)
+    .fetch_optional(&mut **tx)
+    .await?;
+    position.ok_or_else(|| ProjectionError::UnknownProjector(name.to_owned()))
+}
+
+async fn store_checkpoint(
+    tx: &mut Transaction<'_, Any>,
+    projector: &dyn Projector,
+    position: i64,
+) -> Result<(), ProjectionError> {
+    sqlx::query("UPDATE projector_checkpoints SET position = $1, schema_version = $2 WHERE name = $3")
+        .bind(position)
+        .bind(projector.schema_version())
+        .bind(projector.name())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// A running projection task: `checkpoint` is the lowest checkpoint of its projectors.
+#[derive(Debug, Clone)]
+pub struct ProjectionHandle {
+    checkpoint: watch::Receiver<i64>,
+}
+
+impl ProjectionHandle {
+    pub fn checkpoint(&self) -> watch::Receiver<i64> {
+        self.checkpoint.clone()
+    }
+}
+
+/// Runs `runner` until `shutdown` fires, waking when the log head moves (`head`) and every `poll`
+/// (for checkpoints advanced by other processes).
+pub fn spawn(
+    runner: ProjectionRunner,
+    mut head: watch::Receiver<i64>,
+    poll: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> ProjectionHandle {
+    let (checkpoint_tx, checkpoint_rx) = watch::channel(0);
+    tokio::spawn(async move {
+        loop {
+            match runner.catch_up().await {
+                Ok(checkpoint) => {
+                    checkpoint_tx.send_if_modified(|current| {
+                        let moved = *current != checkpoint;
+                        *current = checkpoint;
+                        moved
+                    });
+                }
+                Err(error) => tracing::error!(%error, "projection batch failed; retrying"),
+            }
+            tokio::select! {
+                changed = head.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(poll) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+    ProjectionHandle { checkpoint: checkpoint_rx }
+}

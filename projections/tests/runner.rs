@@ -1,0 +1,205 @@
+//! Projector runner tests on both backends: exactly-once across a crash between (and inside)
+//! batches, and rebuilds identical to the live tables.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cqrs_es::DomainEvent;
+use pwnbook_events::engagement::{EngagementCreated, EngagementEvent, EngagementUpdated};
+use pwnbook_events::sequencer::Sequencer;
+use pwnbook_events::{backend_tests, log, Backend, Empty, LogEvent, StatusChange, Store};
+use pwnbook_projections::{all_projectors, ProjectionError, ProjectionRunner, Projector};
+use sqlx::{Any, Row, Transaction};
+
+const ORG: &str = "org_01j9k2m3n4p5q6r7s8t9";
+
+async fn open(url: &str) -> Store {
+    let store = Store::open(url).await.unwrap();
+    pwnbook_projections::migrate(&store).await.unwrap();
+    store
+}
+
+/// Appends one event the way the command service's repositories store it.
+async fn append(store: &Store, id: &str, sequence: i64, event: EngagementEvent) {
+    let metadata = format!(
+        r#"{{"organizationId":"{ORG}","engagementId":"{id}","actorType":"system","actorName":"system"}}"#
+    );
+    let json = if store.backend() == Backend::Postgres { "::json" } else { "" };
+    sqlx::query(&format!(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('engagement', $1, $2, $3, '1', $4{json}, $5{json})"
+    ))
+    .bind(id)
+    .bind(sequence)
+    .bind(event.event_type())
+    .bind(serde_json::to_string(&event).unwrap())
+    .bind(metadata)
+    .execute(store.pool())
+    .await
+    .unwrap();
+}
+
+fn created(name: &str, tags: &[&str]) -> EngagementEvent {
+    EngagementEvent::Created(EngagementCreated {
+        organization_id: ORG.to_owned(),
+        name: name.to_owned(),
+        description: Some("scope".to_owned()),
+        client_name: Some("Acme".to_owned()),
+        start_date: Some("2025-01-01".to_owned()),
+        end_date: None,
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        status: "active".to_owned(),
+    })
+}
+
+/// A varied history: creates, renames, tag changes, archive/unarchive, deletes.
+async fn write_history(store: &Store, engagements: usize) {
+    for i in 0..engagements {
+        let id = format!("eng_{i:020}");
+        append(store, &id, 1, created(&format!("Engagement {i}"), &["web", "internal"])).await;
+        let rename = EngagementUpdated {
+            name: Some(format!("Renamed {i}")),
+            description: Some(None),
+            tags: Some(vec!["web".to_owned(), format!("t{}", i % 3)]),
+            ..EngagementUpdated::default()
+        };
+        append(store, &id, 2, EngagementEvent::Updated(rename)).await;
+        let archived = StatusChange { from: "active".to_owned(), to: "archived".to_owned() };
+        append(store, &id, 3, EngagementEvent::Archived(archived)).await;
+        if i % 2 == 0 {
+            let back = StatusChange { from: "archived".to_owned(), to: "active".to_owned() };
+            append(store, &id, 4, EngagementEvent::Unarchived(back)).await;
+        }
+        if i % 5 == 0 {
+            let next = if i % 2 == 0 { 5 } else { 4 };
+            append(store, &id, next, EngagementEvent::Deleted(Empty {})).await;
+        }
+    }
+    Sequencer::new(store.clone()).settle(Duration::from_secs(10)).await.unwrap();
+}
+
+/// Every row of the read tables, as text, in a fixed order.
+async fn dump(store: &Store) -> Vec<Vec<Option<String>>> {
+    let tables = [
+        ("engagements", "id"),
+        ("engagement_tags", "engagement_id, tag"),
+        ("organizations", "id"),
+        ("api_keys", "id"),
+    ];
+    let mut out = Vec::new();
+    for (table, order) in tables {
+        let rows = sqlx::query(&format!("SELECT * FROM {table} ORDER BY {order}"))
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        for row in rows {
+            let mut values = vec![Some(table.to_owned())];
+            for i in 0..row.len() {
+                let text = row
+                    .try_get::<Option<String>, _>(i)
+                    .or_else(|_| row.try_get::<Option<i64>, _>(i).map(|v| v.map(|v| v.to_string())))
+                    .unwrap();
+                values.push(text);
+            }
+            out.push(values);
+        }
+    }
+    out
+}
+
+/// Records every position it sees in a table whose primary key refuses a second delivery, and
+/// fails (once) halfway through a batch when asked to.
+struct Recorder {
+    crash_at: i64,
+    crashed: AtomicBool,
+}
+
+#[async_trait]
+impl Projector for Recorder {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+    fn schema_version(&self) -> i64 {
+        1
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["recorded"]
+    }
+    async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {
+        for event in events {
+            if event.position == self.crash_at && !self.crashed.swap(true, Ordering::SeqCst) {
+                return Err(ProjectionError::UnknownProjector("simulated crash".to_owned()));
+            }
+            sqlx::query("INSERT INTO recorded (position) VALUES ($1)")
+                .bind(event.position)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+backend_tests! {
+    async fn a_crash_between_or_inside_batches_neither_loses_nor_duplicates(db) {
+        let store = open(&db.url).await;
+        sqlx::query("CREATE TABLE recorded (position BIGINT PRIMARY KEY)").execute(store.pool()).await.unwrap();
+        write_history(&store, 20).await;
+        let head = log::head(&store).await.unwrap();
+        assert!(head > 60);
+
+        let recorder = Arc::new(Recorder { crash_at: 25, crashed: AtomicBool::new(false) });
+        let runner = ProjectionRunner::new(store.clone(), vec![recorder.clone()]);
+        runner.prepare().await.unwrap();
+        // Two whole batches land, then the process "dies" in the middle of the third.
+        assert_eq!(runner.run_batch(recorder.as_ref(), 10).await.unwrap(), (10, 10));
+        assert_eq!(runner.run_batch(recorder.as_ref(), 10).await.unwrap(), (10, 20));
+        assert!(runner.run_batch(recorder.as_ref(), 10).await.is_err());
+        let recorded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM recorded").fetch_one(store.pool()).await.unwrap();
+        assert_eq!(recorded, 20, "the failed batch must leave nothing behind");
+
+        // A fresh runner (a restarted process) resumes from the checkpoint.
+        let restarted = ProjectionRunner::new(store.clone(), vec![recorder]);
+        assert_eq!(restarted.catch_up().await.unwrap(), head);
+        let (count, max): (i64, i64) = {
+            let row = sqlx::query("SELECT COUNT(*) AS n, MAX(position) AS m FROM recorded").fetch_one(store.pool()).await.unwrap();
+            (row.get("n"), row.get("m"))
+        };
+        assert_eq!((count, max), (head, head));
+    }
+
+    async fn a_rebuild_from_zero_equals_the_live_tables(db) {
+        let store = open(&db.url).await;
+        let runner = ProjectionRunner::new(store.clone(), all_projectors());
+        runner.prepare().await.unwrap();
+        // Live: project while history is being written, in several catch-ups.
+        write_history(&store, 10).await;
+        runner.catch_up().await.unwrap();
+        write_history_more(&store).await;
+        assert_eq!(runner.catch_up().await.unwrap(), log::head(&store).await.unwrap());
+        let live = dump(&store).await;
+        assert!(live.len() > 20);
+
+        for projector in runner.projectors() {
+            runner.rebuild(projector.as_ref()).await.unwrap();
+        }
+        assert_eq!(dump(&store).await, live);
+        let engagements: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM engagements").fetch_one(store.pool()).await.unwrap();
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM engagements ORDER BY id").fetch_all(store.pool()).await.unwrap();
+        assert_eq!(engagements, 9, "11 created, 2 deleted: {ids:?}");
+    }
+}
+
+async fn write_history_more(store: &Store) {
+    let id = "eng_99999999999999999999";
+    append(store, id, 1, created("Late", &["x"])).await;
+    let patch = EngagementUpdated {
+        tags: Some(vec![]),
+        end_date: Some(Some("2025-02-01".to_owned())),
+        ..EngagementUpdated::default()
+    };
+    append(store, id, 2, EngagementEvent::Updated(patch)).await;
+    Sequencer::new(store.clone()).settle(Duration::from_secs(10)).await.unwrap();
+}
