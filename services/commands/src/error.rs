@@ -18,7 +18,7 @@ impl FieldError {
 /// A command the domain refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
-    #[error("validation failed")]
+    #[error("validation failed: {}", describe(.0))]
     Validation(Vec<FieldError>),
     #[error("{0}")]
     Conflict(String),
@@ -26,6 +26,10 @@ pub enum DomainError {
     Forbidden(String),
     #[error("not found")]
     NotFound,
+}
+
+fn describe(errors: &[FieldError]) -> String {
+    errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect::<Vec<_>>().join("; ")
 }
 
 impl DomainError {

@@ -1,0 +1,201 @@
+//! Authentication (bearer key → principal), rate limiting, and the per-route permission check.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use pwnbook_commands::permissions::grants;
+use pwnbook_commands::{CommandContext, Permission};
+use pwnbook_events::{Actor, Store};
+use pwnbook_projections::api_keys;
+
+use crate::error::ApiError;
+use crate::routes::ROUTES;
+use crate::secrets::{hash_secret, hashes_match};
+use crate::state::AppState;
+use crate::{request_id, time};
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub key_id: String,
+    pub key_name: String,
+    pub organization_id: String,
+    pub permissions: Vec<Permission>,
+}
+
+/// What authentication concluded; the route layer turns anything but `Valid` into 401.
+#[derive(Debug, Clone)]
+enum AuthOutcome {
+    Valid(Principal),
+    Invalid(&'static str),
+    Missing,
+}
+
+async fn authenticate_secret(store: &Store, secret: &str) -> Result<AuthOutcome, ApiError> {
+    let hash = hash_secret(secret);
+    let Some(key) = api_keys::find_by_secret_hash(store.pool(), &hash).await? else {
+        return Ok(AuthOutcome::Invalid("the API key is not valid"));
+    };
+    if !hashes_match(&key.secret_hash, &hash) {
+        return Ok(AuthOutcome::Invalid("the API key is not valid"));
+    }
+    if key.revoked_at.is_some() {
+        return Ok(AuthOutcome::Invalid("the API key has been revoked"));
+    }
+    if key.expires_at.is_some_and(|at| at <= time::now_millis()) {
+        return Ok(AuthOutcome::Invalid("the API key has expired"));
+    }
+    let permissions = key.permissions.iter().filter_map(|p| p.parse().ok()).collect();
+    Ok(AuthOutcome::Valid(Principal {
+        key_id: key.id,
+        key_name: key.name,
+        organization_id: key.organization_id,
+        permissions,
+    }))
+}
+
+/// Outer middleware: resolves the key, applies the rate limit (per key, else per address), and
+/// puts the `X-RateLimit-*` headers on every response, errors included.
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim));
+    let outcome = match bearer {
+        None => Ok(AuthOutcome::Missing),
+        Some(None) => Ok(AuthOutcome::Invalid("the Authorization header must be Bearer <api key>")),
+        Some(Some(secret)) => authenticate_secret(&state.store, secret).await,
+    };
+    let rate_key = match &outcome {
+        Ok(AuthOutcome::Valid(principal)) => format!("key:{}", principal.key_id),
+        _ => {
+            let address = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+            format!("ip:{}", address.unwrap_or_default())
+        }
+    };
+    let decision = state.rate_limits.check(&rate_key);
+    let mut response = match (decision.retry_after, outcome) {
+        (Some(retry_after), _) => ApiError::RateLimited { retry_after }.into_response(),
+        (None, Err(error)) => error.into_response(),
+        (None, Ok(outcome)) => {
+            if let AuthOutcome::Valid(principal) = &outcome {
+                state.usage.touch(&state.store, &principal.key_id);
+            }
+            request.extensions_mut().insert(outcome);
+            next.run(request).await
+        }
+    };
+    decision.apply(response.headers_mut());
+    response
+}
+
+/// The authenticated principal of a request, once `authenticate` ran.
+pub fn principal_of(request: &Request) -> Option<&Principal> {
+    match request.extensions().get::<AuthOutcome>() {
+        Some(AuthOutcome::Valid(principal)) => Some(principal),
+        _ => None,
+    }
+}
+
+/// Route layer: the permission the route table names for the matched route.
+pub async fn authorize(request: Request, next: Next) -> Response {
+    let path = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let method = request.method().as_str().to_owned();
+    // The router is generated from ROUTES, so a method missing here is missing there too: axum
+    // answers 405 (with `Allow`), which the envelope layer wraps.
+    let Some(route) = ROUTES.iter().find(|r| r.method == method && r.path == path) else {
+        return next.run(request).await;
+    };
+    let verdict = match request.extensions().get::<AuthOutcome>() {
+        Some(AuthOutcome::Valid(principal)) if grants(&principal.permissions, route.permission) => Ok(()),
+        Some(AuthOutcome::Valid(_)) => {
+            Err(ApiError::Forbidden(format!("the API key lacks the permission {}", route.permission)))
+        }
+        Some(AuthOutcome::Invalid(reason)) => Err(ApiError::Unauthorized((*reason).to_owned())),
+        Some(AuthOutcome::Missing) | None => {
+            Err(ApiError::Unauthorized("an API key is required: Authorization: Bearer <api key>".to_owned()))
+        }
+    };
+    match verdict {
+        Ok(()) => next.run(request).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// The caller of a handler behind `authorize`, with the request's id and idempotency key.
+pub struct Caller {
+    pub principal: Principal,
+    pub idempotency_key: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(AuthOutcome::Valid(principal)) = parts.extensions.get::<AuthOutcome>() else {
+            return Err(ApiError::Unauthorized("an API key is required".to_owned()));
+        };
+        let idempotency_key =
+            parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok(Self { principal: principal.clone(), idempotency_key })
+    }
+}
+
+impl Caller {
+    pub fn organization_id(&self) -> &str {
+        &self.principal.organization_id
+    }
+
+    pub fn command_context(&self) -> CommandContext {
+        CommandContext {
+            organization_id: self.principal.organization_id.clone(),
+            actor: Actor::api_key(&self.principal.key_id, &self.principal.key_name),
+            request_id: request_id::current(),
+            idempotency_key: self.idempotency_key.clone(),
+        }
+    }
+}
+
+/// Keeps `lastUsedAt` fresh to within a minute without an event (or a write) per request.
+#[derive(Default)]
+pub struct UsageTracker {
+    last_written: Mutex<HashMap<String, Instant>>,
+}
+
+const USAGE_RESOLUTION: Duration = Duration::from_secs(60);
+
+impl UsageTracker {
+    pub fn touch(&self, store: &Store, key_id: &str) {
+        let now = Instant::now();
+        {
+            let Ok(mut last) = self.last_written.lock() else { return };
+            if last.get(key_id).is_some_and(|at| now.duration_since(*at) < USAGE_RESOLUTION) {
+                return;
+            }
+            last.insert(key_id.to_owned(), now);
+        }
+        let store = store.clone();
+        let key_id = key_id.to_owned();
+        tokio::spawn(async move {
+            let written = sqlx::query(
+                "INSERT INTO api_key_usage (key_id, last_used_at) VALUES ($1, $2) \
+                 ON CONFLICT (key_id) DO UPDATE SET last_used_at = excluded.last_used_at",
+            )
+            .bind(&key_id)
+            .bind(time::now_millis())
+            .execute(store.pool())
+            .await;
+            if let Err(error) = written {
+                tracing::warn!(%error, key_id, "could not record key usage");
+            }
+        });
+    }
+}

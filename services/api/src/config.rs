@@ -1,0 +1,102 @@
+//! Command line and environment. `pwnbook --help` is the configuration reference.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pwnbook",
+    version,
+    about = "The Pwnbook API server: event-sourced engagements, findings and more."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Settings shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Where everything is stored: `sqlite://<file>` (created if missing) or `postgres://…`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://pwnbook.db",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// Address and port to listen on.
+    #[arg(long, env = "PWNBOOK_BIND", default_value = "127.0.0.1:8080", global = true)]
+    pub bind: SocketAddr,
+
+    /// Requests per minute allowed to each API key (and to each client address without one).
+    #[arg(long, env = "PWNBOOK_RATE_LIMIT_PER_MINUTE", default_value = "600", global = true)]
+    pub rate_limit_per_minute: NonZeroU32,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "PWNBOOK_BODY_LIMIT", default_value = "1048576", global = true)]
+    pub body_limit: usize,
+
+    /// The admin key created on first start (`pwbk_live_…` or `pwbk_test_…`, at least 32 base62
+    /// characters after the prefix); a random one is generated and printed when unset.
+    #[arg(long, env = "PWNBOOK_BOOTSTRAP_API_KEY", global = true, hide_env_values = true)]
+    pub bootstrap_api_key: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "PWNBOOK_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Manage organizations.
+    #[command(subcommand)]
+    Orgs(OrgsCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgsCommand {
+    /// Create an organization; prints its id.
+    Create {
+        /// The organization's name.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key; prints only the secret (shown this once).
+    Create {
+        /// The organization the key belongs to.
+        #[arg(long)]
+        org: String,
+        /// A name for the key.
+        #[arg(long)]
+        name: String,
+        /// A permission to grant (repeat for several; `*` grants all).
+        #[arg(long = "permission", required = true)]
+        permissions: Vec<String>,
+        /// `live` or `test`.
+        #[arg(long, default_value = "live")]
+        environment: String,
+    },
+}

@@ -1,0 +1,39 @@
+//! Makes sure no error leaves the server without our envelope: axum's own rejections (405,
+//! unmatched routes), tower layers and panics all end up as `{"error": {...}}`.
+
+use axum::extract::Request;
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::{for_status, ApiError};
+
+pub async fn ensure(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, _) = response.into_parts();
+    let mut replaced = for_status(status).into_response();
+    // Keep what the original said beyond its body (Allow on 405, rate-limit headers, ...).
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            replaced.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    replaced
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::Internal("a request handler panicked".to_owned()).into_response()
+}

@@ -1,0 +1,177 @@
+//! The one place where failures become HTTP responses:
+//! `{"error": {"code", "message", "statusCode", "details"?, "requestId"}}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use pwnbook_commands::{CommandError, DomainError, FieldError};
+use pwnbook_events::StoreError;
+use pwnbook_projections::ProjectionError;
+use serde_json::json;
+
+use crate::request_id;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the resource does not exist")]
+    NotFound,
+    #[error("the method is not allowed on this resource")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("the request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("the request is not valid: {}", describe(.0))]
+    Validation(Vec<FieldError>),
+    #[error("rate limit exceeded; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    #[error("{0}")]
+    Unavailable(String),
+    /// Logged with its cause; the client sees a generic message.
+    #[error("internal error")]
+    Internal(String),
+}
+
+fn describe(details: &[FieldError]) -> String {
+    details.iter().map(|d| format!("{} {}", d.field, d.message)).collect::<Vec<_>>().join("; ")
+}
+
+impl ApiError {
+    pub fn validation(field: &str, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "BAD_REQUEST",
+            Self::Unauthorized(_) => "UNAUTHORIZED",
+            Self::Forbidden(_) => "FORBIDDEN",
+            Self::NotFound => "NOT_FOUND",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::Conflict(_) => "CONFLICT",
+            Self::PreconditionFailed(_) => "PRECONDITION_FAILED",
+            Self::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            Self::Validation(_) => "VALIDATION_ERROR",
+            Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            Self::Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+}
+
+/// The envelope for a status that did not come from an `ApiError` (axum's own rejections,
+/// tower layers, panics).
+pub fn for_status(status: StatusCode) -> ApiError {
+    match status {
+        StatusCode::BAD_REQUEST => ApiError::BadRequest("the request is malformed".to_owned()),
+        StatusCode::UNAUTHORIZED => ApiError::Unauthorized("authentication required".to_owned()),
+        StatusCode::FORBIDDEN => ApiError::Forbidden("forbidden".to_owned()),
+        StatusCode::NOT_FOUND => ApiError::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(0),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::UnsupportedMediaType("the request body must be application/json".to_owned())
+        }
+        StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
+            ApiError::Unavailable("the server could not answer in time; retry".to_owned())
+        }
+        _ => ApiError::Internal(format!("unexpected status {status}")),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            Self::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                "an unexpected error occurred".to_owned()
+            }
+            Self::PayloadTooLarge(0) => "the request body is larger than the limit".to_owned(),
+            other => other.to_string(),
+        };
+        let mut error = json!({
+            "code": self.code(),
+            "message": message,
+            "statusCode": status.as_u16(),
+        });
+        if let Self::Validation(details) = &self {
+            error["details"] = json!(details);
+        }
+        if let Some(id) = request_id::current() {
+            error["requestId"] = json!(id);
+        }
+        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        match self {
+            Self::Unauthorized(_) => {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::RateLimited { retry_after } => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(error: CommandError) -> Self {
+        match error {
+            CommandError::Domain(DomainError::Validation(details)) => Self::Validation(details),
+            CommandError::Domain(DomainError::Conflict(message)) => Self::Conflict(message),
+            CommandError::Domain(DomainError::Forbidden(message)) => Self::Forbidden(message),
+            CommandError::Domain(DomainError::NotFound) => Self::NotFound,
+            error @ CommandError::PreconditionFailed { .. } => Self::PreconditionFailed(error.to_string()),
+            error @ CommandError::Contention => Self::Conflict(error.to_string()),
+            CommandError::Store(cause) => Self::Internal(cause),
+        }
+    }
+}
+
+impl From<ProjectionError> for ApiError {
+    fn from(error: ProjectionError) -> Self {
+        Self::Internal(error.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        Self::Internal(error.to_string())
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Internal(error.to_string())
+    }
+}

@@ -1,0 +1,180 @@
+//! `Idempotency-Key` on POST: the first response for a (key, Idempotency-Key) pair is stored and
+//! replayed for 24 hours, so a retried request performs nothing twice.
+//!
+//! A record is claimed (inserted without a response) before the request runs, so concurrent
+//! repeats get 409 instead of running twice. A claim whose request never finished (the process
+//! died) is taken over after five minutes.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use crate::auth::principal_of;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::time::now_millis;
+
+const HEADER: &str = "idempotency-key";
+const RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
+const ABANDONED_MS: i64 = 5 * 60 * 1000;
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    etag: Option<String>,
+    location: Option<String>,
+    body: String,
+}
+
+pub async fn middleware(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match run(&state, request, next).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn run(state: &AppState, request: Request, next: Next) -> Result<Response, ApiError> {
+    if request.method() != Method::POST {
+        return Ok(next.run(request).await);
+    }
+    let Some(key) = request.headers().get(HEADER) else { return Ok(next.run(request).await) };
+    let key = key
+        .to_str()
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".to_owned())
+        })?
+        .to_owned();
+    let Some(key_id) = principal_of(&request).map(|p| p.key_id.clone()) else {
+        return Ok(next.run(request).await);
+    };
+    let (parts, body) = request.into_parts();
+    let bytes =
+        to_bytes(body, state.body_limit).await.map_err(|_| ApiError::PayloadTooLarge(state.body_limit))?;
+    let mut hasher = Sha256::new();
+    hasher.update(parts.method.as_str());
+    hasher.update(b" ");
+    hasher.update(parts.uri.path());
+    hasher.update(b"\n");
+    hasher.update(&bytes);
+    let fingerprint = hex::encode(hasher.finalize());
+
+    if let Some(replay) = claim(state, &key_id, &key, &fingerprint).await? {
+        return Ok(replay);
+    }
+    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    if response.status().is_server_error() {
+        // Nothing was promised: let a retry run again.
+        sqlx::query("DELETE FROM idempotency_keys WHERE key_id = $1 AND idempotency_key = $2")
+            .bind(&key_id)
+            .bind(&key)
+            .execute(state.store.pool())
+            .await?;
+        return Ok(response);
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = to_bytes(body, usize::MAX).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let header_text =
+        |name| parts.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_owned);
+    let stored = Stored {
+        etag: header_text(header::ETAG),
+        location: header_text(header::LOCATION),
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    };
+    sqlx::query(
+        "UPDATE idempotency_keys SET status = $1, body = $2 WHERE key_id = $3 AND idempotency_key = $4",
+    )
+    .bind(i64::from(parts.status.as_u16()))
+    .bind(serde_json::to_string(&stored).map_err(|e| ApiError::Internal(e.to_string()))?)
+    .bind(&key_id)
+    .bind(&key)
+    .execute(state.store.pool())
+    .await?;
+    Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// Claims the key for this request, or answers with the stored response (or a refusal).
+async fn claim(
+    state: &AppState,
+    key_id: &str,
+    key: &str,
+    fingerprint: &str,
+) -> Result<Option<Response>, ApiError> {
+    let pool = state.store.pool();
+    let now = now_millis();
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE key_id = $1 AND idempotency_key = $2 AND created_at < $3",
+    )
+    .bind(key_id)
+    .bind(key)
+    .bind(now - RETENTION_MS)
+    .execute(pool)
+    .await?;
+    let claimed = sqlx::query(
+        "INSERT INTO idempotency_keys (key_id, idempotency_key, fingerprint, status, body, created_at) \
+         VALUES ($1, $2, $3, NULL, NULL, $4) ON CONFLICT (key_id, idempotency_key) DO NOTHING",
+    )
+    .bind(key_id)
+    .bind(key)
+    .bind(fingerprint)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    if claimed.rows_affected() == 1 {
+        return Ok(None);
+    }
+    let row = sqlx::query(
+        "SELECT fingerprint, status, body, created_at FROM idempotency_keys WHERE key_id = $1 AND idempotency_key = $2",
+    )
+    .bind(key_id)
+    .bind(key)
+    .fetch_one(pool)
+    .await?;
+    let stored_fingerprint: String = row.try_get("fingerprint")?;
+    if stored_fingerprint != fingerprint {
+        return Err(ApiError::Conflict(
+            "this Idempotency-Key was already used for a different request".to_owned(),
+        ));
+    }
+    let status: Option<i64> = row.try_get("status")?;
+    let created_at: i64 = row.try_get("created_at")?;
+    let Some(status) = status else {
+        let taken_over = sqlx::query(
+            "UPDATE idempotency_keys SET created_at = $1 \
+             WHERE key_id = $2 AND idempotency_key = $3 AND status IS NULL AND created_at = $4 AND created_at < $5",
+        )
+        .bind(now)
+        .bind(key_id)
+        .bind(key)
+        .bind(created_at)
+        .bind(now - ABANDONED_MS)
+        .execute(pool)
+        .await?;
+        if taken_over.rows_affected() == 1 {
+            return Ok(None);
+        }
+        return Err(ApiError::Conflict(
+            "a request with this Idempotency-Key is still in progress".to_owned(),
+        ));
+    };
+    let body: Option<String> = row.try_get("body")?;
+    let stored: Stored =
+        serde_json::from_str(&body.unwrap_or_default()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let status = StatusCode::from_u16(u16::try_from(status).unwrap_or(500))
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, stored.body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    for (name, value) in [(header::ETAG, stored.etag), (header::LOCATION, stored.location)] {
+        if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            headers.insert(name, value);
+        }
+    }
+    Ok(Some(response))
+}

@@ -1,0 +1,60 @@
+//! The route table: every route with the one permission it needs. The router and the permission
+//! check are both generated from this table, so they cannot drift apart.
+
+mod engagements;
+mod health;
+
+use axum::routing::{delete, get, patch, post};
+use axum::{middleware, Router};
+use pwnbook_commands::Permission;
+
+use crate::state::AppState;
+use crate::{auth, idempotency};
+
+/// One route and the permission a key needs to call it.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteSpec {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub permission: Permission,
+}
+
+macro_rules! api_routes {
+    ($($method:ident $path:literal => $handler:path, $permission:ident;)*) => {
+        /// Every `/api/v1` route and its permission.
+        pub const ROUTES: &[RouteSpec] = &[
+            $(RouteSpec {
+                method: api_routes!(@method $method),
+                path: $path,
+                permission: Permission::$permission,
+            },)*
+        ];
+
+        fn api_router() -> Router<AppState> {
+            Router::new()
+                $(.route($path, $method($handler)))*
+        }
+    };
+    (@method get) => { "GET" };
+    (@method post) => { "POST" };
+    (@method patch) => { "PATCH" };
+    (@method delete) => { "DELETE" };
+}
+
+api_routes! {
+    get "/api/v1/engagements" => engagements::list, EngagementsRead;
+    post "/api/v1/engagements" => engagements::create, EngagementsWrite;
+    get "/api/v1/engagements/{id}" => engagements::get, EngagementsRead;
+    patch "/api/v1/engagements/{id}" => engagements::update, EngagementsWrite;
+    delete "/api/v1/engagements/{id}" => engagements::delete, EngagementsDelete;
+    post "/api/v1/engagements/{id}/archive" => engagements::archive, EngagementsWrite;
+    post "/api/v1/engagements/{id}/unarchive" => engagements::unarchive, EngagementsWrite;
+}
+
+/// The whole HTTP surface: authenticated `/api/v1` routes plus the open health endpoints.
+pub fn router(state: AppState) -> Router<AppState> {
+    api_router()
+        .route_layer(middleware::from_fn_with_state(state, idempotency::middleware))
+        .route_layer(middleware::from_fn(auth::authorize))
+        .merge(health::router())
+}

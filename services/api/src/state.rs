@@ -1,0 +1,21 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use pwnbook_commands::CommandService;
+use pwnbook_events::Store;
+
+use crate::auth::UsageTracker;
+use crate::rate_limit::RateLimits;
+use crate::visibility::Visibility;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub commands: CommandService,
+    pub visibility: Visibility,
+    pub rate_limits: Arc<RateLimits>,
+    pub usage: Arc<UsageTracker>,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+}

@@ -1,0 +1,238 @@
+//! SPEC §1 conventions: envelopes, IDs, timestamps, errors and their statuses, request ids,
+//! authentication, permissions, organization scoping, rate limits.
+
+use pwnbook_events::backend_tests;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::harness::{error_code, parts, TestApp};
+
+fn is_id(value: &Value, prefix: &str) -> bool {
+    value.as_str().is_some_and(|id| {
+        id.len() == prefix.len() + 21
+            && id.starts_with(prefix)
+            && id[prefix.len() + 1..].bytes().all(|b| b"0123456789abcdefghjkmnpqrstvwxyz".contains(&b))
+    })
+}
+
+fn is_timestamp(value: &Value) -> bool {
+    value.as_str().is_some_and(|t| {
+        t.len() == 24
+            && t.ends_with('Z')
+            && t.as_bytes()[19] == b'.'
+            && chrono::DateTime::parse_from_rfc3339(t).is_ok()
+    })
+}
+
+backend_tests! {
+    async fn resources_have_the_documented_shape(db) {
+        let app = TestApp::spawn(db).await;
+        let created = app.create_engagement(json!({"name": "Shape", "tags": ["web"]})).await;
+        assert!(is_id(&created["id"], "eng"), "{created}");
+        assert!(is_timestamp(&created["createdAt"]));
+        assert_eq!(created["createdAt"], created["updatedAt"]);
+        assert_eq!(created["status"], "active");
+        assert_eq!(created["version"], 1);
+        assert_eq!(created["archivedAt"], Value::Null);
+        let keys: Vec<&str> = created.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["id", "name", "description", "status", "clientName", "startDate", "endDate", "tags", "archivedAt", "createdAt", "updatedAt", "version"]
+        );
+        let response = app.get(&format!("/api/v1/engagements/{}", created["id"].as_str().unwrap())).send().await.unwrap();
+        assert_eq!(response.headers()["etag"], "\"1\"");
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+        let (status, body) = parts(response).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["data"], created);
+    }
+
+    async fn request_ids_are_echoed_or_generated(db) {
+        let app = TestApp::spawn(db).await;
+        let response = app.get("/api/v1/engagements").header("x-request-id", "client-chosen-42").send().await.unwrap();
+        assert_eq!(response.headers()["x-request-id"], "client-chosen-42");
+        let response = app.get("/api/v1/engagements/eng_00000000000000000000").send().await.unwrap();
+        let generated = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert!(!generated.is_empty());
+        let (status, body) = parts(response).await;
+        assert_eq!(status, 404);
+        assert_eq!(body["error"]["requestId"], generated.as_str());
+        let response = app.get("/healthz").send().await.unwrap();
+        assert!(response.headers().contains_key("x-request-id"));
+    }
+
+    async fn authentication_failures_are_401_with_a_bearer_challenge(db) {
+        let app = TestApp::spawn(db).await;
+        let url = format!("{}/api/v1/engagements", app.base);
+        let attempts = [
+            app.client.get(&url),
+            app.client.get(&url).bearer_auth("pwbk_live_wrongwrongwrongwrongwrongwrongwrong"),
+            app.client.get(&url).header("authorization", "Basic dXNlcjpwYXNz"),
+        ];
+        for attempt in attempts {
+            let response = attempt.send().await.unwrap();
+            assert_eq!(response.headers()["www-authenticate"], "Bearer");
+            assert!(response.headers().contains_key("x-ratelimit-limit"));
+            let (status, body) = parts(response).await;
+            assert_eq!(status, 401);
+            assert_eq!(error_code(status, &body), "UNAUTHORIZED");
+        }
+    }
+
+    async fn permissions_are_enforced_per_route(db) {
+        let app = TestApp::spawn(db).await;
+        let id = app.create_engagement(json!({"name": "Perm"})).await["id"].as_str().unwrap().to_owned();
+        let reader = app.key_with(&["engagements:read"]).await;
+        let writer = app.key_with(&["engagements:write"]).await;
+        let path = format!("/api/v1/engagements/{id}");
+        let cases: Vec<(&str, Method, String, Option<Value>, u16)> = vec![
+            (&reader, Method::GET, "/api/v1/engagements".to_owned(), None, 200),
+            (&reader, Method::GET, path.clone(), None, 200),
+            (&reader, Method::POST, "/api/v1/engagements".to_owned(), Some(json!({"name": "x"})), 403),
+            (&reader, Method::PATCH, path.clone(), Some(json!({"name": "x"})), 403),
+            (&reader, Method::POST, format!("{path}/archive"), None, 403),
+            (&writer, Method::GET, path.clone(), None, 403),
+            (&writer, Method::DELETE, path.clone(), None, 403),
+            (&writer, Method::PATCH, path.clone(), Some(json!({"description": "ok"})), 200),
+        ];
+        for (key, method, path, body, expected) in cases {
+            let mut request = app.request(method.clone(), &path, key);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let (status, body) = parts(request.send().await.unwrap()).await;
+            assert_eq!(status, expected, "{method} {path}: {body}");
+            if expected == 403 {
+                assert_eq!(error_code(status, &body), "FORBIDDEN");
+            }
+        }
+    }
+
+    async fn another_organizations_resources_are_404(db) {
+        let app = TestApp::spawn(db).await;
+        let id = app.create_engagement(json!({"name": "Private"})).await["id"].as_str().unwrap().to_owned();
+        let stranger = app.org_with_key(&["*"]).await;
+        let path = format!("/api/v1/engagements/{id}");
+        for (method, path, body) in [
+            (Method::GET, path.clone(), None),
+            (Method::PATCH, path.clone(), Some(json!({"name": "Mine now"}))),
+            (Method::DELETE, path.clone(), None),
+            (Method::POST, format!("{path}/archive"), None),
+            (Method::POST, format!("{path}/unarchive"), None),
+        ] {
+            let mut request = app.request(method.clone(), &path, &stranger);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let (status, body) = parts(request.send().await.unwrap()).await;
+            assert_eq!(status, 404, "{method} {path}");
+            assert_eq!(error_code(status, &body), "NOT_FOUND");
+        }
+        let (_, list) = parts(app.request(Method::GET, "/api/v1/engagements", &stranger).send().await.unwrap()).await;
+        assert_eq!(list["meta"]["total"], 0);
+        // The same name is free in another organization.
+        let response = app.request(Method::POST, "/api/v1/engagements", &stranger).json(&json!({"name": "Private"})).send().await.unwrap();
+        assert_eq!(response.status(), 201);
+    }
+
+    async fn malformed_requests_are_400(db) {
+        let app = TestApp::spawn(db).await;
+        let url = format!("{}/api/v1/engagements", app.base);
+        let bodies = ["{\"name\": ", "[1, 2]", "{\"name\": 5}", "{\"tags\": \"web\"}", "\"text\""];
+        for body in bodies {
+            let response = app.client.post(&url).bearer_auth(&app.key).header("content-type", "application/json").body(body).send().await.unwrap();
+            let (status, json) = parts(response).await;
+            assert_eq!((status, error_code(status, &json)), (400, "BAD_REQUEST".to_owned()), "{body}");
+        }
+        for query in [
+            "page=0", "page=x", "perPage=0", "perPage=101", "sort=color", "order=up", "cursor=bm9wZQ", "status=open",
+            "createdAfter=yesterday", "colour=red", "status=active&status=archived",
+        ] {
+            let (status, json) = parts(app.get(&format!("/api/v1/engagements?{query}")).send().await.unwrap()).await;
+            assert_eq!((status, error_code(status, &json)), (400, "BAD_REQUEST".to_owned()), "{query}");
+        }
+    }
+
+    async fn validation_failures_are_422_with_details(db) {
+        let app = TestApp::spawn(db).await;
+        let cases = [
+            (json!({}), "name"),
+            (json!({"name": "   "}), "name"),
+            (json!({"name": "x".repeat(201)}), "name"),
+            (json!({"name": "ok", "description": "d".repeat(10_001)}), "description"),
+            (json!({"name": "ok", "startDate": "2025-02-30"}), "startDate"),
+            (json!({"name": "ok", "startDate": "2025-02-01", "endDate": "2025-01-01"}), "endDate"),
+            (json!({"name": "ok", "tags": vec!["t"; 51]}), "tags"),
+            (json!({"name": "ok", "tags": ["x".repeat(51)]}), "tags"),
+            (json!({"name": "ok", "status": "archived"}), "status"),
+            (json!({"name": "ok", "owner": "me"}), "owner"),
+        ];
+        for (body, field) in cases {
+            let (status, json) = parts(app.post("/api/v1/engagements", &body).send().await.unwrap()).await;
+            assert_eq!((status, error_code(status, &json)), (422, "VALIDATION_ERROR".to_owned()), "{body}");
+            let fields: Vec<&str> = json["error"]["details"].as_array().unwrap().iter().map(|d| d["field"].as_str().unwrap()).collect();
+            assert!(fields.contains(&field), "{body} → {json}");
+        }
+        let id = app.create_engagement(json!({"name": "Patchable"})).await["id"].as_str().unwrap().to_owned();
+        for body in [json!({"status": "archived"}), json!({"name": null}), json!({"name": ""})] {
+            let (status, json) = parts(app.patch(&format!("/api/v1/engagements/{id}"), &body).send().await.unwrap()).await;
+            assert_eq!((status, error_code(status, &json)), (422, "VALIDATION_ERROR".to_owned()), "{body}");
+        }
+    }
+
+    async fn bodies_must_be_json_and_within_the_limit(db) {
+        let app = TestApp::spawn(db).await;
+        let url = format!("{}/api/v1/engagements", app.base);
+        let response = app.client.post(&url).bearer_auth(&app.key).header("content-type", "text/plain").body("{\"name\":\"x\"}").send().await.unwrap();
+        let (status, json) = parts(response).await;
+        assert_eq!((status, error_code(status, &json)), (415, "UNSUPPORTED_MEDIA_TYPE".to_owned()));
+        let response = app.client.post(&url).bearer_auth(&app.key).body("{\"name\":\"x\"}").send().await.unwrap();
+        assert_eq!(response.status(), 415);
+        let huge = json!({"name": "big", "description": "x".repeat(1_100_000)});
+        let (status, json) = parts(app.post("/api/v1/engagements", &huge).send().await.unwrap()).await;
+        assert_eq!((status, error_code(status, &json)), (413, "PAYLOAD_TOO_LARGE".to_owned()));
+    }
+
+    async fn unknown_routes_and_methods_use_the_envelope(db) {
+        let app = TestApp::spawn(db).await;
+        let (status, json) = parts(app.get("/api/v1/nothing-here").send().await.unwrap()).await;
+        assert_eq!((status, error_code(status, &json)), (404, "NOT_FOUND".to_owned()));
+        let response = app.request(Method::PUT, "/api/v1/engagements", &app.key).send().await.unwrap();
+        assert!(response.headers().contains_key("allow"));
+        let (status, json) = parts(response).await;
+        assert_eq!((status, error_code(status, &json)), (405, "METHOD_NOT_ALLOWED".to_owned()));
+        for malformed in ["nope", "eng_short", "fnd_01j9k2m3n4p5q6r7s8t9", "eng_01J9K2M3N4P5Q6R7S8T9"] {
+            let (status, _) = parts(app.get(&format!("/api/v1/engagements/{malformed}")).send().await.unwrap()).await;
+            assert_eq!(status, 404, "{malformed}");
+        }
+    }
+
+    async fn rate_limits_apply_per_key_with_headers_on_every_response(db) {
+        let app = TestApp::spawn_with(db, |s| s.rate_limit_per_minute = std::num::NonZeroU32::new(5).unwrap()).await;
+        let mut remaining = Vec::new();
+        for _ in 0..5 {
+            let response = app.get("/api/v1/engagements").send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.headers()["x-ratelimit-limit"], "5");
+            let reset: u64 = response.headers()["x-ratelimit-reset"].to_str().unwrap().parse().unwrap();
+            let now = chrono::Utc::now().timestamp() as u64;
+            assert!(reset >= now && reset <= now + 61, "reset {reset} now {now}");
+            remaining.push(response.headers()["x-ratelimit-remaining"].to_str().unwrap().to_owned());
+        }
+        assert_eq!(remaining, ["4", "3", "2", "1", "0"]);
+        let response = app.get("/api/v1/engagements").send().await.unwrap();
+        let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry_after));
+        assert_eq!(response.headers()["x-ratelimit-remaining"], "0");
+        let (status, json) = parts(response).await;
+        assert_eq!((status, error_code(status, &json)), (429, "RATE_LIMITED".to_owned()));
+        // Another key has its own allowance; unauthenticated callers are limited by address.
+        let other = app.key_with(&["engagements:read"]).await;
+        let response = app.request(Method::GET, "/api/v1/engagements", &other).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-ratelimit-remaining"], "4");
+        let response = app.client.get(format!("{}/api/v1/engagements", app.base)).send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        assert_eq!(response.headers()["x-ratelimit-remaining"], "4");
+    }
+}
