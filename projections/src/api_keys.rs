@@ -6,6 +6,8 @@ use pwnbook_events::LogEvent;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
+use crate::list::{self, Order, SortValue, Window};
+use crate::sql::Sql;
 use crate::{ProjectionError, Projector};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +22,7 @@ pub struct ApiKeyRow {
     pub environment: String,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
     pub version: i64,
@@ -39,6 +42,7 @@ impl ApiKeyRow {
             environment: row.try_get("environment")?,
             expires_at: row.try_get("expires_at")?,
             revoked_at: row.try_get("revoked_at")?,
+            last_used_at: row.try_get("last_used_at")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
             version: row.try_get("version")?,
@@ -48,16 +52,121 @@ impl ApiKeyRow {
 
 const COLUMNS: &str = "id, organization_id, name, prefix, last_four, secret_hash, permissions, environment, \
      expires_at, revoked_at, created_at, updated_at, version";
+/// Keys with their usage (operational data kept beside the projection, see `record_use`).
+const SELECT: &str =
+    "SELECT id, organization_id, name, prefix, last_four, secret_hash, permissions, environment, \
+     expires_at, revoked_at, created_at, updated_at, version, u.last_used_at AS last_used_at \
+     FROM api_keys LEFT JOIN api_key_usage u ON u.key_id = api_keys.id";
+
+/// Sort fields of `GET /api-keys`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiKeySort {
+    CreatedAt,
+    Name,
+    LastUsedAt,
+}
+
+impl ApiKeySort {
+    fn column(self) -> &'static str {
+        match self {
+            Self::CreatedAt => "created_at",
+            Self::Name => "name_key",
+            // Never-used keys sort as the oldest use.
+            Self::LastUsedAt => "COALESCE(u.last_used_at, 0)",
+        }
+    }
+
+    pub fn value_of(self, row: &ApiKeyRow) -> SortValue {
+        match self {
+            Self::CreatedAt => SortValue::Int(row.created_at),
+            Self::Name => SortValue::Text(row.name.to_lowercase()),
+            Self::LastUsedAt => SortValue::Int(row.last_used_at.unwrap_or(0)),
+        }
+    }
+
+    pub fn accepts(self, value: &SortValue) -> bool {
+        matches!(
+            (self, value),
+            (Self::CreatedAt | Self::LastUsedAt, SortValue::Int(_)) | (Self::Name, SortValue::Text(_))
+        )
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiKeyFilter {
+    pub environment: Vec<String>,
+    pub revoked: Option<bool>,
+}
+
+fn push_filter(sql: &mut Sql, filter: &ApiKeyFilter) {
+    list::push_in(sql, "environment", &filter.environment);
+    match filter.revoked {
+        Some(true) => sql.push(" AND revoked_at IS NOT NULL"),
+        Some(false) => sql.push(" AND revoked_at IS NULL"),
+        None => sql,
+    };
+}
+
+pub async fn list(
+    pool: &AnyPool,
+    organization_id: &str,
+    filter: &ApiKeyFilter,
+    sort: ApiKeySort,
+    order: Order,
+    window: &Window,
+) -> Result<Vec<ApiKeyRow>, ProjectionError> {
+    let mut sql = list::select(SELECT, organization_id);
+    push_filter(&mut sql, filter);
+    list::push_window(&mut sql, sort.column(), order, window);
+    let rows = sql.query().fetch_all(pool).await?;
+    rows.iter().map(ApiKeyRow::from_row).collect()
+}
+
+pub async fn count(
+    pool: &AnyPool,
+    organization_id: &str,
+    filter: &ApiKeyFilter,
+) -> Result<i64, ProjectionError> {
+    let mut sql = list::select("SELECT COUNT(*) FROM api_keys", organization_id);
+    push_filter(&mut sql, filter);
+    Ok(sql.query().fetch_one(pool).await?.try_get(0)?)
+}
+
+pub async fn get(
+    pool: &AnyPool,
+    organization_id: &str,
+    id: &str,
+) -> Result<Option<ApiKeyRow>, ProjectionError> {
+    let row = sqlx::query(&format!("{SELECT} WHERE id = $1 AND organization_id = $2"))
+        .bind(id)
+        .bind(organization_id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(ApiKeyRow::from_row).transpose()
+}
 
 pub async fn find_by_secret_hash(
     pool: &AnyPool,
     secret_hash: &str,
 ) -> Result<Option<ApiKeyRow>, ProjectionError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE secret_hash = $1"))
+    let row = sqlx::query(&format!("{SELECT} WHERE secret_hash = $1"))
         .bind(secret_hash)
         .fetch_optional(pool)
         .await?;
     row.as_ref().map(ApiKeyRow::from_row).transpose()
+}
+
+/// Records that a key was used at `at` (operational data: no event, not rebuilt).
+pub async fn record_use(pool: &AnyPool, key_id: &str, at: i64) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "INSERT INTO api_key_usage (key_id, last_used_at) VALUES ($1, $2) \
+         ON CONFLICT (key_id) DO UPDATE SET last_used_at = excluded.last_used_at",
+    )
+    .bind(key_id)
+    .bind(at)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 pub struct ApiKeysProjector;

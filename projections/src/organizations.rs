@@ -41,6 +41,14 @@ pub async fn get(pool: &AnyPool, id: &str) -> Result<Option<OrganizationRow>, Pr
     Ok(row.as_ref().map(OrganizationRow::from_row).transpose()?)
 }
 
+/// Live engagements of the organization.
+pub async fn engagement_count(pool: &AnyPool, id: &str) -> Result<i64, ProjectionError> {
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM engagements WHERE organization_id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await?)
+}
+
 pub async fn count(pool: &AnyPool) -> Result<i64, ProjectionError> {
     Ok(sqlx::query_scalar("SELECT COUNT(*) FROM organizations").fetch_one(pool).await?)
 }

@@ -87,7 +87,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         (None, Err(error)) => error.into_response(),
         (None, Ok(outcome)) => {
             if let AuthOutcome::Valid(principal) = &outcome {
-                state.usage.touch(&state.store, &principal.key_id);
+                state.usage.touch(&state.store, &principal.key_id).await;
             }
             request.extensions_mut().insert(outcome);
             next.run(request).await
@@ -173,7 +173,9 @@ pub struct UsageTracker {
 const USAGE_RESOLUTION: Duration = Duration::from_secs(60);
 
 impl UsageTracker {
-    pub fn touch(&self, store: &Store, key_id: &str) {
+    /// Records a use of `key_id` unless one was recorded less than a minute ago. The write is
+    /// awaited so that `lastUsedAt` is set by the time the first request answers.
+    pub async fn touch(&self, store: &Store, key_id: &str) {
         let now = Instant::now();
         {
             let Ok(mut last) = self.last_written.lock() else { return };
@@ -182,20 +184,8 @@ impl UsageTracker {
             }
             last.insert(key_id.to_owned(), now);
         }
-        let store = store.clone();
-        let key_id = key_id.to_owned();
-        tokio::spawn(async move {
-            let written = sqlx::query(
-                "INSERT INTO api_key_usage (key_id, last_used_at) VALUES ($1, $2) \
-                 ON CONFLICT (key_id) DO UPDATE SET last_used_at = excluded.last_used_at",
-            )
-            .bind(&key_id)
-            .bind(time::now_millis())
-            .execute(store.pool())
-            .await;
-            if let Err(error) = written {
-                tracing::warn!(%error, key_id, "could not record key usage");
-            }
-        });
+        if let Err(error) = api_keys::record_use(store.pool(), key_id, time::now_millis()).await {
+            tracing::warn!(%error, key_id, "could not record key usage");
+        }
     }
 }

@@ -1,8 +1,10 @@
 //! The route table: every route with the one permission it needs. The router and the permission
 //! check are both generated from this table, so they cannot drift apart.
 
+mod api_keys;
 mod engagements;
 mod health;
+mod organizations;
 
 use axum::routing::{delete, get, patch, post};
 use axum::{middleware, Router};
@@ -49,6 +51,12 @@ api_routes! {
     delete "/api/v1/engagements/{id}" => engagements::delete, EngagementsDelete;
     post "/api/v1/engagements/{id}/archive" => engagements::archive, EngagementsWrite;
     post "/api/v1/engagements/{id}/unarchive" => engagements::unarchive, EngagementsWrite;
+    get "/api/v1/organizations/current" => organizations::get, OrganizationsRead;
+    patch "/api/v1/organizations/current" => organizations::update, OrganizationsWrite;
+    get "/api/v1/api-keys" => api_keys::list, KeysManage;
+    post "/api/v1/api-keys" => api_keys::create, KeysManage;
+    get "/api/v1/api-keys/{id}" => api_keys::get, KeysManage;
+    delete "/api/v1/api-keys/{id}" => api_keys::revoke, KeysManage;
 }
 
 /// The whole HTTP surface: authenticated `/api/v1` routes plus the open health endpoints.

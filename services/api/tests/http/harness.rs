@@ -2,6 +2,7 @@
 
 use std::num::NonZeroU32;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pwnbook_api::config::{KeysCommand, LogFormat, OrgsCommand, Settings};
@@ -51,6 +52,13 @@ impl TestApp {
             db,
             _server: server,
         }
+    }
+
+    /// A second server process (same code, own workers) on this app's database.
+    pub async fn second_server(&self) -> (RunningServer, String) {
+        let server = server::start(&settings(&self.db)).await.unwrap();
+        let base = format!("http://{}", server.local_addr);
+        (server, base)
     }
 
     pub fn request(&self, method: Method, path: &str, key: &str) -> RequestBuilder {
@@ -144,11 +152,14 @@ pub fn error_code(status: u16, body: &Value) -> String {
 pub struct Binary {
     pub child: Child,
     pub base: String,
+    /// Everything the server wrote to standard error so far.
+    pub stderr: Arc<Mutex<String>>,
 }
 
 pub async fn spawn_binary(url: &str, bootstrap_key: &str) -> Binary {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pwnbook"))
         .arg("serve")
+        .env("RUST_LOG", "debug")
         .env("DATABASE_URL", url)
         .env("PWNBOOK_BIND", "127.0.0.1:0")
         .env("PWNBOOK_BOOTSTRAP_API_KEY", bootstrap_key)
@@ -159,8 +170,11 @@ pub async fn spawn_binary(url: &str, bootstrap_key: &str) -> Binary {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let stderr = Arc::new(Mutex::new(String::new()));
     let base = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await.unwrap() {
+            stderr.lock().unwrap().push_str(&line);
+            stderr.lock().unwrap().push('\n');
             if let Some(address) = line.strip_prefix("Pwnbook listening on ") {
                 return address.to_owned();
             }
@@ -169,9 +183,16 @@ pub async fn spawn_binary(url: &str, bootstrap_key: &str) -> Binary {
     })
     .await
     .unwrap();
-    // Keep draining stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Binary { child, base }
+    // Keep reading stderr so the child never blocks on a full pipe.
+    let collected = stderr.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut text = collected.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    Binary { child, base, stderr }
 }
 
 pub async fn run_cli(url: &str, args: &[&str]) -> (bool, String, String) {

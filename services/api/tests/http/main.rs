@@ -1,6 +1,7 @@
 //! Black-box tests of the HTTP API against a real server on port 0, on SQLite and PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod access;
 mod conventions;
 mod durability;
 mod engagements;

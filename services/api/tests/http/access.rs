@@ -1,0 +1,216 @@
+//! SPEC §2: the organization, API key management, least privilege, revocation and expiry,
+//! secrets kept out of logs, and the walk of every route's declared permission.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use pwnbook_api::routes::ROUTES;
+use pwnbook_api::secrets::Secret;
+use pwnbook_commands::Permission;
+use pwnbook_events::backend_tests;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::harness::{error_code, parts, spawn_binary, TestApp};
+
+async fn create_key(app: &TestApp, with: &str, body: Value) -> (u16, Value) {
+    parts(app.request(Method::POST, "/api/v1/api-keys", with).json(&body).send().await.unwrap()).await
+}
+
+backend_tests! {
+    async fn the_current_organization_can_be_read_and_renamed(db) {
+        let app = TestApp::spawn(db).await;
+        let (status, org) = parts(app.get("/api/v1/organizations/current").send().await.unwrap()).await;
+        assert_eq!(status, 200);
+        let org = &org["data"];
+        assert!(org["id"].as_str().unwrap().starts_with("org_"));
+        assert_eq!((org["name"].clone(), org["slug"].clone(), org["engagementCount"].clone()), (json!("Default"), json!("default"), json!(0)));
+        assert_eq!(org["createdAt"], org["updatedAt"]);
+        let first = app.create_engagement(json!({"name": "One"})).await;
+        app.create_engagement(json!({"name": "Two"})).await;
+        app.delete(&format!("/api/v1/engagements/{}", first["id"].as_str().unwrap())).send().await.unwrap();
+        let (_, counted) = parts(app.get("/api/v1/organizations/current").send().await.unwrap()).await;
+        assert_eq!(counted["data"]["engagementCount"], 1);
+
+        let (status, renamed) = parts(app.patch("/api/v1/organizations/current", &json!({"name": "Acme Red Team"})).send().await.unwrap()).await;
+        assert_eq!(status, 200);
+        assert_eq!((renamed["data"]["name"].clone(), renamed["data"]["slug"].clone()), (json!("Acme Red Team"), json!("default")));
+        assert!(renamed["data"]["updatedAt"].as_str() > org["updatedAt"].as_str());
+        for body in [json!({"slug": "x"}), json!({"name": ""}), json!({"engagementCount": 3})] {
+            let (status, json) = parts(app.patch("/api/v1/organizations/current", &body).send().await.unwrap()).await;
+            assert_eq!((status, error_code(status, &json)), (422, "VALIDATION_ERROR".to_owned()), "{body}");
+        }
+        let (status, _) = parts(app.patch("/api/v1/organizations/current", &json!({"name": "x"})).header("if-match", "\"1\"").send().await.unwrap()).await;
+        assert_eq!(status, 412);
+    }
+
+    async fn keys_are_created_once_listed_without_secrets_and_revoked(db) {
+        let app = TestApp::spawn(db).await;
+        let (status, created) = create_key(&app, &app.key, json!({"name": "CI runner", "permissions": ["engagements:read"], "environment": "test"})).await;
+        assert_eq!(status, 201, "{created}");
+        let created = &created["data"];
+        let secret = created["key"].as_str().unwrap().to_owned();
+        let random = secret.strip_prefix("pwbk_test_").unwrap();
+        assert!(random.len() >= 32 && random.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_eq!((created["prefix"].clone(), created["lastFour"].clone()), (json!("pwbk_test_"), json!(&secret[secret.len() - 4..])));
+        assert_eq!(created["permissions"], json!(["engagements:read"]));
+        assert_eq!((created["lastUsedAt"].clone(), created["revokedAt"].clone(), created["expiresAt"].clone()), (Value::Null, Value::Null, Value::Null));
+        let id = created["id"].as_str().unwrap().to_owned();
+        let (_, live) = create_key(&app, &app.key, json!({"name": "alpha", "permissions": ["*"]})).await;
+        assert!(live["data"]["key"].as_str().unwrap().starts_with("pwbk_live_"));
+
+        // Never the secret again.
+        let (_, fetched) = parts(app.get(&format!("/api/v1/api-keys/{id}")).send().await.unwrap()).await;
+        assert!(fetched["data"].get("key").is_none());
+        let (_, listed) = parts(app.get("/api/v1/api-keys?sort=name&order=asc").send().await.unwrap()).await;
+        assert!(!listed.to_string().contains(&secret));
+        let names: Vec<&str> = listed["data"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["alpha", "Bootstrap admin", "CI runner"]);
+        let (_, tests) = parts(app.get("/api/v1/api-keys?environment=test").send().await.unwrap()).await;
+        assert_eq!(tests["meta"]["total"], 2, "the test harness's bootstrap key is a test key too");
+
+        // First use sets lastUsedAt.
+        let used = app.request(Method::GET, "/api/v1/engagements", &secret).send().await.unwrap();
+        assert_eq!(used.status(), 200);
+        let (_, fetched) = parts(app.get(&format!("/api/v1/api-keys/{id}")).send().await.unwrap()).await;
+        assert!(fetched["data"]["lastUsedAt"].is_string(), "{fetched}");
+        let (_, by_use) = parts(app.get("/api/v1/api-keys?sort=lastUsedAt&order=desc&perPage=1").send().await.unwrap()).await;
+        assert!(by_use["data"][0]["lastUsedAt"].is_string());
+
+        let revoked = app.delete(&format!("/api/v1/api-keys/{id}")).send().await.unwrap();
+        assert_eq!(revoked.status(), 204);
+        let refused = app.request(Method::GET, "/api/v1/engagements", &secret).send().await.unwrap();
+        assert_eq!(refused.headers()["www-authenticate"], "Bearer");
+        let (status, body) = parts(refused).await;
+        assert_eq!((status, error_code(status, &body)), (401, "UNAUTHORIZED".to_owned()));
+        assert!(!body.to_string().contains(&secret));
+        let (status, _) = parts(app.delete(&format!("/api/v1/api-keys/{id}")).send().await.unwrap()).await;
+        assert_eq!(status, 409);
+        let (_, revoked_list) = parts(app.get("/api/v1/api-keys?revoked=true").send().await.unwrap()).await;
+        assert_eq!(revoked_list["data"][0]["id"], id.as_str());
+        assert!(revoked_list["data"][0]["revokedAt"].is_string());
+        let (status, _) = parts(app.get("/api/v1/api-keys?revoked=maybe").send().await.unwrap()).await;
+        assert_eq!(status, 400);
+    }
+
+    async fn keys_cannot_escalate_or_name_unknown_permissions(db) {
+        let app = TestApp::spawn(db).await;
+        let manager = app.key_with(&["keys:manage", "engagements:read"]).await;
+        let (status, body) = create_key(&app, &manager, json!({"name": "x", "permissions": ["engagements:write"]})).await;
+        assert_eq!((status, error_code(status, &body)), (403, "FORBIDDEN".to_owned()));
+        let (status, _) = create_key(&app, &manager, json!({"name": "x", "permissions": ["*"]})).await;
+        assert_eq!(status, 403);
+        let (status, _) = create_key(&app, &manager, json!({"name": "x", "permissions": ["engagements:read"]})).await;
+        assert_eq!(status, 201);
+        for (body, field) in [
+            (json!({"name": "x", "permissions": ["engagements:admin"]}), "permissions"),
+            (json!({"name": "x", "permissions": []}), "permissions"),
+            (json!({"name": "x"}), "permissions"),
+            (json!({"permissions": ["*"]}), "name"),
+            (json!({"name": "x", "permissions": ["*"], "environment": "prod"}), "environment"),
+            (json!({"name": "x", "permissions": ["*"], "expiresAt": "2001-01-01T00:00:00Z"}), "expiresAt"),
+            (json!({"name": "x", "permissions": ["*"], "key": "pwbk_live_mine"}), "key"),
+        ] {
+            let (status, json) = create_key(&app, &app.key, body.clone()).await;
+            assert_eq!((status, error_code(status, &json)), (422, "VALIDATION_ERROR".to_owned()), "{body}");
+            assert_eq!(json["error"]["details"][0]["field"], field, "{json}");
+        }
+    }
+
+    async fn expired_keys_are_refused(db) {
+        let app = TestApp::spawn(db).await;
+        let expires = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+        let (status, created) = create_key(&app, &app.key, json!({
+            "name": "short-lived", "permissions": ["engagements:read"],
+            "expiresAt": expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        })).await;
+        assert_eq!(status, 201);
+        assert!(created["data"]["expiresAt"].is_string());
+        let secret = created["data"]["key"].as_str().unwrap();
+        assert_eq!(app.request(Method::GET, "/api/v1/engagements", secret).send().await.unwrap().status(), 200);
+        // Wait for the expiry itself (a functional wait, bounded), then the key is refused.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = parts(app.request(Method::GET, "/api/v1/engagements", secret).send().await.unwrap()).await;
+            if status == 401 {
+                assert!(body["error"]["message"].as_str().unwrap().contains("expired"));
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the key never expired");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn revocation_is_seen_by_another_server_process(db) {
+        let app = TestApp::spawn(db).await;
+        let (second, second_base) = app.second_server().await;
+        let (_, created) = create_key(&app, &app.key, json!({"name": "shared", "permissions": ["engagements:read"]})).await;
+        let secret = created["data"]["key"].as_str().unwrap().to_owned();
+        let id = created["data"]["id"].as_str().unwrap().to_owned();
+        let via_second = || app.client.get(format!("{second_base}/api/v1/engagements")).bearer_auth(&secret).send();
+        assert_eq!(via_second().await.unwrap().status(), 200);
+        assert_eq!(app.delete(&format!("/api/v1/api-keys/{id}")).send().await.unwrap().status(), 204);
+        assert_eq!(via_second().await.unwrap().status(), 401);
+        second.shutdown().await.unwrap();
+    }
+
+    async fn every_route_checks_its_permission_and_the_organization(db) {
+        let app = TestApp::spawn(db).await;
+        let engagement = app.create_engagement(json!({"name": "Walked"})).await["id"].as_str().unwrap().to_owned();
+        let (_, key) = create_key(&app, &app.key, json!({"name": "walked", "permissions": ["engagements:read"]})).await;
+        let fixtures: HashMap<&str, String> = HashMap::from([
+            ("/api/v1/engagements/{id}", engagement),
+            ("/api/v1/api-keys/{id}", key["data"]["id"].as_str().unwrap().to_owned()),
+        ]);
+        let stranger = app.org_with_key(&["*"]).await;
+        let mut lacking: HashMap<Permission, String> = HashMap::new();
+        for route in ROUTES {
+            if !lacking.contains_key(&route.permission) {
+                let others: Vec<&str> = Permission::ALL
+                    .iter()
+                    .filter(|p| **p != route.permission && **p != Permission::All)
+                    .map(|p| p.as_str())
+                    .collect();
+                lacking.insert(route.permission, app.key_with(&others).await);
+            }
+            let fixture = fixtures.iter().find(|(prefix, _)| route.path.starts_with(*prefix));
+            let path = match (route.path.contains("{id}"), fixture) {
+                (false, _) => route.path.to_owned(),
+                (true, Some((prefix, id))) => route.path.replacen(prefix, &prefix.replace("{id}", id), 1),
+                (true, None) => panic!("no fixture for {} {}: add one", route.method, route.path),
+            };
+            let method = Method::from_bytes(route.method.as_bytes()).unwrap();
+            let with = |key: &str| app.request(method.clone(), &path, key).json(&json!({}));
+            let (status, body) = parts(with(&lacking[&route.permission]).send().await.unwrap()).await;
+            assert_eq!((status, error_code(status, &body)), (403, "FORBIDDEN".to_owned()), "{} {path}", route.method);
+            if route.path.contains("{id}") {
+                let (status, body) = parts(with(&stranger).send().await.unwrap()).await;
+                assert_eq!((status, error_code(status, &body)), (404, "NOT_FOUND".to_owned()), "{} {path}", route.method);
+            }
+            let (status, _) = parts(app.request(method.clone(), &path, "").send().await.unwrap()).await;
+            assert_eq!(status, 401, "{} {path} without a key", route.method);
+        }
+    }
+
+    async fn secrets_never_reach_the_logs(db) {
+        let bootstrap = Secret::generate("live").expose().to_owned();
+        let mut server = spawn_binary(&db.url, &bootstrap).await;
+        let client = reqwest::Client::new();
+        let created: Value = client
+            .post(format!("{}/api/v1/api-keys", server.base))
+            .bearer_auth(&bootstrap)
+            .json(&json!({"name": "logged?", "permissions": ["engagements:read"]}))
+            .send().await.unwrap().json().await.unwrap();
+        let secret = created["data"]["key"].as_str().unwrap().to_owned();
+        for key in [&secret, &bootstrap, &"pwbk_live_notakeynotakeynotakeynotakeynotakey".to_owned()] {
+            client.get(format!("{}/api/v1/engagements", server.base)).bearer_auth(key).send().await.unwrap();
+        }
+        server.child.start_kill().unwrap();
+        server.child.wait().await.unwrap();
+        let logs = server.stderr.lock().unwrap().clone();
+        assert!(logs.contains("listening"), "the log was captured: {logs}");
+        assert!(!logs.contains(&secret[10..]), "a key secret was logged");
+        assert!(!logs.contains(&bootstrap[10..]), "the bootstrap secret was logged");
+        assert!(!logs.contains("notakeynotakey"), "a presented secret was logged");
+    }
+}
