@@ -165,13 +165,13 @@ backend_tests! {
         let stranger = app.org_with_key(&["*"]).await;
         let mut lacking: HashMap<Permission, String> = HashMap::new();
         for route in ROUTES {
-            if !lacking.contains_key(&route.permission) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = lacking.entry(route.permission) {
                 let others: Vec<&str> = Permission::ALL
                     .iter()
                     .filter(|p| **p != route.permission && **p != Permission::All)
                     .map(|p| p.as_str())
                     .collect();
-                lacking.insert(route.permission, app.key_with(&others).await);
+                slot.insert(app.key_with(&others).await);
             }
             let fixture = fixtures.iter().find(|(prefix, _)| route.path.starts_with(*prefix));
             let path = match (route.path.contains("{id}"), fixture) {
