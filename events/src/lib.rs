@@ -5,6 +5,7 @@ mod aggregate_store;
 pub mod api_key;
 mod db;
 pub mod engagement;
+pub mod finding;
 pub mod hash;
 pub mod ids;
 pub mod log;
@@ -12,6 +13,7 @@ pub mod metadata;
 pub mod organization;
 pub mod patch;
 pub mod sequencer;
+pub mod target;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -4,9 +4,11 @@
 pub mod api_key;
 pub mod engagement;
 mod error;
+pub mod finding;
 pub mod organization;
 pub mod permissions;
 mod service;
+pub mod target;
 mod validate;
 
 pub use error::{CommandError, DomainError, FieldError};
