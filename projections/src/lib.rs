@@ -3,11 +3,13 @@
 
 pub mod api_keys;
 pub mod engagements;
+pub mod findings;
 pub mod list;
 pub mod organizations;
 mod projector;
 pub mod runner;
 pub mod sql;
+pub mod targets;
 
 use std::sync::Arc;
 
@@ -43,5 +45,7 @@ pub fn all_projectors() -> Vec<Arc<dyn Projector>> {
         Arc::new(organizations::OrganizationsProjector),
         Arc::new(api_keys::ApiKeysProjector),
         Arc::new(engagements::EngagementsProjector),
+        Arc::new(targets::TargetsProjector),
+        Arc::new(findings::FindingsProjector),
     ]
 }

@@ -81,6 +81,29 @@ impl Sql {
     }
 }
 
+/// Replaces the rows `(owner, value)` of a child table that backs a multi-valued filter.
+pub async fn replace_set(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    table: &str,
+    owner_column: &str,
+    value_column: &str,
+    owner: &str,
+    values: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("DELETE FROM {table} WHERE {owner_column} = $1"))
+        .bind(owner)
+        .execute(&mut **tx)
+        .await?;
+    for value in values {
+        sqlx::query(&format!("INSERT INTO {table} ({owner_column}, {value_column}) VALUES ($1, $2)"))
+            .bind(owner)
+            .bind(value)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
