@@ -5,4 +5,6 @@ mod access;
 mod conventions;
 mod durability;
 mod engagements;
+mod findings;
 mod harness;
+mod targets;
