@@ -219,9 +219,14 @@ pub async fn count(
     organization_id: &str,
     filter: &FindingFilter,
 ) -> Result<i64, ProjectionError> {
+    Ok(count_query(organization_id, filter).query().fetch_one(pool).await?.try_get(0)?)
+}
+
+/// The total of a filter, which page mode reports next to the rows.
+pub fn count_query(organization_id: &str, filter: &FindingFilter) -> Sql {
     let mut query = list::select("SELECT COUNT(*) FROM findings", organization_id);
     push_filter(&mut query, filter);
-    Ok(query.query().fetch_one(pool).await?.try_get(0)?)
+    query
 }
 
 pub async fn get(

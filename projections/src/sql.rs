@@ -65,8 +65,10 @@ impl Sql {
         self
     }
 
-    pub fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
-        let mut query = sqlx::query(&self.text);
+    /// This builder's parameters bound to another text with the same placeholders (e.g. the
+    /// query under `EXPLAIN`).
+    pub fn query_with_text<'q>(&'q self, text: &'q str) -> Query<'q, Any, AnyArguments<'q>> {
+        let mut query = sqlx::query(text);
         for param in &self.params {
             query = match param {
                 Param::Int(value) => query.bind(*value),
@@ -74,6 +76,10 @@ impl Sql {
             };
         }
         query
+    }
+
+    pub fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
+        self.query_with_text(&self.text)
     }
 
     pub fn text(&self) -> &str {

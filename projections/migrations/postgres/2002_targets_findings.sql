@@ -67,7 +67,8 @@ CREATE INDEX findings_org_rank ON findings (organization_id, severity_rank, id);
 CREATE INDEX findings_org_score ON findings (organization_id, cvss_score, id);
 CREATE INDEX findings_org_title ON findings (organization_id, title_key, id);
 CREATE INDEX findings_org_status ON findings (organization_id, status, created_at, id);
-CREATE INDEX findings_org_severity_score ON findings (organization_id, severity, cvss_score, id);
+-- engagement_id last: the live-engagement check and the page-mode count stay index-only.
+CREATE INDEX findings_org_severity_score ON findings (organization_id, severity, cvss_score, id, engagement_id);
 CREATE INDEX findings_org_severity_created ON findings (organization_id, severity, created_at, id);
 CREATE INDEX findings_org_review ON findings (organization_id, review_status, created_at, id);
 CREATE INDEX findings_org_eng_created ON findings (organization_id, engagement_id, created_at, id);
