@@ -12,10 +12,13 @@ pub mod log;
 pub mod metadata;
 pub mod organization;
 pub mod patch;
+pub mod report;
 pub mod sequencer;
 pub mod target;
+pub mod task;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod wiki;
 
 use serde::{Deserialize, Serialize};
 
