@@ -7,9 +7,12 @@ pub mod findings;
 pub mod list;
 pub mod organizations;
 mod projector;
+pub mod reports;
 pub mod runner;
 pub mod sql;
 pub mod targets;
+pub mod tasks;
+pub mod wiki;
 
 use std::sync::Arc;
 
@@ -47,5 +50,8 @@ pub fn all_projectors() -> Vec<Arc<dyn Projector>> {
         Arc::new(engagements::EngagementsProjector),
         Arc::new(targets::TargetsProjector),
         Arc::new(findings::FindingsProjector),
+        Arc::new(tasks::TasksProjector),
+        Arc::new(wiki::WikiProjector),
+        Arc::new(reports::ReportsProjector),
     ]
 }
