@@ -8,6 +8,8 @@ mod health;
 mod organizations;
 mod scope;
 mod targets;
+mod tasks;
+mod wiki;
 
 use axum::routing::{delete, get, patch, post};
 use axum::{middleware, Router};
@@ -67,6 +69,18 @@ api_routes! {
     patch "/api/v1/findings/{id}" => findings::update, FindingsWrite;
     delete "/api/v1/findings/{id}" => findings::delete, FindingsDelete;
     post "/api/v1/findings/{id}/transition" => findings::transition, FindingsWrite;
+    get "/api/v1/engagements/{id}/tasks" => tasks::list, TasksRead;
+    post "/api/v1/engagements/{id}/tasks" => tasks::create, TasksWrite;
+    get "/api/v1/tasks" => tasks::list_all, TasksRead;
+    get "/api/v1/tasks/{id}" => tasks::get, TasksRead;
+    patch "/api/v1/tasks/{id}" => tasks::update, TasksWrite;
+    delete "/api/v1/tasks/{id}" => tasks::delete, TasksWrite;
+    post "/api/v1/tasks/{id}/close" => tasks::close, TasksWrite;
+    get "/api/v1/engagements/{id}/wiki" => wiki::list, WikiRead;
+    post "/api/v1/engagements/{id}/wiki" => wiki::create, WikiWrite;
+    get "/api/v1/wiki/{id}" => wiki::get, WikiRead;
+    patch "/api/v1/wiki/{id}" => wiki::update, WikiWrite;
+    delete "/api/v1/wiki/{id}" => wiki::delete, WikiWrite;
     get "/api/v1/organizations/current" => organizations::get, OrganizationsRead;
     patch "/api/v1/organizations/current" => organizations::update, OrganizationsWrite;
     get "/api/v1/api-keys" => api_keys::list, KeysManage;

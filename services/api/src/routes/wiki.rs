@@ -1,0 +1,270 @@
+//! Wiki pages: `GET|POST /engagements/{id}/wiki`, `GET|PATCH|DELETE /wiki/{id}`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use pwnbook_commands::wiki::{NewWikiPage, WikiPage, WikiPageCommand, WikiPagePatch};
+use pwnbook_commands::{Execution, FieldError};
+use pwnbook_events::{Id, IdKind};
+use pwnbook_projections::wiki::{self, WikiFilter, WikiPageRow, WikiSort};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
+use crate::pagination;
+use crate::routes::scope;
+use crate::state::AppState;
+use crate::time::format_millis;
+
+const SORTS: &[(&str, WikiSort)] = &[
+    ("createdAt", WikiSort::CreatedAt),
+    ("updatedAt", WikiSort::UpdatedAt),
+    ("title", WikiSort::Title),
+    ("slug", WikiSort::Slug),
+];
+const FILTERS: &[&str] = &["parentId", "slug", "q"];
+const READ_ONLY: &[&str] = &["id", "engagementId", "createdAt", "updatedAt", "version"];
+/// Deeper trees are refused rather than walked forever.
+const MAX_DEPTH: usize = 50;
+
+pub fn render(row: &WikiPageRow) -> Value {
+    json!({
+        "id": row.id,
+        "engagementId": row.engagement_id,
+        "title": row.title,
+        "slug": row.slug,
+        "content": row.content,
+        "parentId": row.parent_id,
+        "createdAt": format_millis(row.created_at),
+        "updatedAt": format_millis(row.updated_at),
+        "version": row.version,
+    })
+}
+
+fn respond(status: StatusCode, row: &WikiPageRow) -> Response {
+    (status, [(header::ETAG, etag(row.version))], Json(json!({ "data": render(row) }))).into_response()
+}
+
+async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<WikiPageRow, ApiError> {
+    let id = Id::parse(IdKind::WikiPage, id).ok_or(ApiError::NotFound)?;
+    wiki::get(state.store.pool(), caller.organization_id(), id.as_str()).await?.ok_or(ApiError::NotFound)
+}
+
+/// A parent must be a page of the same engagement and, for an existing page, outside its subtree.
+async fn check_parent(
+    state: &AppState,
+    caller: &Caller,
+    engagement_id: &str,
+    parent_id: &str,
+    page_id: Option<&str>,
+) -> Result<(), ApiError> {
+    let invalid = |message: &str| ApiError::validation("parentId", message);
+    let parent = match load(state, caller, parent_id).await {
+        Ok(parent) if parent.engagement_id == engagement_id => parent,
+        Ok(_) | Err(ApiError::NotFound) => return Err(invalid("is not a wiki page of this engagement")),
+        Err(other) => return Err(other),
+    };
+    let Some(page_id) = page_id else { return Ok(()) };
+    let mut ancestor = Some(parent);
+    for _ in 0..MAX_DEPTH {
+        match ancestor {
+            None => return Ok(()),
+            Some(row) if row.id == page_id => {
+                return Err(invalid("cannot be the page itself or one of its descendants"))
+            }
+            Some(row) => {
+                ancestor = match row.parent_id {
+                    Some(next) => wiki::get(state.store.pool(), caller.organization_id(), &next).await?,
+                    None => None,
+                };
+            }
+        }
+    }
+    Err(invalid(&format!("would nest pages deeper than {MAX_DEPTH} levels")))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(engagement_id): Path<String>,
+    mut params: QueryParams,
+) -> Result<Json<Value>, ApiError> {
+    let engagement = scope::readable(&state, &caller, &engagement_id).await?;
+    let request = pagination::parse(&mut params, SORTS, FILTERS)?;
+    params.finish()?;
+    request.check_cursor(WikiSort::accepts)?;
+    let mut filters = request.filters();
+    let filter = WikiFilter {
+        engagement_id: engagement.id,
+        parent_ids: filters.take_list("parentId"),
+        slugs: filters.take_list("slug"),
+        q: filters.take("q").filter(|q| !q.is_empty()),
+    };
+    filters.finish()?;
+    let pool = state.store.pool();
+    let org = caller.organization_id();
+    let rows = wiki::list(pool, org, &filter, request.sort, request.order, &request.window).await?;
+    let total = if request.needs_total() { Some(wiki::count(pool, org, &filter).await?) } else { None };
+    let sort = request.sort;
+    Ok(Json(request.envelope(rows, total, |row| (sort.value_of(row), row.id.clone()), render)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateBody {
+    title: Option<String>,
+    slug: Option<String>,
+    content: Option<String>,
+    parent_id: Option<String>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(engagement_id): Path<String>,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> Result<Response, ApiError> {
+    let engagement = scope::writable(&state, &caller, &engagement_id).await?;
+    reject_unknown(&body.unknown, READ_ONLY)?;
+    let Some(title) = body.title else {
+        return Err(ApiError::Validation(vec![FieldError::new("title", "is required")]));
+    };
+    if let Some(parent) = &body.parent_id {
+        check_parent(&state, &caller, &engagement.id, parent, None).await?;
+    }
+    let id = Id::generate(IdKind::WikiPage);
+    let command = WikiPageCommand::Create {
+        organization_id: caller.organization_id().to_owned(),
+        engagement_id: engagement.id.clone(),
+        page: NewWikiPage {
+            title,
+            slug: body.slug,
+            content: body.content.unwrap_or_default(),
+            parent_id: body.parent_id,
+        },
+    };
+    let row = run(&state, &caller, id.as_str(), &engagement.id, command, None).await?;
+    let mut response = respond(StatusCode::CREATED, &row);
+    if let Ok(location) = format!("/api/v1/wiki/{id}").parse() {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    params: QueryParams,
+) -> Result<Response, ApiError> {
+    params.finish()?;
+    let row = load(&state, &caller, &id).await?;
+    if if_none_match(&headers, row.version) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag(row.version))]).into_response());
+    }
+    Ok(respond(StatusCode::OK, &row))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PatchBody {
+    #[serde(default, with = "pwnbook_events::patch")]
+    title: Option<Option<String>>,
+    #[serde(default, with = "pwnbook_events::patch")]
+    slug: Option<Option<String>>,
+    #[serde(default, with = "pwnbook_events::patch")]
+    content: Option<Option<String>>,
+    #[serde(default, with = "pwnbook_events::patch")]
+    parent_id: Option<Option<String>>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<PatchBody>,
+) -> Result<Response, ApiError> {
+    let current = load(&state, &caller, &id).await?;
+    scope::writable(&state, &caller, &current.engagement_id).await?;
+    reject_unknown(&body.unknown, READ_ONLY)?;
+    let nulls: Vec<FieldError> = [
+        ("title", body.title.as_ref().is_some_and(Option::is_none)),
+        ("slug", body.slug.as_ref().is_some_and(Option::is_none)),
+    ]
+    .into_iter()
+    .filter(|(_, null)| *null)
+    .map(|(field, _)| FieldError::new(field, "cannot be null"))
+    .collect();
+    if !nulls.is_empty() {
+        return Err(ApiError::Validation(nulls));
+    }
+    if let Some(Some(parent)) = &body.parent_id {
+        check_parent(&state, &caller, &current.engagement_id, parent, Some(&current.id)).await?;
+    }
+    let patch = WikiPagePatch {
+        title: body.title.flatten(),
+        slug: body.slug.flatten(),
+        // `"content": null` empties the page.
+        content: body.content.map(Option::unwrap_or_default),
+        parent_id: body.parent_id,
+    };
+    let command = WikiPageCommand::Update { organization_id: caller.organization_id().to_owned(), patch };
+    let row = run(&state, &caller, &current.id, &current.engagement_id, command, if_match(&headers)?).await?;
+    Ok(respond(StatusCode::OK, &row))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let current = load(&state, &caller, &id).await?;
+    scope::writable(&state, &caller, &current.engagement_id).await?;
+    if wiki::has_children(state.store.pool(), caller.organization_id(), &current.id).await? {
+        return Err(ApiError::Conflict("the page has child pages; move or delete them first".to_owned()));
+    }
+    let command = WikiPageCommand::Delete { organization_id: caller.organization_id().to_owned() };
+    let execution = Execution {
+        expected_version: if_match(&headers)?,
+        claim: command.claim(&current.engagement_id),
+        engagement_id: Some(current.engagement_id.clone()),
+    };
+    let committed = state
+        .commands
+        .execute::<WikiPage>(&current.id, command, &caller.command_context(), execution)
+        .await?;
+    state.visibility.wait(&committed).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Runs `command` with its slug claim, waits until the read table shows it, and returns the row.
+async fn run(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    engagement_id: &str,
+    command: WikiPageCommand,
+    expected_version: Option<i64>,
+) -> Result<WikiPageRow, ApiError> {
+    let execution = Execution {
+        expected_version,
+        claim: command.claim(engagement_id),
+        engagement_id: Some(engagement_id.to_owned()),
+    };
+    let committed =
+        state.commands.execute::<WikiPage>(id, command, &caller.command_context(), execution).await?;
+    state.visibility.wait(&committed).await?;
+    load(state, caller, id).await
+}
