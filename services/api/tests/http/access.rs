@@ -13,7 +13,10 @@ use serde_json::{json, Value};
 
 use crate::findings::create_finding;
 use crate::harness::{error_code, parts, spawn_binary, TestApp};
+use crate::reports::create_report;
 use crate::targets::create_target;
+use crate::tasks::create_task;
+use crate::wiki::create_page;
 
 async fn create_key(app: &TestApp, with: &str, body: Value) -> (u16, Value) {
     parts(app.request(Method::POST, "/api/v1/api-keys", with).json(&body).send().await.unwrap()).await
@@ -162,8 +165,14 @@ backend_tests! {
         let (_, key) = create_key(&app, &app.key, json!({"name": "walked", "permissions": ["engagements:read"]})).await;
         let target = create_target(&app, &engagement, json!({"type": "ip", "value": "10.0.0.1"})).await["id"].as_str().unwrap().to_owned();
         let finding = create_finding(&app, &engagement, json!({"title": "Walked", "severity": "low"})).await["id"].as_str().unwrap().to_owned();
+        let task = create_task(&app, &engagement, json!({"title": "Walked"})).await["id"].as_str().unwrap().to_owned();
+        let page = create_page(&app, &engagement, json!({"title": "Walked"})).await["id"].as_str().unwrap().to_owned();
+        let report = create_report(&app, &engagement, json!({"title": "Walked"})).await["id"].as_str().unwrap().to_owned();
         let fixtures: HashMap<&str, String> = HashMap::from([
             ("/api/v1/engagements/{id}", engagement),
+            ("/api/v1/tasks/{id}", task),
+            ("/api/v1/wiki/{id}", page),
+            ("/api/v1/reports/{id}", report),
             ("/api/v1/targets/{id}", target),
             ("/api/v1/findings/{id}", finding),
             ("/api/v1/api-keys/{id}", key["data"]["id"].as_str().unwrap().to_owned()),

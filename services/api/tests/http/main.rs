@@ -7,4 +7,7 @@ mod durability;
 mod engagements;
 mod findings;
 mod harness;
+mod reports;
 mod targets;
+mod tasks;
+mod wiki;
