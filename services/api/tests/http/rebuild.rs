@@ -1,5 +1,6 @@
 //! The domain read tables are a function of the log: after a varied history through the API,
-//! rebuilding every projector from zero gives exactly the live rows.
+//! rebuilding every projector from zero gives exactly the live rows. Also the conventions every
+//! domain resource shares: conditional GETs and idempotent creates.
 
 use pwnbook_events::{backend_tests, Store};
 use pwnbook_projections::{all_projectors, ProjectionRunner};
@@ -96,5 +97,36 @@ backend_tests! {
         }
         assert_eq!(dump(&store).await, live);
         store.close().await;
+    }
+
+    async fn domain_resources_answer_conditional_gets_and_replay_idempotent_creates(db) {
+        let app = TestApp::spawn(db).await;
+        let engagement = id_of(&app.create_engagement(json!({"name": "Conventions"})).await);
+        let resources = [
+            ("targets", id_of(&create_target(&app, &engagement, json!({"type": "ip", "value": "10.0.0.1"})).await)),
+            ("findings", id_of(&create_finding(&app, &engagement, json!({"title": "f", "severity": "low"})).await)),
+            ("tasks", id_of(&create_task(&app, &engagement, json!({"title": "t"})).await)),
+            ("wiki", id_of(&create_page(&app, &engagement, json!({"title": "w"})).await)),
+            ("reports", id_of(&create_report(&app, &engagement, json!({"title": "r"})).await)),
+        ];
+        for (collection, id) in &resources {
+            let path = format!("/api/v1/{collection}/{id}");
+            let response = app.get(&path).header("if-none-match", "\"1\"").send().await.unwrap();
+            assert_eq!((response.status().as_u16(), response.headers()["etag"].to_str().unwrap()), (304, "\"1\""), "{path}");
+            assert_eq!(app.get(&path).header("if-none-match", "\"7\"").send().await.unwrap().status(), 200, "{path}");
+            let (status, _) = parts(app.get(&format!("{path}?expand=all")).send().await.unwrap()).await;
+            assert_eq!(status, 400, "{path}: unknown query parameter");
+        }
+        let body = json!({"title": "Once", "severity": "high"});
+        let path = format!("/api/v1/engagements/{engagement}/findings");
+        let first = app.post(&path, &body).header("idempotency-key", "finding-once").send().await.unwrap();
+        assert_eq!(first.status(), 201);
+        let (_, first) = parts(first).await;
+        let again = app.post(&path, &body).header("idempotency-key", "finding-once").send().await.unwrap();
+        assert_eq!(again.headers()["idempotent-replayed"], "true");
+        let (status, again) = parts(again).await;
+        assert_eq!((status, &again), (201, &first));
+        let (_, listed) = parts(app.get(&format!("{path}?q=once")).send().await.unwrap()).await;
+        assert_eq!(listed["meta"]["total"], 1, "performed once");
     }
 }
