@@ -243,6 +243,23 @@ pub async fn get(
     row.as_ref().map(FindingRow::from_row).transpose()
 }
 
+/// Whether a live finding lists `target_id` among its affected targets.
+pub async fn reference_target(
+    pool: &AnyPool,
+    organization_id: &str,
+    target_id: &str,
+) -> Result<bool, ProjectionError> {
+    let row = sqlx::query(&format!(
+        "SELECT 1 FROM findings WHERE organization_id = $1{LIVE} \
+         AND EXISTS (SELECT 1 FROM finding_targets c WHERE c.finding_id = findings.id AND c.target_id = $2) LIMIT 1"
+    ))
+    .bind(organization_id)
+    .bind(target_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.is_some())
+}
+
 /// Every live finding of an engagement, most severe first, then by CVSS score (for reports).
 pub async fn for_report(
     pool: &AnyPool,

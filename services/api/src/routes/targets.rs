@@ -9,6 +9,7 @@ use axum::Json;
 use pwnbook_commands::target::{NewTarget, Target, TargetCommand, TargetPatch, TYPES};
 use pwnbook_commands::{Execution, FieldError};
 use pwnbook_events::{Id, IdKind};
+use pwnbook_projections::findings;
 use pwnbook_projections::targets::{self, TargetFilter, TargetRow, TargetSort};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -240,6 +241,11 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let current = load(&state, &caller, &id).await?;
     scope::writable(&state, &caller, &current.engagement_id).await?;
+    if findings::reference_target(state.store.pool(), caller.organization_id(), &current.id).await? {
+        return Err(ApiError::Conflict(
+            "findings list this target as affected; remove it from them first".to_owned(),
+        ));
+    }
     let command = TargetCommand::Delete { organization_id: caller.organization_id().to_owned() };
     let execution = Execution {
         expected_version: if_match(&headers)?,

@@ -49,6 +49,8 @@ backend_tests! {
         assert_eq!(status, 201, "{created}");
         let finding = &created["data"];
         assert!(finding["id"].as_str().unwrap().starts_with("fnd_"));
+        let (status, body) = parts(app.delete(&format!("/api/v1/targets/{target}")).send().await.unwrap()).await;
+        assert_eq!((status, error_code(status, &body)), (409, "CONFLICT".to_owned()), "a target a finding lists stays");
         assert_eq!(finding["title"], "Reflected XSS in search");
         assert_eq!(finding["cvss"], json!({"vector": XSS, "score": 6.1, "version": "3.1"}), "the client's score is ignored");
         assert_eq!(finding["severity"], "medium", "severity follows the score's rating");
@@ -77,6 +79,7 @@ backend_tests! {
         assert_eq!(parts(app.get(&location).send().await.unwrap()).await.0, 404);
         assert_eq!(parts(app.delete(&location).send().await.unwrap()).await.0, 404);
         assert!(titles(&app, "/api/v1/findings").await.is_empty());
+        assert_eq!(app.delete(&format!("/api/v1/targets/{target}")).send().await.unwrap().status(), 204, "free once the finding is gone");
     }
 
     async fn finding_fields_are_validated(db) {
