@@ -1,10 +1,10 @@
 //! The route table: every route with the one permission it needs. The router and the permission
 //! check are both generated from this table, so they cannot drift apart.
 
-mod api_keys;
-mod engagements;
-mod health;
-mod organizations;
+pub(crate) mod api_keys;
+pub(crate) mod engagements;
+pub(crate) mod health;
+pub(crate) mod organizations;
 
 use axum::routing::{delete, get, patch, post};
 use axum::{middleware, Router};
