@@ -74,17 +74,25 @@ pub async fn raw_inserts(
     }
 }
 
+/// A list read as the naive implementation would do it.
+pub struct NaiveRead {
+    pub label: &'static str,
+    /// The page query; `$1` is the organization id.
+    pub page_sql: &'static str,
+    /// `count(*)` with the same filter.
+    pub count_sql: &'static str,
+    pub organization_id: String,
+}
+
 /// (b) The naive read: the list's page query plus `count(*)`, issued directly.
 pub async fn naive_read(
     url: &str,
-    label: &str,
-    page_sql: &'static str,
-    count_sql: &'static str,
-    organization_id: String,
+    read: NaiveRead,
     concurrency: usize,
     requests: u64,
     max_time: Duration,
 ) -> Result<Measurement, String> {
+    let NaiveRead { label, page_sql, count_sql, organization_id } = read;
     sqlx::any::install_default_drivers();
     let pool = sqlx::any::AnyPoolOptions::new()
         .max_connections(concurrency as u32)

@@ -77,11 +77,14 @@ async fn main() -> Result<(), String> {
         rows.push(
             baselines::naive_read(
                 &database.url,
-                "page 2 by name + count(*)",
-                "SELECT id, name, description, status, client_name, start_date, end_date, tags, archived_at, created_at, updated_at, version \
-                 FROM engagements WHERE organization_id = $1 AND status = 'active' ORDER BY name_key ASC, id ASC LIMIT 20 OFFSET 20",
-                "SELECT COUNT(*) FROM engagements WHERE organization_id = $1 AND status = 'active'",
-                organization_id.clone(),
+                baselines::NaiveRead {
+                    label: "page 2 by name + count(*)",
+                    page_sql: "SELECT id, name, description, status, client_name, start_date, end_date, tags, archived_at, \
+                               created_at, updated_at, version FROM engagements WHERE organization_id = $1 AND status = 'active' \
+                               ORDER BY name_key ASC, id ASC LIMIT 20 OFFSET 20",
+                    count_sql: "SELECT COUNT(*) FROM engagements WHERE organization_id = $1 AND status = 'active'",
+                    organization_id: organization_id.clone(),
+                },
                 concurrency,
                 args.requests,
                 max_time,
