@@ -5,15 +5,20 @@ mod aggregate_store;
 pub mod api_key;
 mod db;
 pub mod engagement;
+pub mod finding;
 pub mod hash;
 pub mod ids;
 pub mod log;
 pub mod metadata;
 pub mod organization;
 pub mod patch;
+pub mod report;
 pub mod sequencer;
+pub mod target;
+pub mod task;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod wiki;
 
 use serde::{Deserialize, Serialize};
 

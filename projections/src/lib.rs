@@ -3,11 +3,16 @@
 
 pub mod api_keys;
 pub mod engagements;
+pub mod findings;
 pub mod list;
 pub mod organizations;
 mod projector;
+pub mod reports;
 pub mod runner;
 pub mod sql;
+pub mod targets;
+pub mod tasks;
+pub mod wiki;
 
 use std::sync::Arc;
 
@@ -43,5 +48,10 @@ pub fn all_projectors() -> Vec<Arc<dyn Projector>> {
         Arc::new(organizations::OrganizationsProjector),
         Arc::new(api_keys::ApiKeysProjector),
         Arc::new(engagements::EngagementsProjector),
+        Arc::new(targets::TargetsProjector),
+        Arc::new(findings::FindingsProjector),
+        Arc::new(tasks::TasksProjector),
+        Arc::new(wiki::WikiProjector),
+        Arc::new(reports::ReportsProjector),
     ]
 }

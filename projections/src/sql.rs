@@ -65,8 +65,10 @@ impl Sql {
         self
     }
 
-    pub fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
-        let mut query = sqlx::query(&self.text);
+    /// This builder's parameters bound to another text with the same placeholders (e.g. the
+    /// query under `EXPLAIN`).
+    pub fn query_with_text<'q>(&'q self, text: &'q str) -> Query<'q, Any, AnyArguments<'q>> {
+        let mut query = sqlx::query(text);
         for param in &self.params {
             query = match param {
                 Param::Int(value) => query.bind(*value),
@@ -76,9 +78,36 @@ impl Sql {
         query
     }
 
+    pub fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
+        self.query_with_text(&self.text)
+    }
+
     pub fn text(&self) -> &str {
         &self.text
     }
+}
+
+/// Replaces the rows `(owner, value)` of a child table that backs a multi-valued filter.
+pub async fn replace_set(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    table: &str,
+    owner_column: &str,
+    value_column: &str,
+    owner: &str,
+    values: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("DELETE FROM {table} WHERE {owner_column} = $1"))
+        .bind(owner)
+        .execute(&mut **tx)
+        .await?;
+    for value in values {
+        sqlx::query(&format!("INSERT INTO {table} ({owner_column}, {value_column}) VALUES ($1, $2)"))
+            .bind(owner)
+            .bind(value)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,10 +4,15 @@
 pub mod api_key;
 pub mod engagement;
 mod error;
+pub mod finding;
 pub mod organization;
 pub mod permissions;
+pub mod report;
 mod service;
+pub mod target;
+pub mod task;
 mod validate;
+pub mod wiki;
 
 pub use error::{CommandError, DomainError, FieldError};
 pub use permissions::Permission;

@@ -3,8 +3,11 @@
 
 pub(crate) mod api_keys;
 pub(crate) mod engagements;
+pub(crate) mod findings;
 pub(crate) mod health;
 pub(crate) mod organizations;
+mod scope;
+pub(crate) mod targets;
 
 use axum::routing::{delete, get, patch, post};
 use axum::{middleware, Router};
@@ -51,6 +54,19 @@ api_routes! {
     delete "/api/v1/engagements/{id}" => engagements::delete, EngagementsDelete;
     post "/api/v1/engagements/{id}/archive" => engagements::archive, EngagementsWrite;
     post "/api/v1/engagements/{id}/unarchive" => engagements::unarchive, EngagementsWrite;
+    get "/api/v1/engagements/{id}/targets" => targets::list, TargetsRead;
+    post "/api/v1/engagements/{id}/targets" => targets::create, TargetsWrite;
+    get "/api/v1/targets/{id}" => targets::get, TargetsRead;
+    patch "/api/v1/targets/{id}" => targets::update, TargetsWrite;
+    delete "/api/v1/targets/{id}" => targets::delete, TargetsWrite;
+    get "/api/v1/engagements/{id}/findings" => findings::list, FindingsRead;
+    post "/api/v1/engagements/{id}/findings" => findings::create, FindingsWrite;
+    patch "/api/v1/engagements/{id}/findings/bulk" => findings::bulk, FindingsWrite;
+    get "/api/v1/findings" => findings::list_all, FindingsRead;
+    get "/api/v1/findings/{id}" => findings::get, FindingsRead;
+    patch "/api/v1/findings/{id}" => findings::update, FindingsWrite;
+    delete "/api/v1/findings/{id}" => findings::delete, FindingsDelete;
+    post "/api/v1/findings/{id}/transition" => findings::transition, FindingsWrite;
     get "/api/v1/organizations/current" => organizations::get, OrganizationsRead;
     patch "/api/v1/organizations/current" => organizations::update, OrganizationsWrite;
     get "/api/v1/api-keys" => api_keys::list, KeysManage;

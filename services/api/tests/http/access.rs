@@ -11,7 +11,9 @@ use pwnbook_events::backend_tests;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::findings::create_finding;
 use crate::harness::{error_code, parts, spawn_binary, TestApp};
+use crate::targets::create_target;
 
 async fn create_key(app: &TestApp, with: &str, body: Value) -> (u16, Value) {
     parts(app.request(Method::POST, "/api/v1/api-keys", with).json(&body).send().await.unwrap()).await
@@ -158,8 +160,12 @@ backend_tests! {
         let app = TestApp::spawn(db).await;
         let engagement = app.create_engagement(json!({"name": "Walked"})).await["id"].as_str().unwrap().to_owned();
         let (_, key) = create_key(&app, &app.key, json!({"name": "walked", "permissions": ["engagements:read"]})).await;
+        let target = create_target(&app, &engagement, json!({"type": "ip", "value": "10.0.0.1"})).await["id"].as_str().unwrap().to_owned();
+        let finding = create_finding(&app, &engagement, json!({"title": "Walked", "severity": "low"})).await["id"].as_str().unwrap().to_owned();
         let fixtures: HashMap<&str, String> = HashMap::from([
             ("/api/v1/engagements/{id}", engagement),
+            ("/api/v1/targets/{id}", target),
+            ("/api/v1/findings/{id}", finding),
             ("/api/v1/api-keys/{id}", key["data"]["id"].as_str().unwrap().to_owned()),
         ]);
         let stranger = app.org_with_key(&["*"]).await;

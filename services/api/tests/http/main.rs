@@ -5,5 +5,7 @@ mod access;
 mod conventions;
 mod durability;
 mod engagements;
+mod findings;
 mod harness;
 mod operations;
+mod targets;

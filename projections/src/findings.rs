@@ -1,0 +1,431 @@
+//! The `findings` read table (with child tables for the tag, CWE, CVE and target filters) and
+//! its list query.
+
+use async_trait::async_trait;
+use pwnbook_events::finding::{Cvss, FindingCreated, FindingEvent};
+use pwnbook_events::LogEvent;
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyPool, Row, Transaction};
+
+use crate::list::{self, Order, SortValue, Window};
+use crate::sql::{replace_set, Sql};
+use crate::{ProjectionError, Projector};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindingRow {
+    pub id: String,
+    pub organization_id: String,
+    pub engagement_id: String,
+    pub title: String,
+    pub severity: String,
+    pub cvss: Option<Cvss>,
+    pub cwe: Vec<String>,
+    pub cve: Vec<String>,
+    pub description: Option<String>,
+    pub impact: Option<String>,
+    pub remediation: Option<String>,
+    pub steps_to_reproduce: Option<String>,
+    pub references: Vec<String>,
+    pub affected_target_ids: Vec<String>,
+    pub status: String,
+    pub review_status: String,
+    pub retest_notes: Option<String>,
+    pub tags: Vec<String>,
+    pub opened_at: Option<i64>,
+    pub remediated_at: Option<i64>,
+    pub closed_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub version: i64,
+}
+
+fn json_list(row: &AnyRow, column: &str) -> Result<Vec<String>, ProjectionError> {
+    let text: String = row.try_get(column)?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+impl FindingRow {
+    fn from_row(row: &AnyRow) -> Result<Self, ProjectionError> {
+        let vector: Option<String> = row.try_get("cvss_vector")?;
+        let version: Option<String> = row.try_get("cvss_version")?;
+        let score: i64 = row.try_get("cvss_score")?;
+        Ok(Self {
+            id: row.try_get("id")?,
+            organization_id: row.try_get("organization_id")?,
+            engagement_id: row.try_get("engagement_id")?,
+            title: row.try_get("title")?,
+            severity: row.try_get("severity")?,
+            cvss: vector.zip(version).map(|(vector, version)| Cvss {
+                vector,
+                score: score as f64 / 10.0,
+                version,
+            }),
+            cwe: json_list(row, "cwe")?,
+            cve: json_list(row, "cve")?,
+            description: row.try_get("description")?,
+            impact: row.try_get("impact")?,
+            remediation: row.try_get("remediation")?,
+            steps_to_reproduce: row.try_get("steps_to_reproduce")?,
+            references: json_list(row, "refs")?,
+            affected_target_ids: json_list(row, "affected_target_ids")?,
+            status: row.try_get("status")?,
+            review_status: row.try_get("review_status")?,
+            retest_notes: row.try_get("retest_notes")?,
+            tags: json_list(row, "tags")?,
+            opened_at: row.try_get("opened_at")?,
+            remediated_at: row.try_get("remediated_at")?,
+            closed_at: row.try_get("closed_at")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            version: row.try_get("version")?,
+        })
+    }
+}
+
+const COLUMNS: &str = "id, organization_id, engagement_id, title, severity, cvss_vector, cvss_version, cvss_score, \
+                       cwe, cve, description, impact, remediation, steps_to_reproduce, refs, affected_target_ids, \
+                       status, review_status, retest_notes, tags, opened_at, remediated_at, closed_at, \
+                       created_at, updated_at, version";
+/// Rows of a deleted engagement are hidden: its `engagements` row is gone.
+const LIVE: &str = " AND EXISTS (SELECT 1 FROM engagements e WHERE e.id = findings.engagement_id)";
+
+/// critical 4 … info 0, so severity sorts by rank.
+pub fn severity_rank(severity: &str) -> i64 {
+    match severity {
+        "critical" => 4,
+        "high" => 3,
+        "medium" => 2,
+        "low" => 1,
+        _ => 0,
+    }
+}
+
+/// The score in tenths (scores have one decimal), -1 without a vector.
+fn score_key(cvss: Option<&Cvss>) -> i64 {
+    cvss.map_or(-1, |c| (c.score * 10.0).round() as i64)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FindingSort {
+    CreatedAt,
+    UpdatedAt,
+    Severity,
+    CvssScore,
+    Title,
+    Status,
+}
+
+impl FindingSort {
+    fn column(self) -> &'static str {
+        match self {
+            Self::CreatedAt => "created_at",
+            Self::UpdatedAt => "updated_at",
+            Self::Severity => "severity_rank",
+            Self::CvssScore => "cvss_score",
+            Self::Title => "title_key",
+            Self::Status => "status",
+        }
+    }
+
+    pub fn value_of(self, row: &FindingRow) -> SortValue {
+        match self {
+            Self::CreatedAt => SortValue::Int(row.created_at),
+            Self::UpdatedAt => SortValue::Int(row.updated_at),
+            Self::Severity => SortValue::Int(severity_rank(&row.severity)),
+            Self::CvssScore => SortValue::Int(score_key(row.cvss.as_ref())),
+            Self::Title => SortValue::Text(row.title.to_lowercase()),
+            Self::Status => SortValue::Text(row.status.clone()),
+        }
+    }
+
+    pub fn accepts(self, value: &SortValue) -> bool {
+        matches!(
+            (self, value),
+            (Self::CreatedAt | Self::UpdatedAt | Self::Severity | Self::CvssScore, SortValue::Int(_))
+                | (Self::Title | Self::Status, SortValue::Text(_))
+        )
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FindingFilter {
+    pub engagement_ids: Vec<String>,
+    pub status: Vec<String>,
+    pub severity: Vec<String>,
+    pub review_status: Vec<String>,
+    pub target_ids: Vec<String>,
+    pub cwe: Vec<String>,
+    pub cve: Vec<String>,
+    pub tags: Vec<String>,
+    pub q: Option<String>,
+    pub created_after: Option<i64>,
+    pub created_before: Option<i64>,
+}
+
+fn push_child(query: &mut Sql, table: &str, column: &str, values: &[String]) {
+    if values.is_empty() {
+        return;
+    }
+    query.push(" AND EXISTS (SELECT 1 FROM ").push(table).push(" c WHERE c.finding_id = findings.id");
+    list::push_in(query, &format!("c.{column}"), values);
+    query.push(")");
+}
+
+fn push_filter(query: &mut Sql, filter: &FindingFilter) {
+    list::push_in(query, "engagement_id", &filter.engagement_ids);
+    query.push(LIVE);
+    list::push_in(query, "status", &filter.status);
+    list::push_in(query, "severity", &filter.severity);
+    list::push_in(query, "review_status", &filter.review_status);
+    if let Some(q) = &filter.q {
+        list::push_contains(query, "title_key", q);
+    }
+    push_child(query, "finding_tags", "tag", &filter.tags);
+    push_child(query, "finding_cwes", "cwe", &filter.cwe);
+    push_child(query, "finding_cves", "cve", &filter.cve);
+    push_child(query, "finding_targets", "target_id", &filter.target_ids);
+    list::push_range(query, "created_at", filter.created_after, filter.created_before);
+}
+
+/// The list query for a filter, sort and window (public so the query plan can be checked).
+pub fn list_query(
+    organization_id: &str,
+    filter: &FindingFilter,
+    sort: FindingSort,
+    order: Order,
+    window: &Window,
+) -> Sql {
+    let mut query = list::select(&format!("SELECT {COLUMNS} FROM findings"), organization_id);
+    push_filter(&mut query, filter);
+    list::push_window(&mut query, sort.column(), order, window);
+    query
+}
+
+pub async fn list(
+    pool: &AnyPool,
+    organization_id: &str,
+    filter: &FindingFilter,
+    sort: FindingSort,
+    order: Order,
+    window: &Window,
+) -> Result<Vec<FindingRow>, ProjectionError> {
+    let query = list_query(organization_id, filter, sort, order, window);
+    let rows = query.query().fetch_all(pool).await?;
+    rows.iter().map(FindingRow::from_row).collect()
+}
+
+pub async fn count(
+    pool: &AnyPool,
+    organization_id: &str,
+    filter: &FindingFilter,
+) -> Result<i64, ProjectionError> {
+    Ok(count_query(organization_id, filter).query().fetch_one(pool).await?.try_get(0)?)
+}
+
+/// The total of a filter, which page mode reports next to the rows.
+pub fn count_query(organization_id: &str, filter: &FindingFilter) -> Sql {
+    let mut query = list::select("SELECT COUNT(*) FROM findings", organization_id);
+    push_filter(&mut query, filter);
+    query
+}
+
+pub async fn get(
+    pool: &AnyPool,
+    organization_id: &str,
+    id: &str,
+) -> Result<Option<FindingRow>, ProjectionError> {
+    let row =
+        sqlx::query(&format!("SELECT {COLUMNS} FROM findings WHERE id = $1 AND organization_id = $2{LIVE}"))
+            .bind(id)
+            .bind(organization_id)
+            .fetch_optional(pool)
+            .await?;
+    row.as_ref().map(FindingRow::from_row).transpose()
+}
+
+/// Every live finding of an engagement, most severe first, then by CVSS score (for reports).
+pub async fn for_report(
+    pool: &AnyPool,
+    organization_id: &str,
+    engagement_id: &str,
+) -> Result<Vec<FindingRow>, ProjectionError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM findings WHERE organization_id = $1 AND engagement_id = $2{LIVE} \
+         ORDER BY severity_rank DESC, cvss_score DESC, id ASC"
+    ))
+    .bind(organization_id)
+    .bind(engagement_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(FindingRow::from_row).collect()
+}
+
+pub struct FindingsProjector;
+
+async fn insert(
+    tx: &mut Transaction<'_, Any>,
+    id: &str,
+    c: &FindingCreated,
+    event: &LogEvent,
+) -> Result<(), ProjectionError> {
+    let inserted = sqlx::query(&format!(
+        "INSERT INTO findings ({COLUMNS}, title_key, severity_rank) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, NULL, NULL, NULL, $21, $21, $22, $23, $24) \
+         ON CONFLICT (id) DO NOTHING"
+    ))
+    .bind(id)
+    .bind(&c.organization_id)
+    .bind(&c.engagement_id)
+    .bind(&c.title)
+    .bind(&c.severity)
+    .bind(c.cvss.as_ref().map(|v| v.vector.clone()))
+    .bind(c.cvss.as_ref().map(|v| v.version.clone()))
+    .bind(score_key(c.cvss.as_ref()))
+    .bind(serde_json::to_string(&c.cwe)?)
+    .bind(serde_json::to_string(&c.cve)?)
+    .bind(&c.description)
+    .bind(&c.impact)
+    .bind(&c.remediation)
+    .bind(&c.steps_to_reproduce)
+    .bind(serde_json::to_string(&c.references)?)
+    .bind(serde_json::to_string(&c.affected_target_ids)?)
+    .bind(&c.status)
+    .bind(&c.review_status)
+    .bind(&c.retest_notes)
+    .bind(serde_json::to_string(&c.tags)?)
+    .bind(event.recorded_at)
+    .bind(event.sequence)
+    .bind(c.title.to_lowercase())
+    .bind(severity_rank(&c.severity))
+    .execute(&mut **tx)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        replace_set(tx, "finding_tags", "finding_id", "tag", id, &c.tags).await?;
+        replace_set(tx, "finding_cwes", "finding_id", "cwe", id, &c.cwe).await?;
+        replace_set(tx, "finding_cves", "finding_id", "cve", id, &c.cve).await?;
+        replace_set(tx, "finding_targets", "finding_id", "target_id", id, &c.affected_target_ids).await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Projector for FindingsProjector {
+    fn name(&self) -> &'static str {
+        "findings"
+    }
+
+    fn schema_version(&self) -> i64 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["finding_tags", "finding_cwes", "finding_cves", "finding_targets", "findings"]
+    }
+
+    async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {
+        for event in events.iter().filter(|e| e.aggregate_type == "finding") {
+            let id = event.aggregate_id.as_str();
+            let mut query = Sql::new("UPDATE findings SET updated_at = ");
+            query.bind(event.recorded_at).push(", version = ").bind(event.sequence);
+            let mut children: Vec<(&str, &str, Vec<String>)> = Vec::new();
+            match serde_json::from_str::<FindingEvent>(&event.payload)? {
+                FindingEvent::Created(c) => {
+                    insert(tx, id, &c, event).await?;
+                    continue;
+                }
+                FindingEvent::Deleted(_) => {
+                    for (table, value) in [
+                        ("finding_tags", "tag"),
+                        ("finding_cwes", "cwe"),
+                        ("finding_cves", "cve"),
+                        ("finding_targets", "target_id"),
+                    ] {
+                        replace_set(tx, table, "finding_id", value, id, &[]).await?;
+                    }
+                    sqlx::query("DELETE FROM findings WHERE id = $1").bind(id).execute(&mut **tx).await?;
+                    continue;
+                }
+                FindingEvent::Updated(u) => {
+                    let texts = [
+                        ("description", u.description),
+                        ("impact", u.impact),
+                        ("remediation", u.remediation),
+                        ("steps_to_reproduce", u.steps_to_reproduce),
+                        ("retest_notes", u.retest_notes),
+                    ];
+                    for (column, value) in texts {
+                        if let Some(value) = value {
+                            query.push(", ").push(column).push(" = ").bind(value);
+                        }
+                    }
+                    if let Some(title) = &u.title {
+                        query
+                            .push(", title = ")
+                            .bind(title.as_str())
+                            .push(", title_key = ")
+                            .bind(title.to_lowercase());
+                    }
+                    if let Some(severity) = &u.severity {
+                        query.push(", severity = ").bind(severity.as_str());
+                        query.push(", severity_rank = ").bind(severity_rank(severity));
+                    }
+                    if let Some(cvss) = &u.cvss {
+                        query.push(", cvss_vector = ").bind(cvss.as_ref().map(|c| c.vector.clone()));
+                        query.push(", cvss_version = ").bind(cvss.as_ref().map(|c| c.version.clone()));
+                        query.push(", cvss_score = ").bind(score_key(cvss.as_ref()));
+                    }
+                    let lists = [
+                        ("cwe", u.cwe, Some(("finding_cwes", "cwe"))),
+                        ("cve", u.cve, Some(("finding_cves", "cve"))),
+                        ("refs", u.references, None),
+                        (
+                            "affected_target_ids",
+                            u.affected_target_ids,
+                            Some(("finding_targets", "target_id")),
+                        ),
+                        ("tags", u.tags, Some(("finding_tags", "tag"))),
+                    ];
+                    for (column, value, child) in lists {
+                        if let Some(value) = value {
+                            query.push(", ").push(column).push(" = ").bind(serde_json::to_string(&value)?);
+                            if let Some((table, child_column)) = child {
+                                children.push((table, child_column, value));
+                            }
+                        }
+                    }
+                }
+                FindingEvent::StatusChanged(t) => {
+                    query.push(", status = ").bind(t.change.to.as_str());
+                    // openedAt is the first opening; reopening clears remediatedAt and closedAt.
+                    match t.change.to.as_str() {
+                        "open" => {
+                            query
+                                .push(", opened_at = COALESCE(opened_at, ")
+                                .bind(event.recorded_at)
+                                .push(")");
+                            query.push(", remediated_at = NULL, closed_at = NULL");
+                        }
+                        "remediated" => {
+                            query.push(", remediated_at = ").bind(event.recorded_at);
+                        }
+                        "closed" => {
+                            query.push(", closed_at = ").bind(event.recorded_at);
+                        }
+                        _ => {}
+                    }
+                }
+                FindingEvent::ReviewStatusChanged(t) => {
+                    query.push(", review_status = ").bind(t.change.to.as_str());
+                }
+            }
+            query.push(" WHERE id = ").bind(id).push(" AND version < ").bind(event.sequence);
+            let updated = query.query().execute(&mut **tx).await?;
+            if updated.rows_affected() == 1 {
+                for (table, column, values) in children {
+                    replace_set(tx, table, "finding_id", column, id, &values).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,516 @@
+//! Findings: `GET|POST /engagements/{id}/findings`, `GET /findings`, `GET|PATCH|DELETE
+//! /findings/{id}`, `POST /findings/{id}/transition`, `PATCH /engagements/{id}/findings/bulk`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use pwnbook_commands::finding::{
+    Finding, FindingCommand, FindingPatch, NewFinding, REVIEW_STATUSES, SEVERITIES, STATUSES,
+};
+use pwnbook_commands::{Execution, FieldError};
+use pwnbook_events::{Id, IdKind};
+use pwnbook_projections::findings::{self, FindingFilter, FindingRow, FindingSort};
+use pwnbook_projections::targets;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
+use crate::pagination::{self, ListRequest};
+use crate::routes::scope;
+use crate::state::AppState;
+use crate::time::format_millis;
+
+const SORTS: &[(&str, FindingSort)] = &[
+    ("createdAt", FindingSort::CreatedAt),
+    ("updatedAt", FindingSort::UpdatedAt),
+    ("severity", FindingSort::Severity),
+    ("cvssScore", FindingSort::CvssScore),
+    ("title", FindingSort::Title),
+    ("status", FindingSort::Status),
+];
+const FILTERS: &[&str] = &[
+    "status",
+    "severity",
+    "reviewStatus",
+    "targetId",
+    "cwe",
+    "cve",
+    "tag",
+    "q",
+    "createdAfter",
+    "createdBefore",
+];
+const FLAT_FILTERS: &[&str] = &[
+    "engagementId",
+    "status",
+    "severity",
+    "reviewStatus",
+    "targetId",
+    "cwe",
+    "cve",
+    "tag",
+    "q",
+    "createdAfter",
+    "createdBefore",
+];
+const READ_ONLY: &[&str] =
+    &["id", "engagementId", "createdAt", "updatedAt", "openedAt", "remediatedAt", "closedAt", "version"];
+const MAX_BULK: usize = 100;
+
+pub fn render(row: &FindingRow) -> Value {
+    json!({
+        "id": row.id,
+        "engagementId": row.engagement_id,
+        "title": row.title,
+        "severity": row.severity,
+        "cvss": row.cvss.as_ref().map(|c| json!({"vector": c.vector, "score": c.score, "version": c.version})),
+        "cwe": row.cwe,
+        "cve": row.cve,
+        "description": row.description,
+        "impact": row.impact,
+        "remediation": row.remediation,
+        "stepsToReproduce": row.steps_to_reproduce,
+        "references": row.references,
+        "affectedTargetIds": row.affected_target_ids,
+        "status": row.status,
+        "reviewStatus": row.review_status,
+        "retestNotes": row.retest_notes,
+        "tags": row.tags,
+        "createdAt": format_millis(row.created_at),
+        "updatedAt": format_millis(row.updated_at),
+        "openedAt": row.opened_at.map(format_millis),
+        "remediatedAt": row.remediated_at.map(format_millis),
+        "closedAt": row.closed_at.map(format_millis),
+        "version": row.version,
+    })
+}
+
+fn respond(status: StatusCode, row: &FindingRow) -> Response {
+    (status, [(header::ETAG, etag(row.version))], Json(json!({ "data": render(row) }))).into_response()
+}
+
+async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<FindingRow, ApiError> {
+    let id = Id::parse(IdKind::Finding, id).ok_or(ApiError::NotFound)?;
+    findings::get(state.store.pool(), caller.organization_id(), id.as_str()).await?.ok_or(ApiError::NotFound)
+}
+
+fn filter_of(request: &ListRequest<FindingSort>, flat: bool) -> Result<FindingFilter, ApiError> {
+    let mut filters = request.filters();
+    let filter = FindingFilter {
+        engagement_ids: if flat { filters.take_list("engagementId") } else { Vec::new() },
+        status: filters.take_enum_list("status", STATUSES)?,
+        severity: filters.take_enum_list("severity", SEVERITIES)?,
+        review_status: filters.take_enum_list("reviewStatus", REVIEW_STATUSES)?,
+        target_ids: filters.take_list("targetId"),
+        cwe: filters.take_list("cwe").iter().map(|c| c.to_ascii_uppercase()).collect(),
+        cve: filters.take_list("cve").iter().map(|c| c.to_ascii_uppercase()).collect(),
+        tags: filters.take_list("tag"),
+        q: filters.take("q").filter(|q| !q.is_empty()),
+        created_after: filters.take_timestamp("createdAfter")?,
+        created_before: filters.take_timestamp("createdBefore")?,
+    };
+    filters.finish()?;
+    Ok(filter)
+}
+
+async fn respond_list(
+    state: &AppState,
+    caller: &Caller,
+    request: ListRequest<FindingSort>,
+    filter: FindingFilter,
+) -> Result<Json<Value>, ApiError> {
+    request.check_cursor(FindingSort::accepts)?;
+    let pool = state.store.pool();
+    let org = caller.organization_id();
+    let rows = findings::list(pool, org, &filter, request.sort, request.order, &request.window).await?;
+    let total = if request.needs_total() { Some(findings::count(pool, org, &filter).await?) } else { None };
+    let sort = request.sort;
+    Ok(Json(request.envelope(rows, total, |row| (sort.value_of(row), row.id.clone()), render)))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(engagement_id): Path<String>,
+    mut params: QueryParams,
+) -> Result<Json<Value>, ApiError> {
+    let engagement = scope::readable(&state, &caller, &engagement_id).await?;
+    let request = pagination::parse(&mut params, SORTS, FILTERS)?;
+    params.finish()?;
+    let filter = FindingFilter { engagement_ids: vec![engagement.id], ..filter_of(&request, false)? };
+    respond_list(&state, &caller, request, filter).await
+}
+
+pub async fn list_all(
+    State(state): State<AppState>,
+    caller: Caller,
+    mut params: QueryParams,
+) -> Result<Json<Value>, ApiError> {
+    let request = pagination::parse(&mut params, SORTS, FLAT_FILTERS)?;
+    params.finish()?;
+    let filter = filter_of(&request, true)?;
+    respond_list(&state, &caller, request, filter).await
+}
+
+/// Checks that every id names a live target of the engagement (422 otherwise).
+async fn check_targets(
+    state: &AppState,
+    caller: &Caller,
+    engagement_id: &str,
+    ids: &[String],
+) -> Result<(), ApiError> {
+    let found =
+        targets::existing_in_engagement(state.store.pool(), caller.organization_id(), engagement_id, ids)
+            .await?;
+    match ids.iter().find(|id| !found.contains(id)) {
+        Some(bad) => Err(ApiError::validation(
+            "affectedTargetIds",
+            format!("{bad:?} is not a target of this engagement"),
+        )),
+        None => Ok(()),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CvssBody {
+    vector: Option<String>,
+    /// Ignored: the server computes the score.
+    #[serde(rename = "score")]
+    _score: Option<Value>,
+    #[serde(rename = "version")]
+    _version: Option<Value>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
+}
+
+fn cvss_vector(body: CvssBody) -> Result<String, ApiError> {
+    reject_unknown(&body.unknown, &[]).map_err(|_| ApiError::validation("cvss", "has unknown fields"))?;
+    body.vector.ok_or_else(|| ApiError::validation("cvss.vector", "is required"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateBody {
+    title: Option<String>,
+    severity: Option<String>,
+    cvss: Option<CvssBody>,
+    cwe: Option<Vec<String>>,
+    cve: Option<Vec<String>>,
+    description: Option<String>,
+    impact: Option<String>,
+    remediation: Option<String>,
+    steps_to_reproduce: Option<String>,
+    references: Option<Vec<String>>,
+    affected_target_ids: Option<Vec<String>>,
+    retest_notes: Option<String>,
+    tags: Option<Vec<String>>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(engagement_id): Path<String>,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> Result<Response, ApiError> {
+    let engagement = scope::writable(&state, &caller, &engagement_id).await?;
+    // A new finding starts as a draft in review; its lifecycle moves only through transitions.
+    reject_unknown(&body.unknown, &[READ_ONLY, &["status", "reviewStatus"]].concat())?;
+    let Some(title) = body.title else {
+        return Err(ApiError::Validation(vec![FieldError::new("title", "is required")]));
+    };
+    let affected = body.affected_target_ids.unwrap_or_default();
+    check_targets(&state, &caller, &engagement.id, &affected).await?;
+    let id = Id::generate(IdKind::Finding);
+    let command = FindingCommand::Create {
+        organization_id: caller.organization_id().to_owned(),
+        engagement_id: engagement.id.clone(),
+        finding: NewFinding {
+            title,
+            severity: body.severity,
+            cvss_vector: body.cvss.map(cvss_vector).transpose()?,
+            cwe: body.cwe.unwrap_or_default(),
+            cve: body.cve.unwrap_or_default(),
+            description: body.description,
+            impact: body.impact,
+            remediation: body.remediation,
+            steps_to_reproduce: body.steps_to_reproduce,
+            references: body.references.unwrap_or_default(),
+            affected_target_ids: affected,
+            retest_notes: body.retest_notes,
+            tags: body.tags.unwrap_or_default(),
+        },
+    };
+    let row = run(&state, &caller, id.as_str(), &engagement.id, command, None).await?;
+    let mut response = respond(StatusCode::CREATED, &row);
+    if let Ok(location) = format!("/api/v1/findings/{id}").parse() {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    params: QueryParams,
+) -> Result<Response, ApiError> {
+    params.finish()?;
+    let row = load(&state, &caller, &id).await?;
+    if if_none_match(&headers, row.version) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag(row.version))]).into_response());
+    }
+    Ok(respond(StatusCode::OK, &row))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PatchBody {
+    #[serde(default, with = "pwnbook_events::patch")]
+    title: Option<Option<String>>,
+    #[serde(default, with = "pwnbook_events::patch")]
+    severity: Option<Option<String>>,
+    #[serde(default, with = "pwnbook_events::patch")]
+    cvss: Option<Option<CvssBody>>,
+    #[serde(default, with = "pwnbook_events::patch")]
+    cwe: Option<Option<Vec<String>>>,
+    #[serde(default, with = "pwnbook_events::patch")]
+    cve: Option<Option<Vec<String>>>,
+    #[serde(default, with = "pwnbook_events::patch")]
+    description: Option<Option<String>>,
+    #[serde(default, with = "pwnbook_events::patch")]
+    impact: Option<Option<String>>,
+    #[serde(default, with = "pwnbook_events::patch")]
+    remediation: Option<Option<String>>,
+    #[serde(default, with = "pwnbook_events::patch")]
+    steps_to_reproduce: Option<Option<String>>,
+    #[serde(default, with = "pwnbook_events::patch")]
+    references: Option<Option<Vec<String>>>,
+    #[serde(default, with = "pwnbook_events::patch")]
+    affected_target_ids: Option<Option<Vec<String>>>,
+    #[serde(default, with = "pwnbook_events::patch")]
+    retest_notes: Option<Option<String>>,
+    #[serde(default, with = "pwnbook_events::patch")]
+    tags: Option<Option<Vec<String>>>,
+    #[serde(default, with = "pwnbook_events::patch")]
+    status: Option<Option<String>>,
+    #[serde(default, with = "pwnbook_events::patch")]
+    review_status: Option<Option<String>>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
+}
+
+fn not_null<T>(field: &str, value: Option<Option<T>>, errors: &mut Vec<FieldError>) -> Option<T> {
+    match value {
+        Some(None) => {
+            errors.push(FieldError::new(field, "cannot be null"));
+            None
+        }
+        other => other.flatten(),
+    }
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<PatchBody>,
+) -> Result<Response, ApiError> {
+    let current = load(&state, &caller, &id).await?;
+    scope::writable(&state, &caller, &current.engagement_id).await?;
+    reject_unknown(&body.unknown, READ_ONLY)?;
+    let mut errors = Vec::new();
+    let title = not_null("title", body.title, &mut errors);
+    let severity = not_null("severity", body.severity, &mut errors);
+    let status = not_null("status", body.status, &mut errors);
+    let review_status = not_null("reviewStatus", body.review_status, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    // `null` empties a list.
+    let affected = body.affected_target_ids.map(Option::unwrap_or_default);
+    if let Some(ids) = &affected {
+        check_targets(&state, &caller, &current.engagement_id, ids).await?;
+    }
+    let patch = FindingPatch {
+        title,
+        severity,
+        cvss_vector: body.cvss.map(|c| c.map(cvss_vector).transpose()).transpose()?,
+        cwe: body.cwe.map(Option::unwrap_or_default),
+        cve: body.cve.map(Option::unwrap_or_default),
+        description: body.description,
+        impact: body.impact,
+        remediation: body.remediation,
+        steps_to_reproduce: body.steps_to_reproduce,
+        references: body.references.map(Option::unwrap_or_default),
+        affected_target_ids: affected,
+        retest_notes: body.retest_notes,
+        tags: body.tags.map(Option::unwrap_or_default),
+        status,
+        review_status,
+    };
+    let command = FindingCommand::Update { organization_id: caller.organization_id().to_owned(), patch };
+    let row = run(&state, &caller, &current.id, &current.engagement_id, command, if_match(&headers)?).await?;
+    Ok(respond(StatusCode::OK, &row))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransitionBody {
+    status: Option<String>,
+    review_status: Option<String>,
+    comment: Option<String>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
+}
+
+pub async fn transition(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<TransitionBody>,
+) -> Result<Response, ApiError> {
+    let current = load(&state, &caller, &id).await?;
+    scope::writable(&state, &caller, &current.engagement_id).await?;
+    reject_unknown(&body.unknown, &[])?;
+    let command = FindingCommand::Transition {
+        organization_id: caller.organization_id().to_owned(),
+        status: body.status,
+        review_status: body.review_status,
+        comment: body.comment,
+    };
+    let row = run(&state, &caller, &current.id, &current.engagement_id, command, if_match(&headers)?).await?;
+    Ok(respond(StatusCode::OK, &row))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let current = load(&state, &caller, &id).await?;
+    scope::writable(&state, &caller, &current.engagement_id).await?;
+    let command = FindingCommand::Delete { organization_id: caller.organization_id().to_owned() };
+    let execution = Execution {
+        expected_version: if_match(&headers)?,
+        claim: None,
+        engagement_id: Some(current.engagement_id.clone()),
+    };
+    let committed =
+        state.commands.execute::<Finding>(&current.id, command, &caller.command_context(), execution).await?;
+    state.visibility.wait(&committed).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkSet {
+    status: Option<String>,
+    severity: Option<String>,
+    tags: Option<Vec<String>>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkBody {
+    ids: Option<Vec<String>>,
+    set: Option<BulkSet>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
+}
+
+/// Applies `set` to each finding as its own command; one item failing does not stop the others.
+pub async fn bulk(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(engagement_id): Path<String>,
+    ApiJson(body): ApiJson<BulkBody>,
+) -> Result<Json<Value>, ApiError> {
+    let engagement = scope::writable(&state, &caller, &engagement_id).await?;
+    reject_unknown(&body.unknown, &[])?;
+    let (Some(ids), Some(set)) = (body.ids, body.set) else {
+        return Err(ApiError::Validation(vec![FieldError::new("ids", "ids and set are required")]));
+    };
+    if !set.unknown.is_empty() {
+        let fields = set
+            .unknown
+            .keys()
+            .map(|k| FieldError::new(&format!("set.{k}"), "cannot be set in bulk"))
+            .collect();
+        return Err(ApiError::Validation(fields));
+    }
+    if ids.is_empty() || ids.len() > MAX_BULK {
+        return Err(ApiError::validation("ids", format!("must have 1 to {MAX_BULK} items")));
+    }
+    if (1..ids.len()).any(|i| ids[..i].contains(&ids[i])) {
+        return Err(ApiError::validation("ids", "must not repeat an id"));
+    }
+    if set.status.is_none() && set.severity.is_none() && set.tags.is_none() {
+        return Err(ApiError::validation("set", "must set status, severity or tags"));
+    }
+    let mut results = Vec::with_capacity(ids.len());
+    for id in ids {
+        let patch = FindingPatch {
+            status: set.status.clone(),
+            severity: set.severity.clone(),
+            tags: set.tags.clone(),
+            ..FindingPatch::default()
+        };
+        let outcome = async {
+            let current = load(&state, &caller, &id).await?;
+            if current.engagement_id != engagement.id {
+                return Err(ApiError::NotFound);
+            }
+            let command =
+                FindingCommand::Update { organization_id: caller.organization_id().to_owned(), patch };
+            run(&state, &caller, &current.id, &current.engagement_id, command, None).await
+        }
+        .await;
+        results.push(match outcome {
+            Ok(row) => json!({"id": id, "status": 200, "data": render(&row)}),
+            Err(error) => {
+                let message = match &error {
+                    ApiError::Internal(_) => "an unexpected error occurred".to_owned(),
+                    other => other.to_string(),
+                };
+                let mut detail =
+                    json!({"code": error.code(), "message": message, "statusCode": error.status().as_u16()});
+                if let ApiError::Validation(details) = &error {
+                    detail["details"] = json!(details);
+                }
+                json!({"id": id, "status": error.status().as_u16(), "error": detail})
+            }
+        });
+    }
+    Ok(Json(json!({ "data": results })))
+}
+
+/// Runs `command`, waits until the read table shows it, and returns the row.
+async fn run(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    engagement_id: &str,
+    command: FindingCommand,
+    expected_version: Option<i64>,
+) -> Result<FindingRow, ApiError> {
+    let execution =
+        Execution { expected_version, claim: None, engagement_id: Some(engagement_id.to_owned()) };
+    let committed =
+        state.commands.execute::<Finding>(id, command, &caller.command_context(), execution).await?;
+    state.visibility.wait(&committed).await?;
+    load(state, caller, id).await
+}
