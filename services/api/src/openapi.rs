@@ -57,10 +57,12 @@ pub struct ErrorDetail {
     pub status_code: u16,
     /// For 422: every invalid field.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub details: Option<Vec<FieldErrorDoc>>,
+    #[schema(value_type = Option<Vec<FieldErrorDoc>>)]
+    pub details: Option<Vec<pwnbook_commands::FieldError>>,
     pub request_id: String,
 }
 
+/// One invalid field.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = FieldError)]
 pub struct FieldErrorDoc {
@@ -172,6 +174,19 @@ impl Modify for FromRouteTable {
         routes::engagements::delete,
         routes::engagements::archive,
         routes::engagements::unarchive,
+        routes::targets::list,
+        routes::targets::create,
+        routes::targets::get,
+        routes::targets::update,
+        routes::targets::delete,
+        routes::findings::list,
+        routes::findings::create,
+        routes::findings::list_all,
+        routes::findings::get,
+        routes::findings::update,
+        routes::findings::delete,
+        routes::findings::transition,
+        routes::findings::bulk,
         routes::organizations::get,
         routes::organizations::update,
         routes::api_keys::list,
@@ -183,6 +198,8 @@ impl Modify for FromRouteTable {
     modifiers(&FromRouteTable),
     tags(
         (name = "engagements", description = "Engagements: the unit of work"),
+        (name = "targets", description = "Scope: hosts, networks, URLs and services of an engagement"),
+        (name = "findings", description = "Vulnerabilities with CVSS scores and their two lifecycles"),
         (name = "organizations", description = "The caller's organization"),
         (name = "api-keys", description = "API keys and their permissions"),
         (name = "operations", description = "Health and readiness"),
