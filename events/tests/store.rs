@@ -187,6 +187,24 @@ backend_tests! {
     }
 }
 
+/// SQLite only: an audit store must not lose acknowledged writes, on every connection of both
+/// pools (the cqrs-es one and Pwnbook's own).
+#[tokio::test]
+async fn sqlite_runs_wal_with_synchronous_full() {
+    let db = pwnbook_events::testing::TestDb::sqlite();
+    let store = Store::open(&db.url).await.unwrap();
+    let pwnbook_events::EsPool::Sqlite(es) = store.es_pool() else { unreachable!() };
+    for _ in 0..3 {
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(store.pool()).await.unwrap();
+        let synchronous: i64 =
+            sqlx::query_scalar("PRAGMA synchronous").fetch_one(store.pool()).await.unwrap();
+        assert_eq!((mode.as_str(), synchronous), ("wal", 2));
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(es).await.unwrap();
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(es).await.unwrap();
+        assert_eq!((mode.as_str(), synchronous), ("wal", 2));
+    }
+}
+
 /// PostgreSQL only: a transaction that appended and is still open holds back every position after
 /// it, so a reader that checkpoints never skips its event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -110,6 +110,20 @@ impl ProjectionRunner {
         Ok(position)
     }
 
+    /// Every projector's stored checkpoint.
+    pub async fn checkpoints(&self) -> Result<Vec<(&'static str, i64)>, ProjectionError> {
+        let mut checkpoints = Vec::with_capacity(self.projectors.len());
+        for projector in &self.projectors {
+            let position: Option<i64> =
+                sqlx::query_scalar("SELECT position FROM projector_checkpoints WHERE name = $1")
+                    .bind(projector.name())
+                    .fetch_optional(self.store.pool())
+                    .await?;
+            checkpoints.push((projector.name(), position.unwrap_or(0)));
+        }
+        Ok(checkpoints)
+    }
+
     /// The lowest checkpoint of this runner's projectors, as stored.
     pub async fn lowest_checkpoint(&self) -> Result<i64, ProjectionError> {
         let mut lowest = i64::MAX;

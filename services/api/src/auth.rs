@@ -16,6 +16,7 @@ use pwnbook_events::{Actor, Store};
 use pwnbook_projections::api_keys;
 
 use crate::error::ApiError;
+use crate::metrics::KeyId;
 use crate::routes::ROUTES;
 use crate::secrets::{hash_secret, hashes_match};
 use crate::state::AppState;
@@ -86,11 +87,19 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         (Some(retry_after), _) => ApiError::RateLimited { retry_after }.into_response(),
         (None, Err(error)) => error.into_response(),
         (None, Ok(outcome)) => {
-            if let AuthOutcome::Valid(principal) = &outcome {
-                state.usage.touch(&state.store, &principal.key_id).await;
-            }
+            let key_id = match &outcome {
+                AuthOutcome::Valid(principal) => {
+                    state.usage.touch(&state.store, &principal.key_id).await;
+                    Some(KeyId(principal.key_id.clone()))
+                }
+                _ => None,
+            };
             request.extensions_mut().insert(outcome);
-            next.run(request).await
+            let mut response = next.run(request).await;
+            if let Some(key_id) = key_id {
+                response.extensions_mut().insert(key_id);
+            }
+            response
         }
     };
     decision.apply(response.headers_mut());

@@ -70,6 +70,8 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print the OpenAPI 3.1 document.
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,8 +7,8 @@ use axum::Json;
 use pwnbook_commands::{CommandError, DomainError, FieldError};
 use pwnbook_events::StoreError;
 use pwnbook_projections::ProjectionError;
-use serde_json::json;
 
+use crate::openapi::{ErrorBody, ErrorDetail};
 use crate::request_id;
 
 #[derive(Debug, thiserror::Error)]
@@ -108,10 +108,10 @@ pub fn for_status(status: StatusCode) -> ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let message = match &self {
+impl ApiError {
+    /// The body of the error envelope (also used per item by bulk operations).
+    pub fn detail(&self) -> ErrorDetail {
+        let message = match self {
             Self::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 "an unexpected error occurred".to_owned()
@@ -119,18 +119,23 @@ impl IntoResponse for ApiError {
             Self::PayloadTooLarge(0) => "the request body is larger than the limit".to_owned(),
             other => other.to_string(),
         };
-        let mut error = json!({
-            "code": self.code(),
-            "message": message,
-            "statusCode": status.as_u16(),
-        });
-        if let Self::Validation(details) = &self {
-            error["details"] = json!(details);
+        ErrorDetail {
+            code: self.code().to_owned(),
+            message,
+            status_code: self.status().as_u16(),
+            details: match self {
+                Self::Validation(details) => Some(details.clone()),
+                _ => None,
+            },
+            request_id: request_id::current().unwrap_or_default(),
         }
-        if let Some(id) = request_id::current() {
-            error["requestId"] = json!(id);
-        }
-        let mut response = (status, Json(json!({ "error": error }))).into_response();
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (status, Json(ErrorBody { error: self.detail() })).into_response();
         match self {
             Self::Unauthorized(_) => {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -9,6 +9,8 @@ mod envelope;
 pub mod error;
 mod extract;
 mod idempotency;
+mod metrics;
+pub mod openapi;
 mod pagination;
 mod rate_limit;
 mod request_id;

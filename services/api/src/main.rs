@@ -29,6 +29,10 @@ async fn main() -> ExitCode {
         Command::Orgs(command) => {
             cli::orgs(&args.settings.database_url, command).await.map(print).map_err(|e| e.to_string())
         }
+        Command::Openapi => {
+            print(pwnbook_api::openapi::document_json());
+            Ok(())
+        }
         Command::Keys(command) => {
             cli::keys(&args.settings.database_url, command).await.map(print).map_err(|e| e.to_string())
         }

@@ -130,12 +130,12 @@ impl<S: Copy> ListRequest<S> {
     }
 
     /// `{"data": [...], "meta": {...}}` for a page of rows; `total` is required in page mode.
-    pub fn envelope<R>(
+    pub fn envelope<R, V: Serialize>(
         &self,
         mut rows: Vec<R>,
         total: Option<i64>,
         key_of: impl Fn(&R) -> (SortValue, String),
-        render: impl Fn(&R) -> Value,
+        render: impl Fn(&R) -> V,
     ) -> Value {
         let (more, cursor_mode) = match (&self.window, total) {
             (Window::After { .. }, _) => {
@@ -154,7 +154,8 @@ impl<S: Copy> ListRequest<S> {
             };
             encode(&Cursor { s: self.sort_name.clone(), o: order.to_owned(), f: self.filters.clone(), v, i })
         });
-        let data: Vec<Value> = rows.iter().map(render).collect();
+        let data: Vec<Value> =
+            rows.iter().map(|row| serde_json::to_value(render(row)).unwrap_or_default()).collect();
         let meta = if cursor_mode {
             json!({ "perPage": self.per_page, "nextCursor": next_cursor })
         } else {

@@ -2,6 +2,7 @@
 //! middleware, and graceful shutdown.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,13 +21,14 @@ use crate::config::Settings;
 use crate::rate_limit::RateLimits;
 use crate::state::AppState;
 use crate::visibility::Visibility;
-use crate::{envelope, request_id, routes, StartError};
+use crate::{envelope, metrics, request_id, routes, StartError};
 
 /// How often background workers look for work done by other processes.
 const POLL: Duration = Duration::from_millis(100);
 
 pub struct RunningServer {
     pub local_addr: SocketAddr,
+    shutting_down: Arc<AtomicBool>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -34,6 +36,7 @@ pub struct RunningServer {
 impl RunningServer {
     /// Stops accepting requests, finishes those in flight, and stops the workers.
     pub async fn shutdown(self) -> std::io::Result<()> {
+        self.shutting_down.store(true, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
         self.task.await.map_err(std::io::Error::other)?
     }
@@ -59,10 +62,14 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
     let projections = runner::spawn(projection_runner.clone(), sequencer.head(), POLL, shutdown_rx.clone());
     let rate_limits = Arc::new(RateLimits::new(settings.rate_limit_per_minute));
     spawn_rate_limit_cleanup(rate_limits.clone(), shutdown_rx.clone());
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    metrics::handle();
     let state = AppState {
         store: store.clone(),
         commands: CommandService::new(store.clone()),
-        visibility: Visibility::new(store, sequencer, projections, projection_runner),
+        visibility: Visibility::new(store, sequencer, projections, projection_runner.clone()),
+        projections: projection_runner,
+        shutting_down: shutting_down.clone(),
         rate_limits,
         usage: Arc::new(UsageTracker::default()),
         body_limit: settings.body_limit,
@@ -80,7 +87,7 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
             .await
     });
     tracing::info!(%local_addr, "listening");
-    Ok(RunningServer { local_addr, shutdown: shutdown_tx, task })
+    Ok(RunningServer { local_addr, shutting_down, shutdown: shutdown_tx, task })
 }
 
 fn app(state: AppState, body_limit: usize) -> Router {
@@ -89,6 +96,7 @@ fn app(state: AppState, body_limit: usize) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(middleware::from_fn(envelope::ensure))
+        .layer(middleware::from_fn(metrics::track))
         .layer(CatchPanicLayer::custom(envelope::panic_response))
         .layer(middleware::from_fn(request_id::middleware))
         .with_state(state)

@@ -58,7 +58,39 @@ impl CommandService {
         &self.store
     }
 
+    /// Runs one command; counts it by aggregate, command and outcome.
     pub async fn execute<A>(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        context: &CommandContext,
+        execution: Execution,
+    ) -> Result<Committed, CommandError>
+    where
+        A: Aggregate<Error = DomainError, Services = ()>,
+        A::Command: Clone + std::fmt::Debug,
+    {
+        // The variant name of the command enum, e.g. `Create`.
+        let debug = format!("{command:?}");
+        let name = debug.split(|c: char| !c.is_alphanumeric()).next().unwrap_or_default().to_owned();
+        let result = self.run::<A>(aggregate_id, command, context, execution).await;
+        let outcome = match &result {
+            Ok(committed) if committed.changed => "committed",
+            Ok(_) => "unchanged",
+            Err(CommandError::Domain(DomainError::Validation(_))) => "invalid",
+            Err(CommandError::Domain(DomainError::Conflict(_))) => "conflict",
+            Err(CommandError::Domain(DomainError::Forbidden(_))) => "forbidden",
+            Err(CommandError::Domain(DomainError::NotFound)) => "not_found",
+            Err(CommandError::PreconditionFailed { .. }) => "precondition_failed",
+            Err(CommandError::Contention) => "contention",
+            Err(CommandError::Store(_)) => "error",
+        };
+        metrics::counter!("pwnbook_commands_total", "aggregate" => A::TYPE, "command" => name, "outcome" => outcome)
+            .increment(1);
+        result
+    }
+
+    async fn run<A>(
         &self,
         aggregate_id: &str,
         command: A::Command,

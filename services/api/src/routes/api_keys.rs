@@ -10,12 +10,14 @@ use pwnbook_commands::api_key::{ApiKey, ApiKeyCommand, NewApiKey};
 use pwnbook_commands::{Execution, FieldError};
 use pwnbook_events::{Id, IdKind};
 use pwnbook_projections::api_keys::{self, ApiKeyFilter, ApiKeyRow, ApiKeySort};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{etag, reject_unknown, ApiJson, QueryParams};
+use crate::openapi::{data, Data, Page};
 use crate::pagination;
 use crate::secrets::Secret;
 use crate::state::AppState;
@@ -29,19 +31,61 @@ const SORTS: &[(&str, ApiKeySort)] = &[
 const FILTERS: &[&str] = &["environment", "revoked"];
 const READ_ONLY: &[&str] = &["id", "key", "prefix", "lastFour", "createdAt", "lastUsedAt", "revokedAt"];
 
-pub fn render(row: &ApiKeyRow) -> Value {
-    json!({
-        "id": row.id,
-        "name": row.name,
-        "prefix": row.prefix,
-        "lastFour": row.last_four,
-        "permissions": row.permissions,
-        "environment": row.environment,
-        "createdAt": format_millis(row.created_at),
-        "lastUsedAt": row.last_used_at.map(format_millis),
-        "expiresAt": row.expires_at.map(format_millis),
-        "revokedAt": row.revoked_at.map(format_millis),
-    })
+/// An API key (never its secret, except once in the creation response as `key`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = ApiKey)]
+pub struct ApiKeyView {
+    #[schema(example = "key_01j9k2m3n4p5q6r7s8t9")]
+    id: String,
+    name: String,
+    #[schema(example = "pwbk_live_")]
+    prefix: String,
+    last_four: String,
+    #[schema(example = json!(["engagements:read"]))]
+    permissions: Vec<String>,
+    #[schema(example = "live")]
+    environment: String,
+    created_at: String,
+    last_used_at: Option<String>,
+    expires_at: Option<String>,
+    revoked_at: Option<String>,
+    /// The secret: only in the response to its creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+}
+
+pub fn render(row: &ApiKeyRow) -> ApiKeyView {
+    ApiKeyView {
+        id: row.id.clone(),
+        name: row.name.clone(),
+        prefix: row.prefix.clone(),
+        last_four: row.last_four.clone(),
+        permissions: row.permissions.clone(),
+        environment: row.environment.clone(),
+        created_at: format_millis(row.created_at),
+        last_used_at: row.last_used_at.map(format_millis),
+        expires_at: row.expires_at.map(format_millis),
+        revoked_at: row.revoked_at.map(format_millis),
+        key: None,
+    }
+}
+
+/// Query parameters of `GET /api-keys`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)]
+pub struct ListQuery {
+    page: Option<i64>,
+    perPage: Option<i64>,
+    cursor: Option<String>,
+    /// `createdAt` (default), `name` or `lastUsedAt`.
+    sort: Option<String>,
+    order: Option<String>,
+    /// `live` and/or `test`.
+    environment: Option<String>,
+    /// `true` or `false`.
+    revoked: Option<String>,
 }
 
 fn parse_id(id: &str) -> Result<Id, ApiError> {
@@ -52,6 +96,9 @@ async fn load(state: &AppState, caller: &Caller, id: &Id) -> Result<ApiKeyRow, A
     api_keys::get(state.store.pool(), caller.organization_id(), id.as_str()).await?.ok_or(ApiError::NotFound)
 }
 
+/// List API keys.
+#[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys", params(ListQuery),
+    responses((status = 200, description = "A page of keys", body = Page<ApiKeyView>)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -78,17 +125,29 @@ pub async fn list(
     Ok(Json(request.envelope(rows, total, |row| (sort.value_of(row), row.id.clone()), render)))
 }
 
-#[derive(Debug, Deserialize)]
+/// A new key.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = NewApiKey)]
 pub struct CreateBody {
+    #[schema(required = true)]
     name: Option<String>,
+    /// Permission names; a key cannot grant one it does not hold.
+    #[schema(required = true)]
     permissions: Option<Vec<String>>,
+    /// `live` (default) or `test`.
     environment: Option<String>,
+    /// RFC 3339; the key stops working then.
     expires_at: Option<String>,
     #[serde(flatten)]
+    #[schema(ignore)]
     unknown: BTreeMap<String, Value>,
 }
 
+/// Create an API key; the response's `key` is the secret, shown only here.
+#[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", request_body = CreateBody,
+    params(("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, description = "Created", body = Data<ApiKeyView>)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -128,17 +187,17 @@ pub async fn create(
         .await?;
     state.visibility.wait(&committed).await?;
     let row = load(&state, &caller, &id).await?;
-    let mut data = render(&row);
-    data["key"] = json!(secret.expose());
-    let mut response =
-        (StatusCode::CREATED, [(header::ETAG, etag(row.version))], Json(json!({ "data": data })))
-            .into_response();
+    let view = ApiKeyView { key: Some(secret.expose().to_owned()), ..render(&row) };
+    let mut response = (StatusCode::CREATED, [(header::ETAG, etag(row.version))], data(view)).into_response();
     if let Ok(location) = format!("/api/v1/api-keys/{id}").parse() {
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
 }
 
+/// Get an API key.
+#[utoipa::path(get, path = "/api/v1/api-keys/{id}", tag = "api-keys", params(("id" = String, Path)),
+    responses((status = 200, description = "The key", body = Data<ApiKeyView>)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -147,9 +206,12 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     params.finish()?;
     let row = load(&state, &caller, &parse_id(&id)?).await?;
-    Ok(([(header::ETAG, etag(row.version))], Json(json!({ "data": render(&row) }))).into_response())
+    Ok(([(header::ETAG, etag(row.version))], data(render(&row))).into_response())
 }
 
+/// Revoke an API key; it answers 401 from the next request on.
+#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "api-keys", params(("id" = String, Path)),
+    responses((status = 204, description = "Revoked")))]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,

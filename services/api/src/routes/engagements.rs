@@ -10,12 +10,14 @@ use pwnbook_commands::engagement::{Engagement, EngagementCommand, EngagementPatc
 use pwnbook_commands::{Execution, FieldError};
 use pwnbook_events::{Id, IdKind};
 use pwnbook_projections::engagements::{self, EngagementFilter, EngagementRow, EngagementSort};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
+use crate::openapi::{data, Data, Page};
 use crate::pagination;
 use crate::state::AppState;
 use crate::time::format_millis;
@@ -31,25 +33,77 @@ const STATUSES: &[&str] = &["active", "archived"];
 /// Fields of the engagement object a client cannot write.
 const READ_ONLY: &[&str] = &["id", "status", "archivedAt", "createdAt", "updatedAt", "version"];
 
-pub fn render(row: &EngagementRow) -> Value {
-    json!({
-        "id": row.id,
-        "name": row.name,
-        "description": row.description,
-        "status": row.status,
-        "clientName": row.client_name,
-        "startDate": row.start_date,
-        "endDate": row.end_date,
-        "tags": row.tags,
-        "archivedAt": row.archived_at.map(format_millis),
-        "createdAt": format_millis(row.created_at),
-        "updatedAt": format_millis(row.updated_at),
-        "version": row.version,
-    })
+/// An engagement.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Engagement)]
+pub struct EngagementView {
+    #[schema(example = "eng_01j9k2m3n4p5q6r7s8t9")]
+    id: String,
+    name: String,
+    description: Option<String>,
+    #[schema(example = "active")]
+    status: String,
+    client_name: Option<String>,
+    #[schema(example = "2025-01-15")]
+    start_date: Option<String>,
+    end_date: Option<String>,
+    tags: Vec<String>,
+    archived_at: Option<String>,
+    #[schema(example = "2025-01-15T10:30:00.000Z")]
+    created_at: String,
+    updated_at: String,
+    version: i64,
+}
+
+pub fn render(row: &EngagementRow) -> EngagementView {
+    EngagementView {
+        id: row.id.clone(),
+        name: row.name.clone(),
+        description: row.description.clone(),
+        status: row.status.clone(),
+        client_name: row.client_name.clone(),
+        start_date: row.start_date.clone(),
+        end_date: row.end_date.clone(),
+        tags: row.tags.clone(),
+        archived_at: row.archived_at.map(format_millis),
+        created_at: format_millis(row.created_at),
+        updated_at: format_millis(row.updated_at),
+        version: row.version,
+    }
 }
 
 fn respond(status: StatusCode, row: &EngagementRow) -> Response {
-    (status, [(header::ETAG, etag(row.version))], Json(json!({ "data": render(row) }))).into_response()
+    (status, [(header::ETAG, etag(row.version))], data(render(row))).into_response()
+}
+
+/// Query parameters of `GET /engagements` (parsed strictly by `list`).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)]
+pub struct ListQuery {
+    /// Page number, from 1 (page mode).
+    page: Option<i64>,
+    /// Items per page, 1 to 100 (default 20).
+    perPage: Option<i64>,
+    /// `meta.nextCursor` of the previous page (cursor mode; carries the filters and sort).
+    cursor: Option<String>,
+    /// `createdAt` (default), `updatedAt`, `name` or `startDate`.
+    sort: Option<String>,
+    /// `asc` or `desc` (default).
+    order: Option<String>,
+    /// `active` and/or `archived`, comma-separated.
+    status: Option<String>,
+    /// Case-insensitive substring of the name.
+    q: Option<String>,
+    /// Any of these tags, comma-separated.
+    tag: Option<String>,
+    /// Any of these client names, comma-separated.
+    clientName: Option<String>,
+    /// Created at or after (RFC 3339).
+    createdAfter: Option<String>,
+    /// Created before (RFC 3339).
+    createdBefore: Option<String>,
 }
 
 fn parse_id(id: &str) -> Result<Id, ApiError> {
@@ -62,6 +116,9 @@ async fn load(state: &AppState, caller: &Caller, id: &Id) -> Result<EngagementRo
         .ok_or(ApiError::NotFound)
 }
 
+/// List engagements.
+#[utoipa::path(get, path = "/api/v1/engagements", tag = "engagements", params(ListQuery),
+    responses((status = 200, description = "A page of engagements", body = Page<EngagementView>)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -89,9 +146,13 @@ pub async fn list(
     Ok(Json(request.envelope(rows, total, |row| (sort.value_of(row), row.id.clone()), render)))
 }
 
-#[derive(Debug, Deserialize)]
+/// A new engagement.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = NewEngagement)]
 pub struct CreateBody {
+    /// 1 to 200 characters, unique in the organization (case-insensitively).
+    #[schema(required = true)]
     name: Option<String>,
     description: Option<String>,
     client_name: Option<String>,
@@ -99,9 +160,14 @@ pub struct CreateBody {
     end_date: Option<String>,
     tags: Option<Vec<String>>,
     #[serde(flatten)]
+    #[schema(ignore)]
     unknown: BTreeMap<String, Value>,
 }
 
+/// Create an engagement.
+#[utoipa::path(post, path = "/api/v1/engagements", tag = "engagements", request_body = CreateBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),
+    responses((status = 201, description = "Created", body = Data<EngagementView>)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -131,6 +197,10 @@ pub async fn create(
     Ok(response)
 }
 
+/// Get an engagement.
+#[utoipa::path(get, path = "/api/v1/engagements/{id}", tag = "engagements",
+    params(("id" = String, Path), ("If-None-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The engagement", body = Data<EngagementView>)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -146,8 +216,10 @@ pub async fn get(
     Ok(respond(StatusCode::OK, &row))
 }
 
-#[derive(Debug, Deserialize)]
+/// Changed fields only; `null` clears an optional field.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = EngagementPatch)]
 pub struct PatchBody {
     #[serde(default, with = "pwnbook_events::patch")]
     name: Option<Option<String>>,
@@ -162,9 +234,14 @@ pub struct PatchBody {
     #[serde(default, with = "pwnbook_events::patch")]
     tags: Option<Option<Vec<String>>>,
     #[serde(flatten)]
+    #[schema(ignore)]
     unknown: BTreeMap<String, Value>,
 }
 
+/// Update an engagement.
+#[utoipa::path(patch, path = "/api/v1/engagements/{id}", tag = "engagements", request_body = PatchBody,
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "Version the change is based on")),
+    responses((status = 200, description = "The updated engagement", body = Data<EngagementView>)))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -193,6 +270,10 @@ pub async fn update(
     Ok(respond(StatusCode::OK, &row))
 }
 
+/// Archive an engagement (it becomes read-only).
+#[utoipa::path(post, path = "/api/v1/engagements/{id}/archive", tag = "engagements",
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The archived engagement", body = Data<EngagementView>)))]
 pub async fn archive(
     State(state): State<AppState>,
     caller: Caller,
@@ -206,6 +287,10 @@ pub async fn archive(
     Ok(respond(StatusCode::OK, &row))
 }
 
+/// Unarchive an engagement.
+#[utoipa::path(post, path = "/api/v1/engagements/{id}/unarchive", tag = "engagements",
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The active engagement", body = Data<EngagementView>)))]
 pub async fn unarchive(
     State(state): State<AppState>,
     caller: Caller,
@@ -219,6 +304,10 @@ pub async fn unarchive(
     Ok(respond(StatusCode::OK, &row))
 }
 
+/// Delete an engagement; it and its children answer 404 from then on (their events stay).
+#[utoipa::path(delete, path = "/api/v1/engagements/{id}", tag = "engagements",
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

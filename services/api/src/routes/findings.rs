@@ -14,12 +14,14 @@ use pwnbook_commands::{Execution, FieldError};
 use pwnbook_events::{Id, IdKind};
 use pwnbook_projections::findings::{self, FindingFilter, FindingRow, FindingSort};
 use pwnbook_projections::targets;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
+use crate::openapi::{data, Data, Page};
 use crate::pagination::{self, ListRequest};
 use crate::routes::scope;
 use crate::state::AppState;
@@ -62,36 +64,131 @@ const READ_ONLY: &[&str] =
     &["id", "engagementId", "createdAt", "updatedAt", "openedAt", "remediatedAt", "closedAt", "version"];
 const MAX_BULK: usize = 100;
 
-pub fn render(row: &FindingRow) -> Value {
-    json!({
-        "id": row.id,
-        "engagementId": row.engagement_id,
-        "title": row.title,
-        "severity": row.severity,
-        "cvss": row.cvss.as_ref().map(|c| json!({"vector": c.vector, "score": c.score, "version": c.version})),
-        "cwe": row.cwe,
-        "cve": row.cve,
-        "description": row.description,
-        "impact": row.impact,
-        "remediation": row.remediation,
-        "stepsToReproduce": row.steps_to_reproduce,
-        "references": row.references,
-        "affectedTargetIds": row.affected_target_ids,
-        "status": row.status,
-        "reviewStatus": row.review_status,
-        "retestNotes": row.retest_notes,
-        "tags": row.tags,
-        "createdAt": format_millis(row.created_at),
-        "updatedAt": format_millis(row.updated_at),
-        "openedAt": row.opened_at.map(format_millis),
-        "remediatedAt": row.remediated_at.map(format_millis),
-        "closedAt": row.closed_at.map(format_millis),
-        "version": row.version,
-    })
+/// A finding's CVSS vector and the score the server computed from it.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Cvss)]
+pub struct CvssView {
+    #[schema(example = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H")]
+    vector: String,
+    #[schema(example = 9.8)]
+    score: f64,
+    /// `3.0`, `3.1` or `4.0`.
+    version: String,
+}
+
+/// A finding.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Finding)]
+pub struct FindingView {
+    #[schema(example = "fnd_01j9k2m3n4p5q6r7s8t9")]
+    id: String,
+    engagement_id: String,
+    title: String,
+    /// `critical`, `high`, `medium`, `low` or `info`.
+    severity: String,
+    cvss: Option<CvssView>,
+    cwe: Vec<String>,
+    cve: Vec<String>,
+    description: Option<String>,
+    impact: Option<String>,
+    remediation: Option<String>,
+    steps_to_reproduce: Option<String>,
+    references: Vec<String>,
+    affected_target_ids: Vec<String>,
+    /// `draft`, `open`, `remediated`, `accepted_risk`, `false_positive` or `closed`.
+    status: String,
+    /// `in_progress`, `ready_for_review`, `approved` or `needs_improvement`.
+    review_status: String,
+    retest_notes: Option<String>,
+    tags: Vec<String>,
+    created_at: String,
+    updated_at: String,
+    opened_at: Option<String>,
+    remediated_at: Option<String>,
+    closed_at: Option<String>,
+    version: i64,
+}
+
+pub fn render(row: &FindingRow) -> FindingView {
+    FindingView {
+        id: row.id.clone(),
+        engagement_id: row.engagement_id.clone(),
+        title: row.title.clone(),
+        severity: row.severity.clone(),
+        cvss: row.cvss.as_ref().map(|c| CvssView {
+            vector: c.vector.clone(),
+            score: c.score,
+            version: c.version.clone(),
+        }),
+        cwe: row.cwe.clone(),
+        cve: row.cve.clone(),
+        description: row.description.clone(),
+        impact: row.impact.clone(),
+        remediation: row.remediation.clone(),
+        steps_to_reproduce: row.steps_to_reproduce.clone(),
+        references: row.references.clone(),
+        affected_target_ids: row.affected_target_ids.clone(),
+        status: row.status.clone(),
+        review_status: row.review_status.clone(),
+        retest_notes: row.retest_notes.clone(),
+        tags: row.tags.clone(),
+        created_at: format_millis(row.created_at),
+        updated_at: format_millis(row.updated_at),
+        opened_at: row.opened_at.map(format_millis),
+        remediated_at: row.remediated_at.map(format_millis),
+        closed_at: row.closed_at.map(format_millis),
+        version: row.version,
+    }
 }
 
 fn respond(status: StatusCode, row: &FindingRow) -> Response {
-    (status, [(header::ETAG, etag(row.version))], Json(json!({ "data": render(row) }))).into_response()
+    (status, [(header::ETAG, etag(row.version))], data(render(row))).into_response()
+}
+
+/// Query parameters of the finding lists (`engagementId` only on `GET /findings`).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)]
+pub struct ListQuery {
+    page: Option<i64>,
+    perPage: Option<i64>,
+    cursor: Option<String>,
+    /// `createdAt` (default), `updatedAt`, `severity` (by rank), `cvssScore`, `title` or `status`.
+    sort: Option<String>,
+    order: Option<String>,
+    status: Option<String>,
+    severity: Option<String>,
+    reviewStatus: Option<String>,
+    targetId: Option<String>,
+    cwe: Option<String>,
+    cve: Option<String>,
+    tag: Option<String>,
+    /// Case-insensitive substring of the title.
+    q: Option<String>,
+    createdAfter: Option<String>,
+    createdBefore: Option<String>,
+}
+
+/// `GET /findings` also filters by engagement.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)]
+pub struct FlatQuery {
+    /// Engagement ids, comma-separated.
+    engagementId: Option<String>,
+}
+
+/// One item of a bulk update: its own status and, on success, the finding.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = BulkResult)]
+pub struct BulkResultView {
+    id: String,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<FindingView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<crate::openapi::ErrorDetail>,
 }
 
 async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<FindingRow, ApiError> {
@@ -133,6 +230,9 @@ async fn respond_list(
     Ok(Json(request.envelope(rows, total, |row| (sort.value_of(row), row.id.clone()), render)))
 }
 
+/// List an engagement's findings.
+#[utoipa::path(get, path = "/api/v1/engagements/{id}/findings", tag = "findings", params(("id" = String, Path), ListQuery),
+    responses((status = 200, description = "A page of findings", body = Page<FindingView>)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -146,6 +246,9 @@ pub async fn list(
     respond_list(&state, &caller, request, filter).await
 }
 
+/// List findings across engagements.
+#[utoipa::path(get, path = "/api/v1/findings", tag = "findings", params(ListQuery, FlatQuery),
+    responses((status = 200, description = "A page of findings", body = Page<FindingView>)))]
 pub async fn list_all(
     State(state): State<AppState>,
     caller: Caller,
@@ -176,16 +279,22 @@ async fn check_targets(
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A CVSS vector (v3.0, v3.1 or v4.0); the server computes the score.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = CvssInput)]
 pub struct CvssBody {
+    #[schema(required = true)]
     vector: Option<String>,
     /// Ignored: the server computes the score.
     #[serde(rename = "score")]
+    #[schema(value_type = Option<f64>)]
     _score: Option<Value>,
     #[serde(rename = "version")]
+    #[schema(value_type = Option<String>)]
     _version: Option<Value>,
     #[serde(flatten)]
+    #[schema(ignore)]
     unknown: BTreeMap<String, Value>,
 }
 
@@ -194,9 +303,12 @@ fn cvss_vector(body: CvssBody) -> Result<String, ApiError> {
     body.vector.ok_or_else(|| ApiError::validation("cvss.vector", "is required"))
 }
 
-#[derive(Debug, Deserialize)]
+/// A new finding.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = NewFinding)]
 pub struct CreateBody {
+    #[schema(required = true)]
     title: Option<String>,
     severity: Option<String>,
     cvss: Option<CvssBody>,
@@ -211,9 +323,14 @@ pub struct CreateBody {
     retest_notes: Option<String>,
     tags: Option<Vec<String>>,
     #[serde(flatten)]
+    #[schema(ignore)]
     unknown: BTreeMap<String, Value>,
 }
 
+/// Create a finding.
+#[utoipa::path(post, path = "/api/v1/engagements/{id}/findings", tag = "findings", request_body = CreateBody,
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, description = "Created", body = Data<FindingView>)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -256,6 +373,10 @@ pub async fn create(
     Ok(response)
 }
 
+/// Get a finding.
+#[utoipa::path(get, path = "/api/v1/findings/{id}", tag = "findings",
+    params(("id" = String, Path), ("If-None-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The finding", body = Data<FindingView>)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -271,8 +392,10 @@ pub async fn get(
     Ok(respond(StatusCode::OK, &row))
 }
 
-#[derive(Debug, Deserialize)]
+/// Changed fields only; `null` clears an optional field.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = FindingPatch)]
 pub struct PatchBody {
     #[serde(default, with = "pwnbook_events::patch")]
     title: Option<Option<String>>,
@@ -318,6 +441,10 @@ fn not_null<T>(field: &str, value: Option<Option<T>>, errors: &mut Vec<FieldErro
     }
 }
 
+/// Update a finding (status and reviewStatus follow their transition tables).
+#[utoipa::path(patch, path = "/api/v1/findings/{id}", tag = "findings", request_body = PatchBody,
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The updated finding", body = Data<FindingView>)))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -363,16 +490,23 @@ pub async fn update(
     Ok(respond(StatusCode::OK, &row))
 }
 
-#[derive(Debug, Deserialize)]
+/// A transition of either lifecycle.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = FindingTransition)]
 pub struct TransitionBody {
     status: Option<String>,
     review_status: Option<String>,
     comment: Option<String>,
     #[serde(flatten)]
+    #[schema(ignore)]
     unknown: BTreeMap<String, Value>,
 }
 
+/// Move a finding along its remediation or review lifecycle.
+#[utoipa::path(post, path = "/api/v1/findings/{id}/transition", tag = "findings", request_body = TransitionBody,
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The finding", body = Data<FindingView>)))]
 pub async fn transition(
     State(state): State<AppState>,
     caller: Caller,
@@ -393,6 +527,10 @@ pub async fn transition(
     Ok(respond(StatusCode::OK, &row))
 }
 
+/// Delete a finding.
+#[utoipa::path(delete, path = "/api/v1/findings/{id}", tag = "findings",
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -413,32 +551,43 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+/// What a bulk update sets on every finding.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = BulkSet)]
 pub struct BulkSet {
     status: Option<String>,
     severity: Option<String>,
     tags: Option<Vec<String>>,
     #[serde(flatten)]
+    #[schema(ignore)]
     unknown: BTreeMap<String, Value>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Up to 100 finding ids and what to set on each.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = BulkUpdate)]
 pub struct BulkBody {
+    #[schema(required = true)]
     ids: Option<Vec<String>>,
+    #[schema(required = true)]
     set: Option<BulkSet>,
     #[serde(flatten)]
+    #[schema(ignore)]
     unknown: BTreeMap<String, Value>,
 }
 
 /// Applies `set` to each finding as its own command; one item failing does not stop the others.
+#[utoipa::path(patch, path = "/api/v1/engagements/{id}/findings/bulk", tag = "findings", request_body = BulkBody,
+    params(("id" = String, Path)),
+    responses((status = 200, description = "One result per id", body = Data<Vec<BulkResultView>>)))]
 pub async fn bulk(
     State(state): State<AppState>,
     caller: Caller,
     Path(engagement_id): Path<String>,
     ApiJson(body): ApiJson<BulkBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Data<Vec<BulkResultView>>>, ApiError> {
     let engagement = scope::writable(&state, &caller, &engagement_id).await?;
     reject_unknown(&body.unknown, &[])?;
     let (Some(ids), Some(set)) = (body.ids, body.set) else {
@@ -480,22 +629,16 @@ pub async fn bulk(
         }
         .await;
         results.push(match outcome {
-            Ok(row) => json!({"id": id, "status": 200, "data": render(&row)}),
-            Err(error) => {
-                let message = match &error {
-                    ApiError::Internal(_) => "an unexpected error occurred".to_owned(),
-                    other => other.to_string(),
-                };
-                let mut detail =
-                    json!({"code": error.code(), "message": message, "statusCode": error.status().as_u16()});
-                if let ApiError::Validation(details) = &error {
-                    detail["details"] = json!(details);
-                }
-                json!({"id": id, "status": error.status().as_u16(), "error": detail})
-            }
+            Ok(row) => BulkResultView { id, status: 200, data: Some(render(&row)), error: None },
+            Err(error) => BulkResultView {
+                id,
+                status: error.status().as_u16(),
+                data: None,
+                error: Some(error.detail()),
+            },
         });
     }
-    Ok(Json(json!({ "data": results })))
+    Ok(data(results))
 }
 
 /// Runs `command`, waits until the read table shows it, and returns the row.

@@ -1,17 +1,17 @@
 //! The route table: every route with the one permission it needs. The router and the permission
 //! check are both generated from this table, so they cannot drift apart.
 
-mod api_keys;
-mod engagements;
-mod findings;
-mod health;
-mod organizations;
+pub(crate) mod api_keys;
+pub(crate) mod engagements;
+pub(crate) mod findings;
+pub(crate) mod health;
+pub(crate) mod organizations;
 mod report_document;
-mod reports;
+pub(crate) mod reports;
 mod scope;
-mod targets;
-mod tasks;
-mod wiki;
+pub(crate) mod targets;
+pub(crate) mod tasks;
+pub(crate) mod wiki;
 
 use axum::routing::{delete, get, patch, post};
 use axum::{middleware, Router};

@@ -11,12 +11,14 @@ use pwnbook_commands::{Execution, FieldError};
 use pwnbook_events::{Id, IdKind};
 use pwnbook_projections::findings;
 use pwnbook_projections::targets::{self, TargetFilter, TargetRow, TargetSort};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
+use crate::openapi::{data, Data, Page};
 use crate::pagination;
 use crate::routes::scope;
 use crate::state::AppState;
@@ -30,25 +32,70 @@ const SORTS: &[(&str, TargetSort)] = &[
 const FILTERS: &[&str] = &["type", "inScope", "tag", "q"];
 const READ_ONLY: &[&str] = &["id", "engagementId", "createdAt", "updatedAt", "version"];
 
-pub fn render(row: &TargetRow) -> Value {
-    json!({
-        "id": row.id,
-        "engagementId": row.engagement_id,
-        "type": row.kind,
-        "value": row.value,
-        "port": row.port,
-        "protocol": row.protocol,
-        "inScope": row.in_scope,
-        "tags": row.tags,
-        "notes": row.notes,
-        "createdAt": format_millis(row.created_at),
-        "updatedAt": format_millis(row.updated_at),
-        "version": row.version,
-    })
+/// A target in an engagement's scope.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Target)]
+pub struct TargetView {
+    #[schema(example = "tgt_01j9k2m3n4p5q6r7s8t9")]
+    id: String,
+    engagement_id: String,
+    /// `domain`, `hostname`, `ip`, `cidr`, `url` or `service`.
+    #[serde(rename = "type")]
+    #[schema(example = "ip")]
+    kind: String,
+    #[schema(example = "10.0.0.1")]
+    value: String,
+    port: Option<i64>,
+    /// `tcp`, `udp` or null.
+    protocol: Option<String>,
+    in_scope: bool,
+    tags: Vec<String>,
+    notes: Option<String>,
+    created_at: String,
+    updated_at: String,
+    version: i64,
+}
+
+pub fn render(row: &TargetRow) -> TargetView {
+    TargetView {
+        id: row.id.clone(),
+        engagement_id: row.engagement_id.clone(),
+        kind: row.kind.clone(),
+        value: row.value.clone(),
+        port: row.port,
+        protocol: row.protocol.clone(),
+        in_scope: row.in_scope,
+        tags: row.tags.clone(),
+        notes: row.notes.clone(),
+        created_at: format_millis(row.created_at),
+        updated_at: format_millis(row.updated_at),
+        version: row.version,
+    }
 }
 
 fn respond(status: StatusCode, row: &TargetRow) -> Response {
-    (status, [(header::ETAG, etag(row.version))], Json(json!({ "data": render(row) }))).into_response()
+    (status, [(header::ETAG, etag(row.version))], data(render(row))).into_response()
+}
+
+/// Query parameters of `GET /engagements/{id}/targets`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)]
+pub struct ListQuery {
+    page: Option<i64>,
+    perPage: Option<i64>,
+    cursor: Option<String>,
+    /// `createdAt` (default), `updatedAt` or `value`.
+    sort: Option<String>,
+    order: Option<String>,
+    /// Target types, comma-separated.
+    r#type: Option<String>,
+    /// `true` or `false`.
+    inScope: Option<String>,
+    tag: Option<String>,
+    /// Case-insensitive substring of the value.
+    q: Option<String>,
 }
 
 async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<TargetRow, ApiError> {
@@ -56,6 +103,9 @@ async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<TargetRow, 
     targets::get(state.store.pool(), caller.organization_id(), id.as_str()).await?.ok_or(ApiError::NotFound)
 }
 
+/// List an engagement's targets.
+#[utoipa::path(get, path = "/api/v1/engagements/{id}/targets", tag = "targets", params(("id" = String, Path), ListQuery),
+    responses((status = 200, description = "A page of targets", body = Page<TargetView>)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -89,11 +139,15 @@ pub async fn list(
     Ok(Json(request.envelope(rows, total, |row| (sort.value_of(row), row.id.clone()), render)))
 }
 
-#[derive(Debug, Deserialize)]
+/// A new target.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = NewTarget)]
 pub struct CreateBody {
+    #[schema(required = true)]
     #[serde(rename = "type")]
     kind: Option<String>,
+    #[schema(required = true)]
     value: Option<String>,
     port: Option<i64>,
     protocol: Option<String>,
@@ -101,9 +155,14 @@ pub struct CreateBody {
     tags: Option<Vec<String>>,
     notes: Option<String>,
     #[serde(flatten)]
+    #[schema(ignore)]
     unknown: BTreeMap<String, Value>,
 }
 
+/// Add a target to an engagement's scope.
+#[utoipa::path(post, path = "/api/v1/engagements/{id}/targets", tag = "targets", request_body = CreateBody,
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, description = "Created", body = Data<TargetView>)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -153,6 +212,10 @@ pub async fn create(
     Ok(response)
 }
 
+/// Get a target.
+#[utoipa::path(get, path = "/api/v1/targets/{id}", tag = "targets",
+    params(("id" = String, Path), ("If-None-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The target", body = Data<TargetView>)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -168,8 +231,10 @@ pub async fn get(
     Ok(respond(StatusCode::OK, &row))
 }
 
-#[derive(Debug, Deserialize)]
+/// Changed fields only.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = TargetPatch)]
 pub struct PatchBody {
     #[serde(default, rename = "type", with = "pwnbook_events::patch")]
     kind: Option<Option<String>>,
@@ -186,6 +251,7 @@ pub struct PatchBody {
     #[serde(default, with = "pwnbook_events::patch")]
     notes: Option<Option<String>>,
     #[serde(flatten)]
+    #[schema(ignore)]
     unknown: BTreeMap<String, Value>,
 }
 
@@ -199,6 +265,10 @@ fn not_null<T>(field: &str, value: Option<Option<T>>, errors: &mut Vec<FieldErro
     }
 }
 
+/// Update a target.
+#[utoipa::path(patch, path = "/api/v1/targets/{id}", tag = "targets", request_body = PatchBody,
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The updated target", body = Data<TargetView>)))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -233,6 +303,10 @@ fn identity(row: &TargetRow) -> (&str, &str, &str, Option<u16>) {
     (&row.engagement_id, &row.kind, &row.value, row.port.and_then(|p| u16::try_from(p).ok()))
 }
 
+/// Delete a target.
+#[utoipa::path(delete, path = "/api/v1/targets/{id}", tag = "targets",
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

@@ -157,8 +157,13 @@ pub struct Binary {
 }
 
 pub async fn spawn_binary(url: &str, bootstrap_key: &str) -> Binary {
+    spawn_binary_with(url, bootstrap_key, &[]).await
+}
+
+pub async fn spawn_binary_with(url: &str, bootstrap_key: &str, env: &[(&str, &str)]) -> Binary {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pwnbook"))
         .arg("serve")
+        .envs(env.iter().copied())
         .env("RUST_LOG", "debug")
         .env("DATABASE_URL", url)
         .env("PWNBOOK_BIND", "127.0.0.1:0")

@@ -7,6 +7,7 @@ mod durability;
 mod engagements;
 mod findings;
 mod harness;
+mod operations;
 mod rebuild;
 mod reports;
 mod targets;

@@ -1,0 +1,222 @@
+//! The OpenAPI 3.1 document, generated from the code: `#[utoipa::path]` on each handler for its
+//! parameters, bodies and success responses, and the route table for what every operation
+//! shares (the bearer scheme, the permission it needs, the error responses it can give).
+
+use axum::Json;
+use serde::Serialize;
+use utoipa::openapi::extensions::ExtensionsBuilder;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{Content, Ref};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::routes::{self, ROUTES};
+
+/// `{"data": …}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Data<T> {
+    pub data: T,
+}
+
+/// `{"data": [...], "meta": {...}}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub meta: PageMeta,
+}
+
+/// Page mode has every field; cursor mode (`?cursor=`) only `perPage` and `nextCursor`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PageMeta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<i64>,
+    pub per_page: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_pages: Option<i64>,
+    /// Opaque; pass it as `?cursor=` to continue the same list. Null at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// The error envelope of every failure.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetail {
+    #[schema(example = "VALIDATION_ERROR")]
+    pub code: String,
+    pub message: String,
+    #[schema(example = 422)]
+    pub status_code: u16,
+    /// For 422: every invalid field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<FieldErrorDoc>>)]
+    pub details: Option<Vec<pwnbook_commands::FieldError>>,
+    pub request_id: String,
+}
+
+/// One invalid field.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = FieldError)]
+pub struct FieldErrorDoc {
+    pub field: String,
+    pub message: String,
+}
+
+/// Adds what the route table knows to every operation.
+struct FromRouteTable;
+
+const ERRORS: &[(u16, &str)] = &[
+    (304, "Not modified (`If-None-Match` names the current version)"),
+    (400, "Malformed request: bad JSON, unknown query parameter or value, bad paging, sort or cursor"),
+    (401, "No key, or an unknown, revoked or expired key"),
+    (403, "The key lacks the permission this operation needs"),
+    (404, "Unknown or malformed id, deleted, or another organization's resource"),
+    (409, "Conflict: duplicate name, illegal transition, archived engagement, Idempotency-Key reuse"),
+    (412, "`If-Match` names a version that is no longer current"),
+    (413, "The body is larger than the limit"),
+    (415, "The body is not application/json"),
+    (422, "The data fails validation; `details` names each field"),
+    (429, "Over the key's rate limit; see `Retry-After`"),
+    (500, "Unexpected error"),
+    (503, "The change is saved but not yet visible, or the server is shutting down"),
+];
+
+/// Which of `ERRORS` an operation can answer.
+fn error_statuses(method: &str, path: &str, has_body: bool) -> Vec<u16> {
+    let mut statuses = vec![400, 401, 403, 429, 500];
+    let has_id = path.contains('{');
+    if has_id || path.ends_with("/current") {
+        statuses.push(404);
+    }
+    if method == "GET" && (has_id || path.ends_with("/current")) {
+        statuses.push(304);
+    }
+    if method != "GET" {
+        statuses.extend([409, 503]);
+        if has_id || path.ends_with("/current") {
+            statuses.push(412);
+        }
+    }
+    if has_body {
+        statuses.extend([413, 415, 422]);
+    }
+    statuses.sort_unstable();
+    statuses
+}
+
+impl Modify for FromRouteTable {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("pwbk_live_…").build(),
+            ),
+        );
+        for route in ROUTES {
+            let Some(item) = openapi.paths.paths.get_mut(route.path) else { continue };
+            let operation: Option<&mut Operation> = match route.method {
+                "GET" => item.get.as_mut(),
+                "POST" => item.post.as_mut(),
+                "PATCH" => item.patch.as_mut(),
+                "DELETE" => item.delete.as_mut(),
+                _ => None,
+            };
+            let Some(operation) = operation else { continue };
+            operation.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+            let permission = route.permission.as_str();
+            operation
+                .extensions
+                .get_or_insert_with(Default::default)
+                .merge(ExtensionsBuilder::new().add("x-required-permission", permission).build());
+            let note = format!("Requires the `{permission}` permission.");
+            operation.description = Some(match operation.description.take() {
+                Some(text) => format!("{text}\n\n{note}"),
+                None => note,
+            });
+            let has_body = operation.request_body.is_some();
+            for status in error_statuses(route.method, route.path, has_body) {
+                let Some((_, text)) = ERRORS.iter().find(|(s, _)| *s == status) else { continue };
+                let mut response = ResponseBuilder::new().description(*text);
+                if status != 304 {
+                    response = response
+                        .content("application/json", Content::new(Some(Ref::from_schema_name("ErrorBody"))));
+                }
+                operation.responses.responses.entry(status.to_string()).or_insert(response.build().into());
+            }
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Pwnbook API",
+        description = "Event-sourced API for penetration-testing engagements. Every change is an immutable, hash-chained event.",
+        license(name = "Apache-2.0")
+    ),
+    servers((url = "/", description = "This server")),
+    paths(
+        routes::health::healthz,
+        routes::health::readyz,
+        routes::engagements::list,
+        routes::engagements::create,
+        routes::engagements::get,
+        routes::engagements::update,
+        routes::engagements::delete,
+        routes::engagements::archive,
+        routes::engagements::unarchive,
+        routes::targets::list,
+        routes::targets::create,
+        routes::targets::get,
+        routes::targets::update,
+        routes::targets::delete,
+        routes::findings::list,
+        routes::findings::create,
+        routes::findings::list_all,
+        routes::findings::get,
+        routes::findings::update,
+        routes::findings::delete,
+        routes::findings::transition,
+        routes::findings::bulk,
+        routes::organizations::get,
+        routes::organizations::update,
+        routes::api_keys::list,
+        routes::api_keys::create,
+        routes::api_keys::get,
+        routes::api_keys::revoke,
+    ),
+    components(schemas(ErrorBody, ErrorDetail, FieldErrorDoc, PageMeta)),
+    modifiers(&FromRouteTable),
+    tags(
+        (name = "engagements", description = "Engagements: the unit of work"),
+        (name = "targets", description = "Scope: hosts, networks, URLs and services of an engagement"),
+        (name = "findings", description = "Vulnerabilities with CVSS scores and their two lifecycles"),
+        (name = "organizations", description = "The caller's organization"),
+        (name = "api-keys", description = "API keys and their permissions"),
+        (name = "operations", description = "Health and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as served and as committed in `openapi.json`.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+pub fn document_json() -> String {
+    document().to_pretty_json().unwrap_or_default()
+}
+
+/// JSON of a `Data`-wrapped view, for handlers.
+pub fn data<T: Serialize>(view: T) -> Json<Data<T>> {
+    Json(Data { data: view })
+}
