@@ -12,12 +12,14 @@ use pwnbook_commands::{Execution, FieldError};
 use pwnbook_events::{Id, IdKind};
 use pwnbook_projections::findings;
 use pwnbook_projections::reports::{self, ReportFilter, ReportRow, ReportSort};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
+use crate::openapi::{data, Data, Page};
 use crate::pagination::{self, ListRequest};
 use crate::routes::report_document::{self, Document};
 use crate::routes::scope;
@@ -42,24 +44,72 @@ const READ_ONLY: &[&str] = &[
     "version",
 ];
 
-pub fn render(row: &ReportRow) -> Value {
-    json!({
-        "id": row.id,
-        "engagementId": row.engagement_id,
-        "title": row.title,
-        "format": row.format,
-        "status": row.status,
-        "findingCount": row.finding_count,
-        "generatedAt": row.generated_at.map(format_millis),
-        "publishedAt": row.published_at.map(format_millis),
-        "createdAt": format_millis(row.created_at),
-        "updatedAt": format_millis(row.updated_at),
-        "version": row.version,
-    })
+/// A report of an engagement's findings.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Report)]
+pub struct ReportView {
+    #[schema(example = "rpt_01j9k2m3n4p5q6r7s8t9")]
+    id: String,
+    engagement_id: String,
+    title: String,
+    /// `markdown`, `html` or `json`.
+    format: String,
+    /// `draft`, `in_review`, `approved` or `published` (immutable).
+    status: String,
+    /// Findings in the last generated document.
+    finding_count: Option<i64>,
+    generated_at: Option<String>,
+    published_at: Option<String>,
+    created_at: String,
+    updated_at: String,
+    version: i64,
+}
+
+pub fn render(row: &ReportRow) -> ReportView {
+    ReportView {
+        id: row.id.clone(),
+        engagement_id: row.engagement_id.clone(),
+        title: row.title.clone(),
+        format: row.format.clone(),
+        status: row.status.clone(),
+        finding_count: row.finding_count,
+        generated_at: row.generated_at.map(format_millis),
+        published_at: row.published_at.map(format_millis),
+        created_at: format_millis(row.created_at),
+        updated_at: format_millis(row.updated_at),
+        version: row.version,
+    }
 }
 
 fn respond(status: StatusCode, row: &ReportRow) -> Response {
-    (status, [(header::ETAG, etag(row.version))], Json(json!({ "data": render(row) }))).into_response()
+    (status, [(header::ETAG, etag(row.version))], data(render(row))).into_response()
+}
+
+/// Query parameters of the report lists (`engagementId` only on `GET /reports`).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)]
+pub struct ListQuery {
+    page: Option<i64>,
+    perPage: Option<i64>,
+    cursor: Option<String>,
+    /// `createdAt` (default), `updatedAt` or `title`.
+    sort: Option<String>,
+    order: Option<String>,
+    status: Option<String>,
+    format: Option<String>,
+    /// Case-insensitive substring of the title.
+    q: Option<String>,
+}
+
+/// `GET /reports` also filters by engagement.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)]
+pub struct FlatQuery {
+    /// Engagement ids, comma-separated.
+    engagementId: Option<String>,
 }
 
 async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<ReportRow, ApiError> {
@@ -90,6 +140,9 @@ async fn respond_list(
     Ok(Json(request.envelope(rows, total, |row| (sort.value_of(row), row.id.clone()), render)))
 }
 
+/// List an engagement's reports.
+#[utoipa::path(get, path = "/api/v1/engagements/{id}/reports", tag = "reports", params(("id" = String, Path), ListQuery),
+    responses((status = 200, description = "A page of reports", body = Page<ReportView>)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -102,6 +155,9 @@ pub async fn list(
     respond_list(&state, &caller, request, Some(vec![engagement.id])).await
 }
 
+/// List the reports of every engagement.
+#[utoipa::path(get, path = "/api/v1/reports", tag = "reports", params(ListQuery, FlatQuery),
+    responses((status = 200, description = "A page of reports", body = Page<ReportView>)))]
 pub async fn list_all(
     State(state): State<AppState>,
     caller: Caller,
@@ -112,15 +168,23 @@ pub async fn list_all(
     respond_list(&state, &caller, request, None).await
 }
 
-#[derive(Debug, Deserialize)]
+/// A new report (always a `draft`; `format` defaults to `markdown`).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = NewReport)]
 pub struct CreateBody {
+    #[schema(required = true)]
     title: Option<String>,
     format: Option<String>,
     #[serde(flatten)]
+    #[schema(ignore)]
     unknown: BTreeMap<String, Value>,
 }
 
+/// Add a report to an engagement.
+#[utoipa::path(post, path = "/api/v1/engagements/{id}/reports", tag = "reports", request_body = CreateBody,
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, description = "Created", body = Data<ReportView>)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -148,6 +212,10 @@ pub async fn create(
     Ok(response)
 }
 
+/// Get a report.
+#[utoipa::path(get, path = "/api/v1/reports/{id}", tag = "reports",
+    params(("id" = String, Path), ("If-None-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The report", body = Data<ReportView>)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -164,6 +232,9 @@ pub async fn get(
 }
 
 /// The last generated document, with its format's `Content-Type` (404 before the first generation).
+#[utoipa::path(get, path = "/api/v1/reports/{id}/content", tag = "reports", params(("id" = String, Path)),
+    responses((status = 200, description = "The document", content(
+        (String = "text/markdown"), (String = "text/html"), (Value = "application/json")))))]
 pub async fn content(
     State(state): State<AppState>,
     caller: Caller,
@@ -178,8 +249,10 @@ pub async fn content(
     Ok(([(header::CONTENT_TYPE, report_document::content_type(&format))], content).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// Changed fields only; `status` moves along `draft` ⇄ `in_review` ⇄ `approved` → `published`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ReportPatch)]
 pub struct PatchBody {
     #[serde(default, with = "pwnbook_events::patch")]
     title: Option<Option<String>>,
@@ -188,9 +261,14 @@ pub struct PatchBody {
     #[serde(default, with = "pwnbook_events::patch")]
     status: Option<Option<String>>,
     #[serde(flatten)]
+    #[schema(ignore)]
     unknown: BTreeMap<String, Value>,
 }
 
+/// Update a report (409 once published).
+#[utoipa::path(patch, path = "/api/v1/reports/{id}", tag = "reports", request_body = PatchBody,
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The updated report", body = Data<ReportView>)))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -219,7 +297,10 @@ pub async fn update(
     Ok(respond(StatusCode::OK, &row))
 }
 
-/// Renders the engagement's findings in the report's format and records the document.
+/// Render the engagement's findings, most severe first, into the report's format.
+#[utoipa::path(post, path = "/api/v1/reports/{id}/generate", tag = "reports",
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The report with its new document", body = Data<ReportView>)))]
 pub async fn generate(
     State(state): State<AppState>,
     caller: Caller,
@@ -245,6 +326,10 @@ pub async fn generate(
     Ok(respond(StatusCode::OK, &row))
 }
 
+/// Delete a report (409 once published).
+#[utoipa::path(delete, path = "/api/v1/reports/{id}", tag = "reports",
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

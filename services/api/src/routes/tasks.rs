@@ -11,12 +11,14 @@ use pwnbook_commands::task::{NewTask, Task, TaskCommand, TaskPatch, PRIORITIES, 
 use pwnbook_commands::{Execution, FieldError};
 use pwnbook_events::{Id, IdKind};
 use pwnbook_projections::tasks::{self, TaskFilter, TaskRow, TaskSort};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
+use crate::openapi::{data, Data, Page};
 use crate::pagination::{self, ListRequest};
 use crate::routes::scope;
 use crate::state::AppState;
@@ -33,24 +35,75 @@ const FILTERS: &[&str] = &["status", "priority", "q", "createdAfter", "createdBe
 const FLAT_FILTERS: &[&str] = &["engagementId", "status", "priority", "q", "createdAfter", "createdBefore"];
 const READ_ONLY: &[&str] = &["id", "engagementId", "closedAt", "createdAt", "updatedAt", "version"];
 
-pub fn render(row: &TaskRow) -> Value {
-    json!({
-        "id": row.id,
-        "engagementId": row.engagement_id,
-        "title": row.title,
-        "description": row.description,
-        "status": row.status,
-        "priority": row.priority,
-        "dueDate": row.due_date,
-        "closedAt": row.closed_at.map(format_millis),
-        "createdAt": format_millis(row.created_at),
-        "updatedAt": format_millis(row.updated_at),
-        "version": row.version,
-    })
+/// A task of an engagement.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Task)]
+pub struct TaskView {
+    #[schema(example = "tsk_01j9k2m3n4p5q6r7s8t9")]
+    id: String,
+    engagement_id: String,
+    title: String,
+    description: Option<String>,
+    /// `open`, `in_progress` or `closed`.
+    status: String,
+    /// `low`, `medium` or `high`.
+    priority: String,
+    /// `YYYY-MM-DD`.
+    due_date: Option<String>,
+    /// Set while the task is closed.
+    closed_at: Option<String>,
+    created_at: String,
+    updated_at: String,
+    version: i64,
+}
+
+pub fn render(row: &TaskRow) -> TaskView {
+    TaskView {
+        id: row.id.clone(),
+        engagement_id: row.engagement_id.clone(),
+        title: row.title.clone(),
+        description: row.description.clone(),
+        status: row.status.clone(),
+        priority: row.priority.clone(),
+        due_date: row.due_date.clone(),
+        closed_at: row.closed_at.map(format_millis),
+        created_at: format_millis(row.created_at),
+        updated_at: format_millis(row.updated_at),
+        version: row.version,
+    }
 }
 
 fn respond(status: StatusCode, row: &TaskRow) -> Response {
-    (status, [(header::ETAG, etag(row.version))], Json(json!({ "data": render(row) }))).into_response()
+    (status, [(header::ETAG, etag(row.version))], data(render(row))).into_response()
+}
+
+/// Query parameters of the task lists (`engagementId` only on `GET /tasks`).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)]
+pub struct ListQuery {
+    page: Option<i64>,
+    perPage: Option<i64>,
+    cursor: Option<String>,
+    /// `createdAt` (default), `updatedAt`, `dueDate` (none first), `priority` (by rank) or `title`.
+    sort: Option<String>,
+    order: Option<String>,
+    status: Option<String>,
+    priority: Option<String>,
+    /// Case-insensitive substring of the title.
+    q: Option<String>,
+    createdAfter: Option<String>,
+    createdBefore: Option<String>,
+}
+
+/// `GET /tasks` also filters by engagement.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)]
+pub struct FlatQuery {
+    /// Engagement ids, comma-separated.
+    engagementId: Option<String>,
 }
 
 async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<TaskRow, ApiError> {
@@ -83,6 +136,9 @@ async fn respond_list(
     Ok(Json(request.envelope(rows, total, |row| (sort.value_of(row), row.id.clone()), render)))
 }
 
+/// List an engagement's tasks.
+#[utoipa::path(get, path = "/api/v1/engagements/{id}/tasks", tag = "tasks", params(("id" = String, Path), ListQuery),
+    responses((status = 200, description = "A page of tasks", body = Page<TaskView>)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -95,6 +151,9 @@ pub async fn list(
     respond_list(&state, &caller, request, Some(vec![engagement.id])).await
 }
 
+/// List the tasks of every engagement.
+#[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", params(ListQuery, FlatQuery),
+    responses((status = 200, description = "A page of tasks", body = Page<TaskView>)))]
 pub async fn list_all(
     State(state): State<AppState>,
     caller: Caller,
@@ -105,17 +164,25 @@ pub async fn list_all(
     respond_list(&state, &caller, request, None).await
 }
 
-#[derive(Debug, Deserialize)]
+/// A new task (always `open`).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = NewTask)]
 pub struct CreateBody {
+    #[schema(required = true)]
     title: Option<String>,
     description: Option<String>,
     priority: Option<String>,
     due_date: Option<String>,
     #[serde(flatten)]
+    #[schema(ignore)]
     unknown: BTreeMap<String, Value>,
 }
 
+/// Add a task to an engagement.
+#[utoipa::path(post, path = "/api/v1/engagements/{id}/tasks", tag = "tasks", request_body = CreateBody,
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, description = "Created", body = Data<TaskView>)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -147,6 +214,10 @@ pub async fn create(
     Ok(response)
 }
 
+/// Get a task.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path), ("If-None-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The task", body = Data<TaskView>)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -162,8 +233,10 @@ pub async fn get(
     Ok(respond(StatusCode::OK, &row))
 }
 
-#[derive(Debug, Deserialize)]
+/// Changed fields only; `status` moves the task (`closed` closes it, leaving `closed` reopens it).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = TaskPatch)]
 pub struct PatchBody {
     #[serde(default, with = "pwnbook_events::patch")]
     title: Option<Option<String>>,
@@ -176,6 +249,7 @@ pub struct PatchBody {
     #[serde(default, with = "pwnbook_events::patch")]
     status: Option<Option<String>>,
     #[serde(flatten)]
+    #[schema(ignore)]
     unknown: BTreeMap<String, Value>,
 }
 
@@ -189,6 +263,10 @@ fn not_null<T>(field: &str, value: Option<Option<T>>, errors: &mut Vec<FieldErro
     }
 }
 
+/// Update a task.
+#[utoipa::path(patch, path = "/api/v1/tasks/{id}", tag = "tasks", request_body = PatchBody,
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The updated task", body = Data<TaskView>)))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -215,6 +293,10 @@ pub async fn update(
     Ok(respond(StatusCode::OK, &row))
 }
 
+/// Close a task (409 when it is closed already).
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/close", tag = "tasks",
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The closed task", body = Data<TaskView>)))]
 pub async fn close(
     State(state): State<AppState>,
     caller: Caller,
@@ -228,6 +310,10 @@ pub async fn close(
     Ok(respond(StatusCode::OK, &row))
 }
 
+/// Delete a task.
+#[utoipa::path(delete, path = "/api/v1/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

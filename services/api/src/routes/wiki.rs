@@ -10,12 +10,14 @@ use pwnbook_commands::wiki::{NewWikiPage, WikiPage, WikiPageCommand, WikiPagePat
 use pwnbook_commands::{Execution, FieldError};
 use pwnbook_events::{Id, IdKind};
 use pwnbook_projections::wiki::{self, WikiFilter, WikiPageRow, WikiSort};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
+use crate::openapi::{data, Data, Page};
 use crate::pagination;
 use crate::routes::scope;
 use crate::state::AppState;
@@ -32,22 +34,60 @@ const READ_ONLY: &[&str] = &["id", "engagementId", "createdAt", "updatedAt", "ve
 /// Deeper trees are refused rather than walked forever.
 const MAX_DEPTH: usize = 50;
 
-pub fn render(row: &WikiPageRow) -> Value {
-    json!({
-        "id": row.id,
-        "engagementId": row.engagement_id,
-        "title": row.title,
-        "slug": row.slug,
-        "content": row.content,
-        "parentId": row.parent_id,
-        "createdAt": format_millis(row.created_at),
-        "updatedAt": format_millis(row.updated_at),
-        "version": row.version,
-    })
+/// A wiki page of an engagement.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = WikiPage)]
+pub struct WikiPageView {
+    #[schema(example = "wik_01j9k2m3n4p5q6r7s8t9")]
+    id: String,
+    engagement_id: String,
+    title: String,
+    /// Unique in the engagement; derived from the title when not given.
+    #[schema(example = "active-directory-notes")]
+    slug: String,
+    /// Markdown.
+    content: String,
+    parent_id: Option<String>,
+    created_at: String,
+    updated_at: String,
+    version: i64,
+}
+
+pub fn render(row: &WikiPageRow) -> WikiPageView {
+    WikiPageView {
+        id: row.id.clone(),
+        engagement_id: row.engagement_id.clone(),
+        title: row.title.clone(),
+        slug: row.slug.clone(),
+        content: row.content.clone(),
+        parent_id: row.parent_id.clone(),
+        created_at: format_millis(row.created_at),
+        updated_at: format_millis(row.updated_at),
+        version: row.version,
+    }
 }
 
 fn respond(status: StatusCode, row: &WikiPageRow) -> Response {
-    (status, [(header::ETAG, etag(row.version))], Json(json!({ "data": render(row) }))).into_response()
+    (status, [(header::ETAG, etag(row.version))], data(render(row))).into_response()
+}
+
+/// Query parameters of `GET /engagements/{id}/wiki`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)]
+pub struct ListQuery {
+    page: Option<i64>,
+    perPage: Option<i64>,
+    cursor: Option<String>,
+    /// `createdAt` (default), `updatedAt`, `title` or `slug`.
+    sort: Option<String>,
+    order: Option<String>,
+    /// Parent page ids, comma-separated.
+    parentId: Option<String>,
+    slug: Option<String>,
+    /// Case-insensitive substring of the title.
+    q: Option<String>,
 }
 
 async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<WikiPageRow, ApiError> {
@@ -88,6 +128,9 @@ async fn check_parent(
     Err(invalid(&format!("would nest pages deeper than {MAX_DEPTH} levels")))
 }
 
+/// List an engagement's wiki pages.
+#[utoipa::path(get, path = "/api/v1/engagements/{id}/wiki", tag = "wiki", params(("id" = String, Path), ListQuery),
+    responses((status = 200, description = "A page of wiki pages", body = Page<WikiPageView>)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -114,17 +157,25 @@ pub async fn list(
     Ok(Json(request.envelope(rows, total, |row| (sort.value_of(row), row.id.clone()), render)))
 }
 
-#[derive(Debug, Deserialize)]
+/// A new wiki page.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = NewWikiPage)]
 pub struct CreateBody {
+    #[schema(required = true)]
     title: Option<String>,
     slug: Option<String>,
     content: Option<String>,
     parent_id: Option<String>,
     #[serde(flatten)]
+    #[schema(ignore)]
     unknown: BTreeMap<String, Value>,
 }
 
+/// Add a wiki page to an engagement.
+#[utoipa::path(post, path = "/api/v1/engagements/{id}/wiki", tag = "wiki", request_body = CreateBody,
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, description = "Created", body = Data<WikiPageView>)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -158,6 +209,10 @@ pub async fn create(
     Ok(response)
 }
 
+/// Get a wiki page.
+#[utoipa::path(get, path = "/api/v1/wiki/{id}", tag = "wiki",
+    params(("id" = String, Path), ("If-None-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The wiki page", body = Data<WikiPageView>)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -173,8 +228,10 @@ pub async fn get(
     Ok(respond(StatusCode::OK, &row))
 }
 
-#[derive(Debug, Deserialize)]
+/// Changed fields only; `"parentId": null` moves the page to the top.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = WikiPagePatch)]
 pub struct PatchBody {
     #[serde(default, with = "pwnbook_events::patch")]
     title: Option<Option<String>>,
@@ -185,9 +242,14 @@ pub struct PatchBody {
     #[serde(default, with = "pwnbook_events::patch")]
     parent_id: Option<Option<String>>,
     #[serde(flatten)]
+    #[schema(ignore)]
     unknown: BTreeMap<String, Value>,
 }
 
+/// Update a wiki page.
+#[utoipa::path(patch, path = "/api/v1/wiki/{id}", tag = "wiki", request_body = PatchBody,
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The updated wiki page", body = Data<WikiPageView>)))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -224,6 +286,10 @@ pub async fn update(
     Ok(respond(StatusCode::OK, &row))
 }
 
+/// Delete a wiki page (409 while it has child pages).
+#[utoipa::path(delete, path = "/api/v1/wiki/{id}", tag = "wiki",
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
