@@ -1,5 +1,5 @@
-//! The command service: load → check `If-Match` and name claims → handle → commit, retried on
-//! a concurrent write, returning what was committed.
+//! The command service: load → check `If-Match`, name claims and the parent engagement → handle
+//! → commit, retried on a concurrent write, returning what was committed.
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateError};
@@ -113,6 +113,13 @@ impl CommandService {
             if let Some(claim) = &execution.claim {
                 self.check_claim(&context.organization_id, aggregate_id, claim).await?;
             }
+            // A child resource's engagement must still be writable; the `engagement_states`
+            // trigger enforces it atomically with the commit, this check names the reason.
+            if let Some(engagement_id) =
+                execution.engagement_id.as_deref().filter(|_| A::TYPE != "engagement")
+            {
+                self.check_engagement(engagement_id).await?;
+            }
             let sink = EventSink::default();
             loaded.aggregate.handle(command.clone(), &(), &sink).await?;
             let new_events = sink.collect().await;
@@ -170,6 +177,22 @@ impl CommandService {
         match owner {
             Some(owner) if owner != aggregate_id => Err(DomainError::Conflict(claim.conflict.clone()).into()),
             _ => Ok(()),
+        }
+    }
+
+    async fn check_engagement(&self, engagement_id: &str) -> Result<(), CommandError> {
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM engagement_states WHERE engagement_id = $1")
+                .bind(engagement_id)
+                .fetch_optional(self.store.pool())
+                .await
+                .map_err(|e| CommandError::Store(e.to_string()))?;
+        match state.as_deref() {
+            Some("active") => Ok(()),
+            Some("archived") => {
+                Err(DomainError::Conflict("the engagement is archived and read-only".to_owned()).into())
+            }
+            _ => Err(DomainError::NotFound.into()),
         }
     }
 }
