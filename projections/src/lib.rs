@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod engagements;
+pub mod feed;
 pub mod list;
 pub mod organizations;
 mod projector;

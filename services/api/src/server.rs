@@ -66,6 +66,8 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
         rate_limits,
         usage: Arc::new(UsageTracker::default()),
         body_limit: settings.body_limit,
+        shutdown: shutdown_rx.clone(),
+        sse_heartbeat: Duration::from_secs(settings.sse_heartbeat_seconds.get().into()),
     };
     let app = app(state, settings.body_limit);
 

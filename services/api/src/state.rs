@@ -1,9 +1,11 @@
 //! What every handler shares.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use pwnbook_commands::CommandService;
 use pwnbook_events::Store;
+use tokio::sync::watch;
 
 use crate::auth::UsageTracker;
 use crate::rate_limit::RateLimits;
@@ -18,4 +20,8 @@ pub struct AppState {
     pub usage: Arc<UsageTracker>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Turns `true` when the server shuts down: long-lived responses (SSE) end on it.
+    pub shutdown: watch::Receiver<bool>,
+    /// Interval of SSE heartbeat comments.
+    pub sse_heartbeat: Duration,
 }

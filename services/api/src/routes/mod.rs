@@ -3,7 +3,9 @@
 
 mod api_keys;
 mod engagements;
+pub mod events;
 mod health;
+pub mod history;
 mod organizations;
 
 use axum::routing::{delete, get, patch, post};
@@ -51,12 +53,18 @@ api_routes! {
     delete "/api/v1/engagements/{id}" => engagements::delete, EngagementsDelete;
     post "/api/v1/engagements/{id}/archive" => engagements::archive, EngagementsWrite;
     post "/api/v1/engagements/{id}/unarchive" => engagements::unarchive, EngagementsWrite;
+    get "/api/v1/engagements/{id}/history" => history::of::<engagements::Tracked>, AuditRead;
     get "/api/v1/organizations/current" => organizations::get, OrganizationsRead;
+    get "/api/v1/organizations/current/history" => organizations::history, AuditRead;
     patch "/api/v1/organizations/current" => organizations::update, OrganizationsWrite;
     get "/api/v1/api-keys" => api_keys::list, KeysManage;
     post "/api/v1/api-keys" => api_keys::create, KeysManage;
     get "/api/v1/api-keys/{id}" => api_keys::get, KeysManage;
     delete "/api/v1/api-keys/{id}" => api_keys::revoke, KeysManage;
+    get "/api/v1/api-keys/{id}/history" => history::of::<api_keys::Tracked>, AuditRead;
+    get "/api/v1/events" => events::list, AuditRead;
+    get "/api/v1/events/stream" => events::stream, AuditRead;
+    get "/api/v1/events/verify" => events::verify, AuditRead;
 }
 
 /// The whole HTTP surface: authenticated `/api/v1` routes plus the open health endpoints.

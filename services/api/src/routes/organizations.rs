@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pwnbook_commands::organization::{Organization, OrganizationCommand};
 use pwnbook_commands::Execution;
+use pwnbook_events::{IdKind, LogEvent};
 use pwnbook_projections::organizations::{self, OrganizationRow};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -15,24 +16,57 @@ use serde_json::{json, Value};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
+use crate::routes::history;
 use crate::state::AppState;
 use crate::time::format_millis;
 
 const READ_ONLY: &[&str] = &["id", "slug", "createdAt", "updatedAt", "engagementCount"];
 
+fn render(row: &OrganizationRow, engagement_count: i64) -> Value {
+    json!({
+        "id": row.id,
+        "name": row.name,
+        "slug": row.slug,
+        "createdAt": format_millis(row.created_at),
+        "updatedAt": format_millis(row.updated_at),
+        "engagementCount": engagement_count,
+    })
+}
+
 async fn respond(state: &AppState, row: &OrganizationRow) -> Result<Response, ApiError> {
     let engagement_count = organizations::engagement_count(state.store.pool(), &row.id).await?;
-    let body = json!({
-        "data": {
-            "id": row.id,
-            "name": row.name,
-            "slug": row.slug,
-            "createdAt": format_millis(row.created_at),
-            "updatedAt": format_millis(row.updated_at),
-            "engagementCount": engagement_count,
-        }
-    });
+    let body = json!({ "data": render(row, engagement_count) });
     Ok(([(header::ETAG, etag(row.version))], Json(body)).into_response())
+}
+
+/// The organization in history and time travel; its engagement count is counted from the log
+/// at the requested moment.
+pub struct Tracked;
+
+impl history::Tracked for Tracked {
+    const KIND: IdKind = IdKind::Organization;
+    const AGGREGATE: &'static str = "organization";
+
+    async fn fold(
+        state: &AppState,
+        events: &[LogEvent],
+        as_of: Option<i64>,
+    ) -> Result<Option<(Value, i64)>, ApiError> {
+        let Some(row) = organizations::fold(events)? else { return Ok(None) };
+        let at = as_of.unwrap_or(row.updated_at);
+        let count = organizations::engagement_count_at(state.store.pool(), &row.id, at).await?;
+        Ok(Some((render(&row, count), row.version)))
+    }
+}
+
+/// `GET /organizations/current/history`.
+pub async fn history(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: QueryParams,
+) -> Result<Json<Value>, ApiError> {
+    let id = caller.organization_id().to_owned();
+    history::history::<Tracked>(&state, &caller, &id, params).await
 }
 
 async fn load(state: &AppState, caller: &Caller) -> Result<OrganizationRow, ApiError> {
@@ -43,9 +77,14 @@ pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    params: QueryParams,
+    mut params: QueryParams,
 ) -> Result<Response, ApiError> {
+    let id = caller.organization_id().to_owned();
+    let past = history::time_travel::<Tracked>(&state, &caller, &id, &mut params).await;
     params.finish()?;
+    if let Some(response) = past? {
+        return Ok(response);
+    }
     let row = load(&state, &caller).await?;
     if if_none_match(&headers, row.version) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag(row.version))]).into_response());

@@ -6,3 +6,4 @@ mod conventions;
 mod durability;
 mod engagements;
 mod harness;
+mod history;
