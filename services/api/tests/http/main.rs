@@ -7,3 +7,4 @@ mod durability;
 mod engagements;
 mod harness;
 mod history;
+mod stream;
