@@ -14,6 +14,7 @@ pub mod patch;
 pub mod sequencer;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod webhook;
 
 use serde::{Deserialize, Serialize};
 

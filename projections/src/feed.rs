@@ -4,6 +4,7 @@
 use pwnbook_events::log::LOG_COLUMNS;
 use pwnbook_events::{Backend, LogEvent, Store};
 
+use crate::list::push_in;
 use crate::sql::Sql;
 use crate::ProjectionError;
 
@@ -91,18 +92,4 @@ fn push_filter(query: &mut Sql, filter: &EventFilter, backend: Backend) {
     if let Some(until) = filter.until {
         query.push(" AND recorded_at <= ").bind(until);
     }
-}
-
-fn push_in(query: &mut Sql, column: &str, values: &[String]) {
-    if values.is_empty() {
-        return;
-    }
-    query.push(" AND ").push(column).push(" IN (");
-    for (i, value) in values.iter().enumerate() {
-        if i > 0 {
-            query.push(", ");
-        }
-        query.bind(value.as_str());
-    }
-    query.push(")");
 }

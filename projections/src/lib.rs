@@ -9,6 +9,7 @@ pub mod organizations;
 mod projector;
 pub mod runner;
 pub mod sql;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -44,5 +45,6 @@ pub fn all_projectors() -> Vec<Arc<dyn Projector>> {
         Arc::new(organizations::OrganizationsProjector),
         Arc::new(api_keys::ApiKeysProjector),
         Arc::new(engagements::EngagementsProjector),
+        Arc::new(webhooks::WebhooksProjector),
     ]
 }

@@ -53,6 +53,18 @@ pub struct Settings {
     #[arg(long, env = "PWNBOOK_SSE_HEARTBEAT_SECONDS", default_value = "15", global = true)]
     pub sse_heartbeat_seconds: NonZeroU32,
 
+    /// Let webhooks reach loopback, private and link-local addresses (refused by default: SSRF).
+    #[arg(long, env = "PWNBOOK_WEBHOOK_ALLOW_PRIVATE", global = true)]
+    pub webhook_allow_private: bool,
+
+    /// Milliseconds before the first retry of a failed webhook delivery; doubled per retry.
+    #[arg(long, env = "PWNBOOK_WEBHOOK_RETRY_BASE_MS", default_value = "1000", global = true)]
+    pub webhook_retry_base_ms: u64,
+
+    /// Longest wait between two attempts of one webhook delivery, in milliseconds.
+    #[arg(long, env = "PWNBOOK_WEBHOOK_RETRY_CAP_MS", default_value = "300000", global = true)]
+    pub webhook_retry_cap_ms: u64,
+
     /// Log format.
     #[arg(long, env = "PWNBOOK_LOG_FORMAT", value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,

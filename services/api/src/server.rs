@@ -20,6 +20,7 @@ use crate::config::Settings;
 use crate::rate_limit::RateLimits;
 use crate::state::AppState;
 use crate::visibility::Visibility;
+use crate::webhooks::{self, DeliveryPolicy};
 use crate::{envelope, request_id, routes, StartError};
 
 /// How often background workers look for work done by other processes.
@@ -68,7 +69,15 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
         body_limit: settings.body_limit,
         shutdown: shutdown_rx.clone(),
         sse_heartbeat: Duration::from_secs(settings.sse_heartbeat_seconds.get().into()),
+        webhook_allow_private: settings.webhook_allow_private,
     };
+    let policy = DeliveryPolicy {
+        allow_private: settings.webhook_allow_private,
+        retry_base: Duration::from_millis(settings.webhook_retry_base_ms),
+        retry_cap: Duration::from_millis(settings.webhook_retry_cap_ms),
+    };
+    webhooks::spawn(state.store.clone(), policy, state.visibility.head(), shutdown_rx.clone())
+        .map_err(|e| StartError::Usage(e.to_string()))?;
     let app = app(state, settings.body_limit);
 
     let listener = tokio::net::TcpListener::bind(settings.bind).await?;

@@ -24,4 +24,6 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Interval of SSE heartbeat comments.
     pub sse_heartbeat: Duration,
+    /// Whether webhook URLs may point to loopback, private and link-local addresses.
+    pub webhook_allow_private: bool,
 }

@@ -8,6 +8,7 @@ pub mod organization;
 pub mod permissions;
 mod service;
 mod validate;
+pub mod webhook;
 
 pub use error::{CommandError, DomainError, FieldError};
 pub use permissions::Permission;

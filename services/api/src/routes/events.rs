@@ -50,8 +50,10 @@ pub fn event_object(event: &LogEvent) -> Value {
         Err(_) => Value::Null,
     };
     if let Some(fields) = data.as_object_mut() {
-        // A key's secret hash authenticates requests: it never leaves the server.
+        // A key's secret hash authenticates requests and a webhook's secret signs deliveries:
+        // neither leaves the server.
         fields.remove("secretHash");
+        fields.remove("secret");
     }
     json!({
         "id": event.event_id,

@@ -7,6 +7,7 @@ pub mod events;
 mod health;
 pub mod history;
 mod organizations;
+mod webhooks;
 
 use axum::routing::{delete, get, patch, post};
 use axum::{middleware, Router};
@@ -65,6 +66,13 @@ api_routes! {
     get "/api/v1/events" => events::list, AuditRead;
     get "/api/v1/events/stream" => events::stream, AuditRead;
     get "/api/v1/events/verify" => events::verify, AuditRead;
+    get "/api/v1/webhooks" => webhooks::list, WebhooksManage;
+    post "/api/v1/webhooks" => webhooks::create, WebhooksManage;
+    get "/api/v1/webhooks/{id}" => webhooks::get, WebhooksManage;
+    patch "/api/v1/webhooks/{id}" => webhooks::update, WebhooksManage;
+    delete "/api/v1/webhooks/{id}" => webhooks::delete, WebhooksManage;
+    get "/api/v1/webhooks/{id}/deliveries" => webhooks::deliveries, WebhooksManage;
+    get "/api/v1/webhooks/{id}/history" => history::of::<webhooks::Tracked>, AuditRead;
 }
 
 /// The whole HTTP surface: authenticated `/api/v1` routes plus the open health endpoints.

@@ -158,9 +158,13 @@ backend_tests! {
         let app = TestApp::spawn(db).await;
         let engagement = app.create_engagement(json!({"name": "Walked"})).await["id"].as_str().unwrap().to_owned();
         let (_, key) = create_key(&app, &app.key, json!({"name": "walked", "permissions": ["engagements:read"]})).await;
+        // An address literal needs no DNS and passes the SSRF guard; nothing here emits findings.
+        let (status, webhook) = parts(app.post("/api/v1/webhooks", &json!({"url": "http://93.184.216.34/hook", "events": ["finding.*"]})).send().await.unwrap()).await;
+        assert_eq!(status, 201, "{webhook}");
         let fixtures: HashMap<&str, String> = HashMap::from([
             ("/api/v1/engagements/{id}", engagement),
             ("/api/v1/api-keys/{id}", key["data"]["id"].as_str().unwrap().to_owned()),
+            ("/api/v1/webhooks/{id}", webhook["data"]["id"].as_str().unwrap().to_owned()),
         ]);
         let stranger = app.org_with_key(&["*"]).await;
         let mut lacking: HashMap<Permission, String> = HashMap::new();

@@ -8,3 +8,4 @@ mod engagements;
 mod harness;
 mod history;
 mod stream;
+mod webhooks;
