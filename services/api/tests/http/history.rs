@@ -434,3 +434,61 @@ backend_tests! {
         assert_eq!(listed["data"][0]["id"], after["id"]);
     }
 }
+
+/// The resident set size of this process (client and in-process server), in KiB.
+fn resident_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// NDJSON streams a million events in constant memory: the process's resident set grows by far
+/// less than the ~400 MB the selection takes as text. Slow (a minute or more), so it is not part
+/// of the default suite: `cargo test -p pwnbook-api --test http -- --ignored ndjson_memory`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "slow: streams a million events"]
+async fn ndjson_memory_stays_flat_over_a_million_events() {
+    const EVENTS: i64 = 1_000_000;
+    let app = TestApp::spawn(pwnbook_events::testing::TestDb::sqlite()).await;
+    let store = Store::open(&app.db.url).await.unwrap();
+    let (org, head): (String, i64) =
+        sqlx::query_as("SELECT organization_id, MAX(position) FROM event_log GROUP BY organization_id")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    // Bulk rows of a type no projector reads, appended after the head (nothing else writes now).
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+         INSERT INTO event_log (position, event_id, organization_id, engagement_id, aggregate_type, \
+         aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, prev_hash, hash) \
+         SELECT $2 + i, 'evt_bulk' || i, $3, NULL, 'bulk', 'blk_' || i, 1, 'bulk.created', '1', \
+         '{\"bulk.created\":{\"note\":\"' || hex(randomblob(100)) || '\"}}', \
+         '{\"actorType\":\"system\",\"actorName\":\"system\"}', 0, '', '' FROM n",
+    )
+    .bind(EVENTS)
+    .bind(head)
+    .bind(&org)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store.close().await;
+
+    let baseline = resident_kib();
+    let mut response = app
+        .get("/api/v1/events?type=bulk.created")
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap();
+    let (mut lines, mut bytes, mut peak) = (0_i64, 0_u64, baseline);
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        lines += chunk.iter().filter(|b| **b == b'\n').count() as i64;
+        bytes += chunk.len() as u64;
+        peak = peak.max(resident_kib());
+    }
+    assert_eq!(lines, EVENTS);
+    assert!(bytes > 300 * 1024 * 1024, "the selection is large: {bytes} bytes");
+    let growth_mib = (peak - baseline) / 1024;
+    eprintln!("streamed {bytes} bytes; resident set grew by {growth_mib} MiB");
+    assert!(growth_mib < 64, "memory grew by {growth_mib} MiB while streaming");
+}
