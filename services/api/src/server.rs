@@ -30,13 +30,17 @@ pub struct RunningServer {
     pub local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
+    /// The webhook dispatcher; it ends after releasing its leases.
+    webhooks: JoinHandle<()>,
 }
 
 impl RunningServer {
     /// Stops accepting requests, finishes those in flight, and stops the workers.
     pub async fn shutdown(self) -> std::io::Result<()> {
         let _ = self.shutdown.send(true);
-        self.task.await.map_err(std::io::Error::other)?
+        let served = self.task.await.map_err(std::io::Error::other)?;
+        self.webhooks.await.map_err(std::io::Error::other)?;
+        served
     }
 
     /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
@@ -76,7 +80,7 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
         retry_base: Duration::from_millis(settings.webhook_retry_base_ms),
         retry_cap: Duration::from_millis(settings.webhook_retry_cap_ms),
     };
-    webhooks::spawn(state.store.clone(), policy, state.visibility.head(), shutdown_rx.clone())
+    let webhooks = webhooks::spawn(state.store.clone(), policy, state.visibility.head(), shutdown_rx.clone())
         .map_err(|e| StartError::Usage(e.to_string()))?;
     let app = app(state, settings.body_limit);
 
@@ -91,7 +95,7 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
             .await
     });
     tracing::info!(%local_addr, "listening");
-    Ok(RunningServer { local_addr, shutdown: shutdown_tx, task })
+    Ok(RunningServer { local_addr, shutdown: shutdown_tx, task, webhooks })
 }
 
 fn app(state: AppState, body_limit: usize) -> Router {

@@ -4,6 +4,11 @@
 //! checkpoint move past it: delivery is at least once and in order, and a restart resumes at the
 //! checkpoint. Every attempt is logged in `webhook_deliveries`.
 //!
+//! Several server processes may share a database: a worker delivers only while it holds its
+//! webhook's lease (a row in `webhook_checkpoints`, renewed before every attempt), so each event
+//! goes out from one process at a time and in order. A clean shutdown releases the leases; a
+//! crashed process's lease expires after the longest backoff plus a margin.
+//!
 //! The SSRF guard resolves the host and refuses loopback, private and link-local addresses both
 //! when a webhook is saved and before every attempt (a DNS answer can change in between).
 
@@ -27,6 +32,8 @@ use crate::time::now_millis;
 const POLL: Duration = Duration::from_millis(250);
 const PAGE: i64 = 100;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a lease outlives its last renewal beyond the longest wait between two attempts.
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
 
 /// How deliveries behave.
 #[derive(Debug, Clone, Copy)]
@@ -137,6 +144,8 @@ fn delivery_id(webhook_id: &str, event_id: &str) -> String {
 
 #[derive(Clone)]
 struct Context {
+    /// This dispatcher's name in leases.
+    owner: String,
     store: Store,
     client: reqwest::Client,
     policy: DeliveryPolicy,
@@ -144,22 +153,23 @@ struct Context {
     shutdown: watch::Receiver<bool>,
 }
 
-/// Starts the dispatcher: it keeps one worker per webhook until `shutdown`.
+/// Starts the dispatcher: it keeps one worker per webhook until `shutdown`, then waits for the
+/// workers to release their leases (the returned task ends then).
 pub fn spawn(
     store: Store,
     policy: DeliveryPolicy,
     head: watch::Receiver<i64>,
     shutdown: watch::Receiver<bool>,
-) -> Result<(), ApiError> {
+) -> Result<JoinHandle<()>, ApiError> {
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         // A redirect could lead past the SSRF guard.
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let context = Context { store, client, policy, head, shutdown };
-    tokio::spawn(dispatch(context));
-    Ok(())
+    let owner = ulid::Ulid::new().to_string();
+    let context = Context { owner, store, client, policy, head, shutdown };
+    Ok(tokio::spawn(dispatch(context)))
 }
 
 async fn dispatch(mut context: Context) {
@@ -179,8 +189,11 @@ async fn dispatch(mut context: Context) {
         tokio::select! {
             changed = context.head.changed() => if changed.is_err() { tokio::time::sleep(POLL).await },
             () = tokio::time::sleep(POLL) => {}
-            _ = context.shutdown.changed() => return,
+            _ = context.shutdown.changed() => break,
         }
+    }
+    for (_, worker) in workers {
+        let _ = worker.await;
     }
 }
 
@@ -190,24 +203,29 @@ enum Stop {
     Shutdown,
     /// The webhook was deleted.
     Gone,
+    /// Another process holds the webhook's lease.
+    Leased,
 }
 
 async fn work(mut context: Context, webhook_id: String, organization_id: String) {
     loop {
         match deliver_pending(&mut context, &webhook_id, &organization_id).await {
-            Ok(Some(Stop::Shutdown)) => return,
+            Ok(Some(Stop::Shutdown)) => break,
             Ok(Some(Stop::Gone)) => {
                 tracing::info!(webhook = %webhook_id, "webhook deleted; its worker stops");
-                return;
+                break;
             }
-            Ok(None) => {}
+            Ok(Some(Stop::Leased) | None) => {}
             Err(error) => tracing::error!(%error, webhook = %webhook_id, "webhook worker failed; retrying"),
         }
         tokio::select! {
             changed = context.head.changed() => if changed.is_err() { tokio::time::sleep(POLL).await },
             () = tokio::time::sleep(POLL) => {}
-            _ = context.shutdown.changed() => return,
+            _ = context.shutdown.changed() => break,
         }
+    }
+    if let Err(error) = release(&context, &webhook_id).await {
+        tracing::warn!(%error, webhook = %webhook_id, "could not release the webhook lease; it expires");
     }
 }
 
@@ -225,7 +243,9 @@ async fn deliver_pending(
         let Some(hook) = webhooks::get(context.store.pool(), organization_id, webhook_id).await? else {
             return Ok(Some(Stop::Gone));
         };
-        let checkpoint = checkpoint(&context.store, webhook_id).await?;
+        let Some(checkpoint) = lease(context, webhook_id).await? else {
+            return Ok(Some(Stop::Leased));
+        };
         let head = log::head(&context.store).await?;
         if head <= checkpoint {
             return Ok(None);
@@ -237,34 +257,59 @@ async fn deliver_pending(
             if let Some(stop) = deliver(context, webhook_id, organization_id, event).await? {
                 return Ok(Some(stop));
             }
-            save_checkpoint(&context.store, webhook_id, event.position).await?;
+            if !save_checkpoint(context, webhook_id, event.position).await? {
+                return Ok(Some(Stop::Leased));
+            }
         }
-        save_checkpoint(&context.store, webhook_id, page.scanned_to).await?;
+        if !save_checkpoint(context, webhook_id, page.scanned_to).await? {
+            return Ok(Some(Stop::Leased));
+        }
     }
 }
 
-/// The webhook's checkpoint; a new webhook starts right after its own creation.
-async fn checkpoint(store: &Store, webhook_id: &str) -> Result<i64, ApiError> {
-    let stored: Option<i64> =
-        sqlx::query_scalar("SELECT position FROM webhook_checkpoints WHERE webhook_id = $1")
-            .bind(webhook_id)
-            .fetch_optional(store.pool())
-            .await?;
-    match stored {
-        Some(position) => Ok(position),
-        None => Ok(log::position_of(store, "webhook", webhook_id, 1).await?.unwrap_or(0)),
-    }
-}
-
-async fn save_checkpoint(store: &Store, webhook_id: &str, position: i64) -> Result<(), ApiError> {
-    sqlx::query(
-        "INSERT INTO webhook_checkpoints (webhook_id, position) VALUES ($1, $2) \
-         ON CONFLICT (webhook_id) DO UPDATE SET position = excluded.position",
+/// Takes or renews this dispatcher's lease on the webhook and returns its checkpoint; `None`
+/// while another process holds it. A new webhook starts right after its own creation.
+async fn lease(context: &Context, webhook_id: &str) -> Result<Option<i64>, ApiError> {
+    let store = &context.store;
+    let created_at = log::position_of(store, "webhook", webhook_id, 1).await?.unwrap_or(0);
+    let longest_wait = context.policy.retry_cap + REQUEST_TIMEOUT + LEASE_MARGIN;
+    let now = now_millis();
+    let until = now.saturating_add(i64::try_from(longest_wait.as_millis()).unwrap_or(i64::MAX));
+    let checkpoint: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO webhook_checkpoints (webhook_id, position, leased_by, lease_until) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (webhook_id) DO UPDATE SET leased_by = excluded.leased_by, lease_until = excluded.lease_until \
+         WHERE webhook_checkpoints.leased_by = excluded.leased_by OR webhook_checkpoints.lease_until < $5 \
+         RETURNING position",
     )
     .bind(webhook_id)
-    .bind(position)
-    .execute(store.pool())
+    .bind(created_at)
+    .bind(&context.owner)
+    .bind(until)
+    .bind(now)
+    .fetch_optional(store.pool())
     .await?;
+    Ok(checkpoint)
+}
+
+/// Moves the checkpoint while this dispatcher holds the lease; `false` when it lost it.
+async fn save_checkpoint(context: &Context, webhook_id: &str, position: i64) -> Result<bool, ApiError> {
+    let saved =
+        sqlx::query("UPDATE webhook_checkpoints SET position = $1 WHERE webhook_id = $2 AND leased_by = $3")
+            .bind(position)
+            .bind(webhook_id)
+            .bind(&context.owner)
+            .execute(context.store.pool())
+            .await?;
+    Ok(saved.rows_affected() == 1)
+}
+
+/// Gives the lease up at once (clean shutdown, deleted webhook).
+async fn release(context: &Context, webhook_id: &str) -> Result<(), ApiError> {
+    sqlx::query("UPDATE webhook_checkpoints SET lease_until = 0 WHERE webhook_id = $1 AND leased_by = $2")
+        .bind(webhook_id)
+        .bind(&context.owner)
+        .execute(context.store.pool())
+        .await?;
     Ok(())
 }
 
@@ -283,6 +328,9 @@ async fn deliver(
         let Some(hook) = webhooks::get(context.store.pool(), organization_id, webhook_id).await? else {
             return Ok(Some(Stop::Gone));
         };
+        if lease(context, webhook_id).await?.is_none() {
+            return Ok(Some(Stop::Leased));
+        }
         attempt += 1;
         let started = Instant::now();
         let outcome = attempt_once(context, &hook, &delivery, event, &body).await;

@@ -1,8 +1,11 @@
 -- Webhook delivery state: the dispatcher's operational data, not history (a rebuild of the read
--- tables leaves it alone). One checkpoint per webhook: the last log position fully handled.
+-- tables leaves it alone). One checkpoint per webhook: the last log position fully handled, and
+-- the lease of the one dispatcher (of possibly several processes) that delivers for it.
 CREATE TABLE webhook_checkpoints (
-    webhook_id TEXT PRIMARY KEY,
-    position   BIGINT NOT NULL
+    webhook_id  TEXT PRIMARY KEY,
+    position    BIGINT NOT NULL,
+    leased_by   TEXT NOT NULL,
+    lease_until BIGINT NOT NULL
 );
 -- One row per attempt; `delivery_id` is stable across the attempts of one event.
 CREATE TABLE webhook_deliveries (

@@ -257,4 +257,30 @@ backend_tests! {
         assert_eq!(receiver.accepted().len(), 4);
         second.shutdown().await.unwrap();
     }
+
+    async fn two_server_processes_deliver_each_event_once_in_order(db) {
+        let receiver = Receiver::start(0).await;
+        let mut config = settings(&db);
+        config.webhook_allow_private = true;
+        let key = config.bootstrap_api_key.clone().unwrap();
+        let client = reqwest::Client::new();
+        let one = server::start(&config).await.unwrap();
+        let two = server::start(&config).await.unwrap();
+        let bases = [format!("http://{}", one.local_addr), format!("http://{}", two.local_addr)];
+        create_webhook(&client, &bases[0], &key, &receiver.url).await;
+        for i in 0..10 {
+            create_engagement_at(&client, &bases[i % 2], &key, &format!("Shared {i}")).await;
+        }
+        let accepted = receiver.wait_for(10).await;
+        let names: Vec<String> = accepted.iter().map(|r| r.body["data"]["name"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(names, (0..10).map(|i| format!("Shared {i}")).collect::<Vec<_>>());
+        // Both dispatchers keep running; the one without the lease sends nothing.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(receiver.received.lock().unwrap().len(), 10, "an event went out twice");
+        one.shutdown().await.unwrap();
+        // The survivor takes over once the lease is released.
+        create_engagement_at(&client, &bases[1], &key, "After handover").await;
+        assert_eq!(receiver.wait_for(11).await[10].body["data"]["name"], "After handover");
+        two.shutdown().await.unwrap();
+    }
 }
