@@ -103,7 +103,7 @@ pub fn take_filter(params: &mut QueryParams) -> Result<EventFilter, ApiError> {
 }
 
 /// A position parameter (`after`): a non-negative integer.
-fn take_position(params: &mut QueryParams, name: &str) -> Result<Option<i64>, ApiError> {
+pub fn take_position(params: &mut QueryParams, name: &str) -> Result<Option<i64>, ApiError> {
     params
         .take(name)
         .map(|v| {
@@ -115,7 +115,7 @@ fn take_position(params: &mut QueryParams, name: &str) -> Result<Option<i64>, Ap
         .transpose()
 }
 
-fn take_limit(params: &mut QueryParams) -> Result<Option<i64>, ApiError> {
+pub fn take_limit(params: &mut QueryParams) -> Result<Option<i64>, ApiError> {
     params
         .take("limit")
         .map(|v| {

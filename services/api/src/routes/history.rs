@@ -19,11 +19,10 @@ use serde_json::{json, Value};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{etag, QueryParams};
-use crate::routes::events::feed_page;
+use crate::routes::events::{feed_page, take_limit, take_position};
 use crate::state::AppState;
 
 const DEFAULT_LIMIT: i64 = 100;
-const MAX_LIMIT: i64 = 1_000;
 
 /// A resource type whose history and past states come from its event stream.
 pub trait Tracked {
@@ -63,20 +62,8 @@ pub async fn history<R: Tracked>(
     id: &str,
     mut params: QueryParams,
 ) -> Result<Json<Value>, ApiError> {
-    let after = params
-        .take("after")
-        .map(|v| v.parse::<i64>().ok().filter(|n| *n >= 0))
-        .map(|v| v.ok_or_else(|| ApiError::BadRequest("after must be a non-negative integer".to_owned())))
-        .transpose()?
-        .unwrap_or(0);
-    let limit = params
-        .take("limit")
-        .map(|v| v.parse::<i64>().ok().filter(|n| (1..=MAX_LIMIT).contains(n)))
-        .map(|v| {
-            v.ok_or_else(|| ApiError::BadRequest(format!("limit must be an integer from 1 to {MAX_LIMIT}")))
-        })
-        .transpose()?
-        .unwrap_or(DEFAULT_LIMIT);
+    let after = take_position(&mut params, "after")?.unwrap_or(0);
+    let limit = take_limit(&mut params)?.unwrap_or(DEFAULT_LIMIT);
     params.finish()?;
     // Another organization's resource, like one that never existed, is a 404.
     if !log::stream_exists(&state.store, caller.organization_id(), R::AGGREGATE, id).await? {
