@@ -90,6 +90,17 @@ impl ProjectionRunner {
     /// Replays the whole log into the projector's emptied tables in ONE transaction: readers keep
     /// seeing the old rows until the new ones replace them at commit.
     pub async fn rebuild(&self, projector: &dyn Projector) -> Result<i64, ProjectionError> {
+        self.rebuild_with_progress(projector, &mut |_| {}).await
+    }
+
+    /// `rebuild`, calling `progress` with the position reached after each batch. The swap is
+    /// atomic: it is the commit of the one transaction, which also holds the projector's
+    /// checkpoint lock, so the live runner (of any process) waits instead of racing it.
+    pub async fn rebuild_with_progress(
+        &self,
+        projector: &dyn Projector,
+        progress: &mut (dyn FnMut(i64) + Send),
+    ) -> Result<i64, ProjectionError> {
         let mut tx = self.store.pool().begin().await?;
         lock_checkpoint(&mut tx, projector.name()).await?;
         for table in projector.tables() {
@@ -101,6 +112,7 @@ impl ProjectionRunner {
             let Some(last) = events.last() else { break };
             position = last.position;
             projector.apply(&mut tx, &events).await?;
+            progress(position);
             if events.len() < REBUILD_BATCH as usize {
                 break;
             }

@@ -162,11 +162,15 @@ backend_tests! {
         let (_, key) = create_key(&app, &app.key, json!({"name": "walked", "permissions": ["engagements:read"]})).await;
         let target = create_target(&app, &engagement, json!({"type": "ip", "value": "10.0.0.1"})).await["id"].as_str().unwrap().to_owned();
         let finding = create_finding(&app, &engagement, json!({"title": "Walked", "severity": "low"})).await["id"].as_str().unwrap().to_owned();
+        // An address literal needs no DNS and passes the SSRF guard; nothing here emits findings.
+        let (status, webhook) = parts(app.post("/api/v1/webhooks", &json!({"url": "http://93.184.216.34/hook", "events": ["finding.*"]})).send().await.unwrap()).await;
+        assert_eq!(status, 201, "{webhook}");
         let fixtures: HashMap<&str, String> = HashMap::from([
             ("/api/v1/engagements/{id}", engagement),
             ("/api/v1/targets/{id}", target),
             ("/api/v1/findings/{id}", finding),
             ("/api/v1/api-keys/{id}", key["data"]["id"].as_str().unwrap().to_owned()),
+            ("/api/v1/webhooks/{id}", webhook["data"]["id"].as_str().unwrap().to_owned()),
         ]);
         let stranger = app.org_with_key(&["*"]).await;
         let mut lacking: HashMap<Permission, String> = HashMap::new();

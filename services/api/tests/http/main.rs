@@ -7,5 +7,8 @@ mod durability;
 mod engagements;
 mod findings;
 mod harness;
+mod history;
 mod operations;
+mod stream;
 mod targets;
+mod webhooks;
