@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pwnbook_events::{log, Store};
-use sqlx::{Any, Transaction};
+use sqlx::{Any, Row, Transaction};
 use tokio::sync::watch;
 
+use crate::sql::Sql;
 use crate::{ProjectionError, Projector};
 
 const LIVE_BATCH: i64 = 500;
@@ -78,11 +79,7 @@ impl ProjectionRunner {
     /// events the batch read and the lowest checkpoint after it.
     pub async fn run_all_batch(&self, limit: i64) -> Result<(usize, i64), ProjectionError> {
         let mut tx = self.store.pool().begin().await?;
-        // Locked in the same order by every process, so two runners cannot deadlock.
-        let mut checkpoints = Vec::with_capacity(self.projectors.len());
-        for projector in &self.projectors {
-            checkpoints.push(lock_checkpoint(&mut tx, projector.name()).await?);
-        }
+        let checkpoints = self.lock_all_checkpoints(&mut tx).await?;
         let from = checkpoints.iter().copied().min().unwrap_or(0);
         let events = log::read_after(&mut *tx, from, limit).await?;
         let Some(last) = events.last() else {
@@ -91,16 +88,54 @@ impl ProjectionRunner {
         };
         let end = last.position;
         for (projector, checkpoint) in self.projectors.iter().zip(&checkpoints) {
-            if *checkpoint >= end {
-                continue;
+            if *checkpoint < end {
+                let unseen = events.partition_point(|event| event.position <= *checkpoint);
+                projector.apply(&mut tx, &events[unseen..]).await?;
             }
-            let unseen = events.partition_point(|event| event.position <= *checkpoint);
-            projector.apply(&mut tx, &events[unseen..]).await?;
-            store_checkpoint(&mut tx, projector.as_ref(), end).await?;
         }
+        let mut advance = Sql::new(
+            "UPDATE projector_checkpoints SET position = CASE WHEN position < $1 THEN $1 ELSE position END \
+             WHERE name IN (",
+        );
+        advance.bind_value(end);
+        self.push_names(&mut advance);
+        advance.query().execute(&mut *tx).await?;
         tx.commit().await?;
         let lowest = checkpoints.iter().map(|checkpoint| (*checkpoint).max(end)).min().unwrap_or(end);
         Ok((events.len(), lowest))
+    }
+
+    /// Takes every projector's checkpoint row lock in one statement (and on SQLite the write
+    /// lock) and returns the checkpoints in projector order.
+    async fn lock_all_checkpoints(&self, tx: &mut Transaction<'_, Any>) -> Result<Vec<i64>, ProjectionError> {
+        let mut lock = Sql::new("UPDATE projector_checkpoints SET position = position WHERE name IN (");
+        self.push_names(&mut lock);
+        lock.push(" RETURNING name, position");
+        let rows = lock.query().fetch_all(&mut **tx).await?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            found.insert(row.try_get::<String, _>("name")?, row.try_get::<i64, _>("position")?);
+        }
+        self.projectors
+            .iter()
+            .map(|p| {
+                found
+                    .get(p.name())
+                    .copied()
+                    .ok_or_else(|| ProjectionError::UnknownProjector(p.name().to_owned()))
+            })
+            .collect()
+    }
+
+    /// `$n, …)` with every projector's name.
+    fn push_names(&self, sql: &mut Sql) {
+        for (i, projector) in self.projectors.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind(projector.name());
+        }
+        sql.push(")");
     }
 
     /// Brings every projector up to the log head; returns the lowest checkpoint.
