@@ -234,8 +234,8 @@ async fn create_finding(
     let severity = SEVERITIES[(i as usize / 7) % SEVERITIES.len()];
     let vector = format!(
         "CVSS:3.1/AV:N/AC:{}/PR:N/UI:N/S:U/C:H/I:{}/A:N",
-        if i % 2 == 0 { "L" } else { "H" },
-        if i % 3 == 0 { "H" } else { "L" }
+        if i.is_multiple_of(2) { "L" } else { "H" },
+        if i.is_multiple_of(3) { "H" } else { "L" }
     );
     let body = json!({"title": format!("Finding {i}"), "severity": severity, "cvss": {"vector": vector}, "tags": ["bench"]});
     let created = http.post(&format!("/api/v1/engagements/{engagement}/findings"), &body).await;
