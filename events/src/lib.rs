@@ -18,6 +18,7 @@ pub mod target;
 pub mod task;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod webhook;
 pub mod wiki;
 
 use serde::{Deserialize, Serialize};

@@ -46,7 +46,7 @@ impl LogEvent {
         }
     }
 
-    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+    pub fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
             position: row.try_get("position")?,
             event_id: row.try_get("event_id")?,
@@ -66,7 +66,8 @@ impl LogEvent {
     }
 }
 
-const LOG_COLUMNS: &str = "position, event_id, organization_id, engagement_id, aggregate_type, \
+/// The columns `LogEvent::from_row` reads, for queries written elsewhere.
+pub const LOG_COLUMNS: &str = "position, event_id, organization_id, engagement_id, aggregate_type, \
      aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, prev_hash, hash";
 
 /// Up to `limit` events after `after`, in log order.
@@ -77,6 +78,45 @@ where
     let sql = format!("SELECT {LOG_COLUMNS} FROM event_log WHERE position > $1 ORDER BY position LIMIT $2");
     let rows = sqlx::query(&sql).bind(after).bind(limit).fetch_all(executor).await?;
     Ok(rows.iter().map(LogEvent::from_row).collect::<Result<_, _>>()?)
+}
+
+/// Every sequenced event of one stream of one organization, in stream order.
+pub async fn read_stream(
+    store: &Store,
+    organization_id: &str,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<LogEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {LOG_COLUMNS} FROM event_log WHERE aggregate_type = $1 AND aggregate_id = $2 \
+         AND organization_id = $3 ORDER BY sequence"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(organization_id)
+        .fetch_all(store.pool())
+        .await?;
+    Ok(rows.iter().map(LogEvent::from_row).collect::<Result<_, _>>()?)
+}
+
+/// Whether the organization's log holds any event of the stream.
+pub async fn stream_exists(
+    store: &Store,
+    organization_id: &str,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<bool, StoreError> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT position FROM event_log WHERE aggregate_type = $1 AND aggregate_id = $2 \
+         AND organization_id = $3 LIMIT 1",
+    )
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .bind(organization_id)
+    .fetch_optional(store.pool())
+    .await?;
+    Ok(found.is_some())
 }
 
 /// The position of the newest event in the log (0 when empty).

@@ -229,3 +229,43 @@ impl Projector for ApiKeysProjector {
         Ok(())
     }
 }
+
+/// The row as of the end of `events` (one key's stream, in order): time travel. Usage
+/// (`last_used_at`) is operational data outside the log, so it is `None` here.
+pub fn fold(events: &[LogEvent]) -> Result<Option<ApiKeyRow>, ProjectionError> {
+    let mut row: Option<ApiKeyRow> = None;
+    for event in events {
+        match serde_json::from_str::<ApiKeyEvent>(&event.payload)? {
+            ApiKeyEvent::Created(created) => {
+                row = Some(ApiKeyRow {
+                    id: event.aggregate_id.clone(),
+                    organization_id: created.organization_id,
+                    name: created.name,
+                    prefix: created.prefix,
+                    last_four: created.last_four,
+                    secret_hash: created.secret_hash,
+                    permissions: created.permissions,
+                    environment: created.environment,
+                    expires_at: created
+                        .expires_at
+                        .as_deref()
+                        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+                        .map(|at| at.timestamp_millis()),
+                    revoked_at: None,
+                    last_used_at: None,
+                    created_at: event.recorded_at,
+                    updated_at: event.recorded_at,
+                    version: event.sequence,
+                });
+            }
+            ApiKeyEvent::Revoked(_) => {
+                if let Some(row) = row.as_mut() {
+                    row.revoked_at = Some(event.recorded_at);
+                    row.updated_at = event.recorded_at;
+                    row.version = event.sequence;
+                }
+            }
+        }
+    }
+    Ok(row)
+}

@@ -272,3 +272,64 @@ async fn replace_tags(
     }
     Ok(())
 }
+
+/// The row as of the end of `events` (one engagement's stream, in order), folded the way the
+/// projector applies them: time travel. `None` before the creation and after the deletion.
+pub fn fold(events: &[LogEvent]) -> Result<Option<EngagementRow>, ProjectionError> {
+    let mut row: Option<EngagementRow> = None;
+    for event in events {
+        match serde_json::from_str::<EngagementEvent>(&event.payload)? {
+            EngagementEvent::Created(created) => {
+                row = Some(EngagementRow {
+                    id: event.aggregate_id.clone(),
+                    organization_id: created.organization_id,
+                    name: created.name,
+                    description: created.description,
+                    status: created.status,
+                    client_name: created.client_name,
+                    start_date: created.start_date,
+                    end_date: created.end_date,
+                    tags: created.tags,
+                    archived_at: None,
+                    created_at: event.recorded_at,
+                    updated_at: event.recorded_at,
+                    version: event.sequence,
+                });
+            }
+            EngagementEvent::Updated(changed) => {
+                if let Some(row) = row.as_mut() {
+                    if let Some(name) = changed.name {
+                        row.name = name;
+                    }
+                    if let Some(description) = changed.description {
+                        row.description = description;
+                    }
+                    if let Some(client_name) = changed.client_name {
+                        row.client_name = client_name;
+                    }
+                    if let Some(start_date) = changed.start_date {
+                        row.start_date = start_date;
+                    }
+                    if let Some(end_date) = changed.end_date {
+                        row.end_date = end_date;
+                    }
+                    if let Some(tags) = changed.tags {
+                        row.tags = tags;
+                    }
+                    row.updated_at = event.recorded_at;
+                    row.version = event.sequence;
+                }
+            }
+            EngagementEvent::Archived(change) | EngagementEvent::Unarchived(change) => {
+                if let Some(row) = row.as_mut() {
+                    row.archived_at = (change.to == "archived").then_some(event.recorded_at);
+                    row.status = change.to;
+                    row.updated_at = event.recorded_at;
+                    row.version = event.sequence;
+                }
+            }
+            EngagementEvent::Deleted(_) => row = None,
+        }
+    }
+    Ok(row)
+}

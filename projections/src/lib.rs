@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod engagements;
+pub mod feed;
 pub mod findings;
 pub mod list;
 pub mod organizations;
@@ -12,6 +13,7 @@ pub mod runner;
 pub mod sql;
 pub mod targets;
 pub mod tasks;
+pub mod webhooks;
 pub mod wiki;
 
 use std::sync::Arc;
@@ -53,5 +55,6 @@ pub fn all_projectors() -> Vec<Arc<dyn Projector>> {
         Arc::new(tasks::TasksProjector),
         Arc::new(wiki::WikiProjector),
         Arc::new(reports::ReportsProjector),
+        Arc::new(webhooks::WebhooksProjector),
     ]
 }

@@ -102,3 +102,43 @@ impl Projector for OrganizationsProjector {
         Ok(())
     }
 }
+
+/// The row as of the end of `events` (the organization's stream, in order): time travel.
+pub fn fold(events: &[LogEvent]) -> Result<Option<OrganizationRow>, ProjectionError> {
+    let mut row: Option<OrganizationRow> = None;
+    for event in events {
+        match serde_json::from_str::<OrganizationEvent>(&event.payload)? {
+            OrganizationEvent::Created(created) => {
+                row = Some(OrganizationRow {
+                    id: event.aggregate_id.clone(),
+                    name: created.name,
+                    slug: created.slug,
+                    created_at: event.recorded_at,
+                    updated_at: event.recorded_at,
+                    version: event.sequence,
+                });
+            }
+            OrganizationEvent::Updated(updated) => {
+                if let Some(row) = row.as_mut() {
+                    row.name = updated.name;
+                    row.updated_at = event.recorded_at;
+                    row.version = event.sequence;
+                }
+            }
+        }
+    }
+    Ok(row)
+}
+
+/// Live engagements of the organization at `millis`, counted from the log.
+pub async fn engagement_count_at(pool: &AnyPool, id: &str, millis: i64) -> Result<i64, ProjectionError> {
+    Ok(sqlx::query_scalar(
+        "SELECT COALESCE(SUM(CASE event_type WHEN 'engagement.created' THEN 1 ELSE -1 END), 0) \
+         FROM event_log WHERE organization_id = $1 AND recorded_at <= $2 \
+         AND event_type IN ('engagement.created', 'engagement.deleted')",
+    )
+    .bind(id)
+    .bind(millis)
+    .fetch_one(pool)
+    .await?)
+}

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pwnbook_events::{log, Store};
-use sqlx::{Any, Transaction};
+use sqlx::{Any, Row, Transaction};
 use tokio::sync::watch;
 
+use crate::sql::Sql;
 use crate::{ProjectionError, Projector};
 
 const LIVE_BATCH: i64 = 500;
@@ -72,24 +73,95 @@ impl ProjectionRunner {
         Ok((events.len(), position))
     }
 
+    /// Applies the next batch to every projector in ONE transaction: each projector gets the
+    /// events after its own checkpoint, and every checkpoint moves in the same commit. One commit
+    /// per batch instead of one per projector is what keeps write latency low. Returns how many
+    /// events the batch read and the lowest checkpoint after it.
+    pub async fn run_all_batch(&self, limit: i64) -> Result<(usize, i64), ProjectionError> {
+        let mut tx = self.store.pool().begin().await?;
+        let checkpoints = self.lock_all_checkpoints(&mut tx).await?;
+        let from = checkpoints.iter().copied().min().unwrap_or(0);
+        let events = log::read_after(&mut *tx, from, limit).await?;
+        let Some(last) = events.last() else {
+            tx.rollback().await?;
+            return Ok((0, from));
+        };
+        let end = last.position;
+        for (projector, checkpoint) in self.projectors.iter().zip(&checkpoints) {
+            if *checkpoint < end {
+                let unseen = events.partition_point(|event| event.position <= *checkpoint);
+                projector.apply(&mut tx, &events[unseen..]).await?;
+            }
+        }
+        let mut advance = Sql::new(
+            "UPDATE projector_checkpoints SET position = CASE WHEN position < $1 THEN $1 ELSE position END \
+             WHERE name IN (",
+        );
+        advance.bind_value(end);
+        self.push_names(&mut advance);
+        advance.query().execute(&mut *tx).await?;
+        tx.commit().await?;
+        let lowest = checkpoints.iter().map(|checkpoint| (*checkpoint).max(end)).min().unwrap_or(end);
+        Ok((events.len(), lowest))
+    }
+
+    /// Takes every projector's checkpoint row lock in one statement (and on SQLite the write
+    /// lock) and returns the checkpoints in projector order.
+    async fn lock_all_checkpoints(&self, tx: &mut Transaction<'_, Any>) -> Result<Vec<i64>, ProjectionError> {
+        let mut lock = Sql::new("UPDATE projector_checkpoints SET position = position WHERE name IN (");
+        self.push_names(&mut lock);
+        lock.push(" RETURNING name, position");
+        let rows = lock.query().fetch_all(&mut **tx).await?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            found.insert(row.try_get::<String, _>("name")?, row.try_get::<i64, _>("position")?);
+        }
+        self.projectors
+            .iter()
+            .map(|p| {
+                found
+                    .get(p.name())
+                    .copied()
+                    .ok_or_else(|| ProjectionError::UnknownProjector(p.name().to_owned()))
+            })
+            .collect()
+    }
+
+    /// `$n, …)` with every projector's name.
+    fn push_names(&self, sql: &mut Sql) {
+        for (i, projector) in self.projectors.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind(projector.name());
+        }
+        sql.push(")");
+    }
+
     /// Brings every projector up to the log head; returns the lowest checkpoint.
     pub async fn catch_up(&self) -> Result<i64, ProjectionError> {
-        let mut lowest = i64::MAX;
-        for projector in &self.projectors {
-            let checkpoint = loop {
-                let (applied, checkpoint) = self.run_batch(projector.as_ref(), LIVE_BATCH).await?;
-                if applied < LIVE_BATCH as usize {
-                    break checkpoint;
-                }
-            };
-            lowest = lowest.min(checkpoint);
+        loop {
+            let (read, lowest) = self.run_all_batch(LIVE_BATCH).await?;
+            if read < LIVE_BATCH as usize {
+                return Ok(lowest);
+            }
         }
-        Ok(if lowest == i64::MAX { 0 } else { lowest })
     }
 
     /// Replays the whole log into the projector's emptied tables in ONE transaction: readers keep
     /// seeing the old rows until the new ones replace them at commit.
     pub async fn rebuild(&self, projector: &dyn Projector) -> Result<i64, ProjectionError> {
+        self.rebuild_with_progress(projector, &mut |_| {}).await
+    }
+
+    /// `rebuild`, calling `progress` with the position reached after each batch. The swap is
+    /// atomic: it is the commit of the one transaction, which also holds the projector's
+    /// checkpoint lock, so the live runner (of any process) waits instead of racing it.
+    pub async fn rebuild_with_progress(
+        &self,
+        projector: &dyn Projector,
+        progress: &mut (dyn FnMut(i64) + Send),
+    ) -> Result<i64, ProjectionError> {
         let mut tx = self.store.pool().begin().await?;
         lock_checkpoint(&mut tx, projector.name()).await?;
         for table in projector.tables() {
@@ -101,6 +173,7 @@ impl ProjectionRunner {
             let Some(last) = events.last() else { break };
             position = last.position;
             projector.apply(&mut tx, &events).await?;
+            progress(position);
             if events.len() < REBUILD_BATCH as usize {
                 break;
             }

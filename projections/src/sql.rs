@@ -78,6 +78,12 @@ impl Sql {
         query
     }
 
+    /// Records the value of a placeholder the text already names (e.g. `$1` used twice).
+    pub fn bind_value(&mut self, value: impl Into<Param>) -> &mut Self {
+        self.params.push(value.into());
+        self
+    }
+
     pub fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
         self.query_with_text(&self.text)
     }

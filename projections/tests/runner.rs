@@ -113,27 +113,34 @@ async fn dump(store: &Store) -> Vec<Vec<Option<String>>> {
 /// Records every position it sees in a table whose primary key refuses a second delivery, and
 /// fails (once) halfway through a batch when asked to.
 struct Recorder {
+    name: &'static str,
     crash_at: i64,
     crashed: AtomicBool,
+}
+
+impl Recorder {
+    fn new(name: &'static str, crash_at: i64) -> Arc<Self> {
+        Arc::new(Self { name, crash_at, crashed: AtomicBool::new(false) })
+    }
 }
 
 #[async_trait]
 impl Projector for Recorder {
     fn name(&self) -> &'static str {
-        "recorder"
+        self.name
     }
     fn schema_version(&self) -> i64 {
         1
     }
     fn tables(&self) -> &'static [&'static str] {
-        &["recorded"]
+        &[]
     }
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {
         for event in events {
             if event.position == self.crash_at && !self.crashed.swap(true, Ordering::SeqCst) {
                 return Err(ProjectionError::UnknownProjector("simulated crash".to_owned()));
             }
-            sqlx::query("INSERT INTO recorded (position) VALUES ($1)")
+            sqlx::query(&format!("INSERT INTO {} (position) VALUES ($1)", self.name))
                 .bind(event.position)
                 .execute(&mut **tx)
                 .await?;
@@ -146,11 +153,12 @@ backend_tests! {
     async fn a_crash_between_or_inside_batches_neither_loses_nor_duplicates(db) {
         let store = open(&db.url).await;
         sqlx::query("CREATE TABLE recorded (position BIGINT PRIMARY KEY)").execute(store.pool()).await.unwrap();
+        sqlx::query("CREATE TABLE recorded_too (position BIGINT PRIMARY KEY)").execute(store.pool()).await.unwrap();
         write_history(&store, 20).await;
         let head = log::head(&store).await.unwrap();
         assert!(head > 60);
 
-        let recorder = Arc::new(Recorder { crash_at: 25, crashed: AtomicBool::new(false) });
+        let recorder = Recorder::new("recorded", 25);
         let runner = ProjectionRunner::new(store.clone(), vec![recorder.clone()]);
         runner.prepare().await.unwrap();
         // Two whole batches land, then the process "dies" in the middle of the third.
@@ -168,6 +176,19 @@ backend_tests! {
             (row.get("n"), row.get("m"))
         };
         assert_eq!((count, max), (head, head));
+
+        // All projectors in one transaction: one failing rolls back the batch for every one.
+        let behind = Recorder::new("recorded_too", 15);
+        let together = ProjectionRunner::new(store.clone(), vec![behind.clone()]);
+        together.prepare().await.unwrap();
+        let all = ProjectionRunner::new(store.clone(), vec![Recorder::new("recorded", 0), behind]);
+        all.run_all_batch(10).await.unwrap();
+        assert!(all.run_all_batch(10).await.is_err(), "the batch with position 15 fails");
+        let too: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM recorded_too").fetch_one(store.pool()).await.unwrap();
+        assert_eq!(too, 10);
+        assert_eq!(all.catch_up().await.unwrap(), head);
+        let too: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM recorded_too").fetch_one(store.pool()).await.unwrap();
+        assert_eq!(too, head);
     }
 
     async fn a_rebuild_from_zero_equals_the_live_tables(db) {

@@ -49,6 +49,22 @@ pub struct Settings {
     #[arg(long, env = "PWNBOOK_BOOTSTRAP_API_KEY", global = true, hide_env_values = true)]
     pub bootstrap_api_key: Option<String>,
 
+    /// Seconds between heartbeat comments on `GET /events/stream`.
+    #[arg(long, env = "PWNBOOK_SSE_HEARTBEAT_SECONDS", default_value = "15", global = true)]
+    pub sse_heartbeat_seconds: NonZeroU32,
+
+    /// Let webhooks reach loopback, private and link-local addresses (refused by default: SSRF).
+    #[arg(long, env = "PWNBOOK_WEBHOOK_ALLOW_PRIVATE", global = true)]
+    pub webhook_allow_private: bool,
+
+    /// Milliseconds before the first retry of a failed webhook delivery; doubled per retry.
+    #[arg(long, env = "PWNBOOK_WEBHOOK_RETRY_BASE_MS", default_value = "1000", global = true)]
+    pub webhook_retry_base_ms: u64,
+
+    /// Longest wait between two attempts of one webhook delivery, in milliseconds.
+    #[arg(long, env = "PWNBOOK_WEBHOOK_RETRY_CAP_MS", default_value = "300000", global = true)]
+    pub webhook_retry_cap_ms: u64,
+
     /// Log format.
     #[arg(long, env = "PWNBOOK_LOG_FORMAT", value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,
@@ -72,6 +88,35 @@ pub enum Command {
     Keys(KeysCommand),
     /// Print the OpenAPI 3.1 document.
     Openapi,
+    /// Check and export the event log.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Maintain the read tables.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Recompute every organization's hash chain; exits non-zero naming the first broken position.
+    Verify,
+    /// Write one organization's events to standard output as NDJSON event objects, in log order.
+    Export {
+        /// The organization whose events to export.
+        #[arg(long)]
+        org: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Replay the whole log into fresh read tables and swap them in atomically (safe while a
+    /// server runs on the same database).
+    Rebuild {
+        /// Only this projector (e.g. `engagements`); all of them when omitted.
+        #[arg(long)]
+        projection: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -20,6 +20,7 @@ pub mod server;
 mod state;
 mod time;
 mod visibility;
+mod webhooks;
 
 use pwnbook_commands::CommandError;
 use pwnbook_events::StoreError;

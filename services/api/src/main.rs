@@ -2,7 +2,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use pwnbook_api::config::{Cli, Command, LogFormat};
+use pwnbook_api::config::{Cli, Command, EventsCommand, LogFormat};
 use pwnbook_api::{cli, server};
 use tracing_subscriber::EnvFilter;
 
@@ -36,6 +36,34 @@ async fn main() -> ExitCode {
         Command::Keys(command) => {
             cli::keys(&args.settings.database_url, command).await.map(print).map_err(|e| e.to_string())
         }
+        Command::Events(EventsCommand::Verify) => match cli::verify(&args.settings.database_url).await {
+            Ok(report) if report.valid => {
+                println!("valid: {} events checked", report.checked);
+                Ok(())
+            }
+            Ok(report) => Err(format!(
+                "the hash chain is broken at position {} ({} events checked)",
+                report.first_broken_position.unwrap_or_default(),
+                report.checked
+            )),
+            Err(error) => Err(error.to_string()),
+        },
+        Command::Events(EventsCommand::Export { org }) => {
+            let mut out = std::io::stdout().lock();
+            cli::export(&args.settings.database_url, &org, &mut out)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+        Command::Projections(command) => match cli::rebuild(&args.settings.database_url, command).await {
+            Ok(rebuilt) => {
+                for (name, position) in rebuilt {
+                    eprintln!("rebuilt {name} up to position {position}");
+                }
+                Ok(())
+            }
+            Err(error) => Err(error.to_string()),
+        },
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

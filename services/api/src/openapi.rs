@@ -174,6 +174,7 @@ impl Modify for FromRouteTable {
         routes::engagements::delete,
         routes::engagements::archive,
         routes::engagements::unarchive,
+        routes::engagements::history_page,
         routes::targets::list,
         routes::targets::create,
         routes::targets::get,
@@ -209,10 +210,22 @@ impl Modify for FromRouteTable {
         routes::reports::content,
         routes::organizations::get,
         routes::organizations::update,
+        routes::organizations::history,
         routes::api_keys::list,
         routes::api_keys::create,
         routes::api_keys::get,
         routes::api_keys::revoke,
+        routes::api_keys::history_page,
+        routes::events::list,
+        routes::events::stream,
+        routes::events::verify,
+        routes::webhooks::list,
+        routes::webhooks::create,
+        routes::webhooks::get,
+        routes::webhooks::update,
+        routes::webhooks::delete,
+        routes::webhooks::deliveries,
+        routes::webhooks::history_page,
     ),
     components(schemas(ErrorBody, ErrorDetail, FieldErrorDoc, PageMeta)),
     modifiers(&FromRouteTable),
@@ -225,6 +238,8 @@ impl Modify for FromRouteTable {
         (name = "reports", description = "Documents rendered from an engagement's findings"),
         (name = "organizations", description = "The caller's organization"),
         (name = "api-keys", description = "API keys and their permissions"),
+        (name = "events", description = "The hash-chained event log: feed, live stream, verification"),
+        (name = "webhooks", description = "Signed, ordered, at-least-once event deliveries"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
@@ -237,6 +252,11 @@ pub fn document() -> utoipa::openapi::OpenApi {
 
 pub fn document_json() -> String {
     document().to_pretty_json().unwrap_or_default()
+}
+
+/// A view as a JSON value (views are plain data: serializing them cannot fail).
+pub fn to_json<T: Serialize>(view: T) -> serde_json::Value {
+    serde_json::to_value(view).unwrap_or_default()
 }
 
 /// JSON of a `Data`-wrapped view, for handlers.

@@ -2,7 +2,6 @@
 //! middleware, and graceful shutdown.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +20,7 @@ use crate::config::Settings;
 use crate::rate_limit::RateLimits;
 use crate::state::AppState;
 use crate::visibility::Visibility;
+use crate::webhooks::{self, DeliveryPolicy};
 use crate::{envelope, metrics, request_id, routes, StartError};
 
 /// How often background workers look for work done by other processes.
@@ -28,17 +28,19 @@ const POLL: Duration = Duration::from_millis(100);
 
 pub struct RunningServer {
     pub local_addr: SocketAddr,
-    shutting_down: Arc<AtomicBool>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
+    /// The webhook dispatcher; it ends after releasing its leases.
+    webhooks: JoinHandle<()>,
 }
 
 impl RunningServer {
     /// Stops accepting requests, finishes those in flight, and stops the workers.
     pub async fn shutdown(self) -> std::io::Result<()> {
-        self.shutting_down.store(true, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
-        self.task.await.map_err(std::io::Error::other)?
+        let served = self.task.await.map_err(std::io::Error::other)?;
+        self.webhooks.await.map_err(std::io::Error::other)?;
+        served
     }
 
     /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
@@ -62,18 +64,26 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
     let projections = runner::spawn(projection_runner.clone(), sequencer.head(), POLL, shutdown_rx.clone());
     let rate_limits = Arc::new(RateLimits::new(settings.rate_limit_per_minute));
     spawn_rate_limit_cleanup(rate_limits.clone(), shutdown_rx.clone());
-    let shutting_down = Arc::new(AtomicBool::new(false));
     metrics::handle();
     let state = AppState {
         store: store.clone(),
         commands: CommandService::new(store.clone()),
         visibility: Visibility::new(store, sequencer, projections, projection_runner.clone()),
         projections: projection_runner,
-        shutting_down: shutting_down.clone(),
         rate_limits,
         usage: Arc::new(UsageTracker::default()),
         body_limit: settings.body_limit,
+        shutdown: shutdown_rx.clone(),
+        sse_heartbeat: Duration::from_secs(settings.sse_heartbeat_seconds.get().into()),
+        webhook_allow_private: settings.webhook_allow_private,
     };
+    let policy = DeliveryPolicy {
+        allow_private: settings.webhook_allow_private,
+        retry_base: Duration::from_millis(settings.webhook_retry_base_ms),
+        retry_cap: Duration::from_millis(settings.webhook_retry_cap_ms),
+    };
+    let webhooks = webhooks::spawn(state.store.clone(), policy, state.visibility.head(), shutdown_rx.clone())
+        .map_err(|e| StartError::Usage(e.to_string()))?;
     let app = app(state, settings.body_limit);
 
     let listener = tokio::net::TcpListener::bind(settings.bind).await?;
@@ -87,7 +97,7 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
             .await
     });
     tracing::info!(%local_addr, "listening");
-    Ok(RunningServer { local_addr, shutting_down, shutdown: shutdown_tx, task })
+    Ok(RunningServer { local_addr, shutdown: shutdown_tx, task, webhooks })
 }
 
 fn app(state: AppState, body_limit: usize) -> Router {

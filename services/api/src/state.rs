@@ -1,11 +1,12 @@
 //! What every handler shares.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pwnbook_commands::CommandService;
 use pwnbook_events::Store;
 use pwnbook_projections::ProjectionRunner;
+use tokio::sync::watch;
 
 use crate::auth::UsageTracker;
 use crate::rate_limit::RateLimits;
@@ -19,8 +20,13 @@ pub struct AppState {
     pub rate_limits: Arc<RateLimits>,
     pub usage: Arc<UsageTracker>,
     pub projections: ProjectionRunner,
-    /// Set when shutdown begins: readiness fails so load balancers stop sending requests.
-    pub shutting_down: Arc<AtomicBool>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Turns `true` when the server shuts down: readiness fails (so load balancers stop sending
+    /// requests) and long-lived responses (SSE) end.
+    pub shutdown: watch::Receiver<bool>,
+    /// Interval of SSE heartbeat comments.
+    pub sse_heartbeat: Duration,
+    /// Whether webhook URLs may point to loopback, private and link-local addresses.
+    pub webhook_allow_private: bool,
 }

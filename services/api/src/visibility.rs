@@ -34,6 +34,11 @@ impl Visibility {
         Self { store, sequencer, projections, runner }
     }
 
+    /// The local sequencer's log head, for readers that follow the log.
+    pub fn head(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.sequencer.head()
+    }
+
     pub async fn wait(&self, committed: &Committed) -> Result<(), ApiError> {
         if !committed.changed {
             return Ok(());

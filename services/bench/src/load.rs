@@ -80,3 +80,18 @@ where
         p99_ms: pct(0.99),
     }
 }
+
+/// A single timed whole job (rebuild, full feed read): `items` per second.
+pub fn job(operation: &str, items: u64, elapsed: Duration) -> Measurement {
+    let ms = elapsed.as_secs_f64() * 1000.0;
+    Measurement {
+        operation: operation.to_owned(),
+        concurrency: 1,
+        requests: items,
+        errors: 0,
+        throughput: items as f64 / elapsed.as_secs_f64().max(1e-9),
+        p50_ms: ms,
+        p95_ms: ms,
+        p99_ms: ms,
+    }
+}

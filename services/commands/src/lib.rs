@@ -12,6 +12,7 @@ mod service;
 pub mod target;
 pub mod task;
 mod validate;
+pub mod webhook;
 pub mod wiki;
 
 pub use error::{CommandError, DomainError, FieldError};

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pwnbook_commands::api_key::{ApiKey, ApiKeyCommand, NewApiKey};
 use pwnbook_commands::{Execution, FieldError};
-use pwnbook_events::{Id, IdKind};
+use pwnbook_events::{Id, IdKind, LogEvent};
 use pwnbook_projections::api_keys::{self, ApiKeyFilter, ApiKeyRow, ApiKeySort};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,8 +17,10 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{etag, reject_unknown, ApiJson, QueryParams};
-use crate::openapi::{data, Data, Page};
+use crate::openapi::{data, to_json, Data, Page};
 use crate::pagination;
+use crate::routes::events::FeedPage;
+use crate::routes::history;
 use crate::secrets::Secret;
 use crate::state::AppState;
 use crate::time::{format_millis, now_millis};
@@ -195,17 +197,50 @@ pub async fn create(
     Ok(response)
 }
 
+/// API keys in history and time travel.
+pub struct Tracked;
+
+impl history::Tracked for Tracked {
+    const KIND: IdKind = IdKind::ApiKey;
+    const AGGREGATE: &'static str = "api_key";
+
+    async fn fold(
+        _: &AppState,
+        events: &[LogEvent],
+        _: Option<i64>,
+    ) -> Result<Option<(Value, i64)>, ApiError> {
+        Ok(api_keys::fold(events)?.map(|row| (to_json(render(&row)), row.version)))
+    }
+}
+
+/// An API key's events.
+#[utoipa::path(get, path = "/api/v1/api-keys/{id}/history", tag = "api-keys", params(("id" = String, Path), history::HistoryQuery),
+    responses((status = 200, description = "Events in log order", body = FeedPage)))]
+pub async fn history_page(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+    params: QueryParams,
+) -> Result<Json<FeedPage>, ApiError> {
+    history::of::<Tracked>(state, caller, id, params).await
+}
+
 /// Get an API key.
-#[utoipa::path(get, path = "/api/v1/api-keys/{id}", tag = "api-keys", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/api-keys/{id}", tag = "api-keys", params(("id" = String, Path), history::TimeTravelQuery),
     responses((status = 200, description = "The key", body = Data<ApiKeyView>)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    params: QueryParams,
+    mut params: QueryParams,
 ) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let past = history::time_travel::<Tracked>(&state, &caller, id.as_str(), &mut params).await;
     params.finish()?;
-    let row = load(&state, &caller, &parse_id(&id)?).await?;
+    if let Some(response) = past? {
+        return Ok(response);
+    }
+    let row = load(&state, &caller, &id).await?;
     Ok(([(header::ETAG, etag(row.version))], data(render(&row))).into_response())
 }
 

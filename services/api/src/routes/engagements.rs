@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pwnbook_commands::engagement::{Engagement, EngagementCommand, EngagementPatch, NewEngagement};
 use pwnbook_commands::{Execution, FieldError};
-use pwnbook_events::{Id, IdKind};
+use pwnbook_events::{Id, IdKind, LogEvent};
 use pwnbook_projections::engagements::{self, EngagementFilter, EngagementRow, EngagementSort};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,8 +17,10 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
-use crate::openapi::{data, Data, Page};
+use crate::openapi::{data, to_json, Data, Page};
 use crate::pagination;
+use crate::routes::events::FeedPage;
+use crate::routes::history;
 use crate::state::AppState;
 use crate::time::format_millis;
 
@@ -197,19 +199,53 @@ pub async fn create(
     Ok(response)
 }
 
+/// Engagements in history and time travel; an engagement's history holds its children's events.
+pub struct Tracked;
+
+impl history::Tracked for Tracked {
+    const KIND: IdKind = IdKind::Engagement;
+    const AGGREGATE: &'static str = "engagement";
+    const ENCLOSES: bool = true;
+
+    async fn fold(
+        _: &AppState,
+        events: &[LogEvent],
+        _: Option<i64>,
+    ) -> Result<Option<(Value, i64)>, ApiError> {
+        Ok(engagements::fold(events)?.map(|row| (to_json(render(&row)), row.version)))
+    }
+}
+
+/// An engagement's events, its children's included.
+#[utoipa::path(get, path = "/api/v1/engagements/{id}/history", tag = "engagements", params(("id" = String, Path), history::HistoryQuery),
+    responses((status = 200, description = "Events in log order", body = FeedPage)))]
+pub async fn history_page(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+    params: QueryParams,
+) -> Result<Json<FeedPage>, ApiError> {
+    history::of::<Tracked>(state, caller, id, params).await
+}
+
 /// Get an engagement.
 #[utoipa::path(get, path = "/api/v1/engagements/{id}", tag = "engagements",
-    params(("id" = String, Path), ("If-None-Match" = Option<String>, Header)),
-    responses((status = 200, description = "The engagement", body = Data<EngagementView>)))]
+    params(("id" = String, Path), history::TimeTravelQuery, ("If-None-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The engagement (as it was, with version or asOf)", body = Data<EngagementView>)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
-    params: QueryParams,
+    mut params: QueryParams,
 ) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let past = history::time_travel::<Tracked>(&state, &caller, id.as_str(), &mut params).await;
     params.finish()?;
-    let row = load(&state, &caller, &parse_id(&id)?).await?;
+    if let Some(response) = past? {
+        return Ok(response);
+    }
+    let row = load(&state, &caller, &id).await?;
     if if_none_match(&headers, row.version) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag(row.version))]).into_response());
     }

@@ -1,7 +1,5 @@
 //! Liveness, readiness, metrics and the API documentation; no key needed.
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -41,7 +39,7 @@ pub async fn healthz() -> Response {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Data<Status>), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
-    if state.shutting_down.load(Ordering::Relaxed) {
+    if *state.shutdown.borrow() {
         return Err(ApiError::Unavailable("the server is shutting down".to_owned()));
     }
     let lag = crate::metrics::projection_lag(&state)

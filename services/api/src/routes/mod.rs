@@ -3,14 +3,17 @@
 
 pub(crate) mod api_keys;
 pub(crate) mod engagements;
+pub mod events;
 pub(crate) mod findings;
 pub(crate) mod health;
+pub mod history;
 pub(crate) mod organizations;
 mod report_document;
 pub(crate) mod reports;
 mod scope;
 pub(crate) mod targets;
 pub(crate) mod tasks;
+pub(crate) mod webhooks;
 pub(crate) mod wiki;
 
 use axum::routing::{delete, get, patch, post};
@@ -91,12 +94,25 @@ api_routes! {
     delete "/api/v1/reports/{id}" => reports::delete, ReportsWrite;
     post "/api/v1/reports/{id}/generate" => reports::generate, ReportsWrite;
     get "/api/v1/reports/{id}/content" => reports::content, ReportsRead;
+    get "/api/v1/engagements/{id}/history" => engagements::history_page, AuditRead;
     get "/api/v1/organizations/current" => organizations::get, OrganizationsRead;
+    get "/api/v1/organizations/current/history" => organizations::history, AuditRead;
     patch "/api/v1/organizations/current" => organizations::update, OrganizationsWrite;
     get "/api/v1/api-keys" => api_keys::list, KeysManage;
     post "/api/v1/api-keys" => api_keys::create, KeysManage;
     get "/api/v1/api-keys/{id}" => api_keys::get, KeysManage;
     delete "/api/v1/api-keys/{id}" => api_keys::revoke, KeysManage;
+    get "/api/v1/api-keys/{id}/history" => api_keys::history_page, AuditRead;
+    get "/api/v1/events" => events::list, AuditRead;
+    get "/api/v1/events/stream" => events::stream, AuditRead;
+    get "/api/v1/events/verify" => events::verify, AuditRead;
+    get "/api/v1/webhooks" => webhooks::list, WebhooksManage;
+    post "/api/v1/webhooks" => webhooks::create, WebhooksManage;
+    get "/api/v1/webhooks/{id}" => webhooks::get, WebhooksManage;
+    patch "/api/v1/webhooks/{id}" => webhooks::update, WebhooksManage;
+    delete "/api/v1/webhooks/{id}" => webhooks::delete, WebhooksManage;
+    get "/api/v1/webhooks/{id}/deliveries" => webhooks::deliveries, WebhooksManage;
+    get "/api/v1/webhooks/{id}/history" => webhooks::history_page, AuditRead;
 }
 
 /// The whole HTTP surface: authenticated `/api/v1` routes plus the open health endpoints.

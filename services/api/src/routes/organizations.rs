@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Json;
 use pwnbook_commands::organization::{Organization, OrganizationCommand};
 use pwnbook_commands::Execution;
+use pwnbook_events::{IdKind, LogEvent};
 use pwnbook_projections::organizations::{self, OrganizationRow};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -15,7 +17,8 @@ use utoipa::ToSchema;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
-use crate::openapi::{data, Data};
+use crate::openapi::{data, to_json, Data};
+use crate::routes::history;
 use crate::state::AppState;
 use crate::time::format_millis;
 
@@ -36,16 +39,53 @@ pub struct OrganizationView {
     engagement_count: i64,
 }
 
-async fn respond(state: &AppState, row: &OrganizationRow) -> Result<Response, ApiError> {
-    let view = OrganizationView {
+fn render(row: &OrganizationRow, engagement_count: i64) -> OrganizationView {
+    OrganizationView {
         id: row.id.clone(),
         name: row.name.clone(),
         slug: row.slug.clone(),
         created_at: format_millis(row.created_at),
         updated_at: format_millis(row.updated_at),
-        engagement_count: organizations::engagement_count(state.store.pool(), &row.id).await?,
-    };
-    Ok(([(header::ETAG, etag(row.version))], data(view)).into_response())
+        engagement_count,
+    }
+}
+
+async fn respond(state: &AppState, row: &OrganizationRow) -> Result<Response, ApiError> {
+    let engagement_count = organizations::engagement_count(state.store.pool(), &row.id).await?;
+    Ok(([(header::ETAG, etag(row.version))], data(render(row, engagement_count))).into_response())
+}
+
+/// The organization in history and time travel; its engagement count is counted from the log
+/// at the requested moment.
+pub struct Tracked;
+
+impl history::Tracked for Tracked {
+    const KIND: IdKind = IdKind::Organization;
+    const AGGREGATE: &'static str = "organization";
+
+    async fn fold(
+        state: &AppState,
+        events: &[LogEvent],
+        as_of: Option<i64>,
+    ) -> Result<Option<(Value, i64)>, ApiError> {
+        let Some(row) = organizations::fold(events)? else { return Ok(None) };
+        let at = as_of.unwrap_or(row.updated_at);
+        let count = organizations::engagement_count_at(state.store.pool(), &row.id, at).await?;
+        Ok(Some((to_json(render(&row, count)), row.version)))
+    }
+}
+
+/// `GET /organizations/current/history`.
+/// The organization's own events.
+#[utoipa::path(get, path = "/api/v1/organizations/current/history", tag = "organizations", params(history::HistoryQuery),
+    responses((status = 200, description = "Events in log order", body = crate::routes::events::FeedPage)))]
+pub async fn history(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: QueryParams,
+) -> Result<Json<crate::routes::events::FeedPage>, ApiError> {
+    let id = caller.organization_id().to_owned();
+    history::history::<Tracked>(&state, &caller, &id, params).await
 }
 
 async fn load(state: &AppState, caller: &Caller) -> Result<OrganizationRow, ApiError> {
@@ -53,15 +93,20 @@ async fn load(state: &AppState, caller: &Caller) -> Result<OrganizationRow, ApiE
 }
 
 /// Get the caller's organization.
-#[utoipa::path(get, path = "/api/v1/organizations/current", tag = "organizations",
+#[utoipa::path(get, path = "/api/v1/organizations/current", tag = "organizations", params(history::TimeTravelQuery),
     responses((status = 200, description = "The organization", body = Data<OrganizationView>)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    params: QueryParams,
+    mut params: QueryParams,
 ) -> Result<Response, ApiError> {
+    let id = caller.organization_id().to_owned();
+    let past = history::time_travel::<Tracked>(&state, &caller, &id, &mut params).await;
     params.finish()?;
+    if let Some(response) = past? {
+        return Ok(response);
+    }
     let row = load(&state, &caller).await?;
     if if_none_match(&headers, row.version) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag(row.version))]).into_response());

@@ -168,6 +168,9 @@ backend_tests! {
         let task = create_task(&app, &engagement, json!({"title": "Walked"})).await["id"].as_str().unwrap().to_owned();
         let page = create_page(&app, &engagement, json!({"title": "Walked"})).await["id"].as_str().unwrap().to_owned();
         let report = create_report(&app, &engagement, json!({"title": "Walked"})).await["id"].as_str().unwrap().to_owned();
+        // An address literal needs no DNS and passes the SSRF guard; nothing here emits findings.
+        let (status, webhook) = parts(app.post("/api/v1/webhooks", &json!({"url": "http://93.184.216.34/hook", "events": ["finding.*"]})).send().await.unwrap()).await;
+        assert_eq!(status, 201, "{webhook}");
         let fixtures: HashMap<&str, String> = HashMap::from([
             ("/api/v1/engagements/{id}", engagement),
             ("/api/v1/tasks/{id}", task),
@@ -176,6 +179,7 @@ backend_tests! {
             ("/api/v1/targets/{id}", target),
             ("/api/v1/findings/{id}", finding),
             ("/api/v1/api-keys/{id}", key["data"]["id"].as_str().unwrap().to_owned()),
+            ("/api/v1/webhooks/{id}", webhook["data"]["id"].as_str().unwrap().to_owned()),
         ]);
         let stranger = app.org_with_key(&["*"]).await;
         let mut lacking: HashMap<Permission, String> = HashMap::new();

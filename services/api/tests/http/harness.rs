@@ -32,6 +32,10 @@ pub fn settings(db: &TestDb) -> Settings {
         body_limit: 1024 * 1024,
         bootstrap_api_key: Some(Secret::generate("test").expose().to_owned()),
         log_format: LogFormat::Text,
+        sse_heartbeat_seconds: NonZeroU32::new(1).unwrap(),
+        webhook_allow_private: false,
+        webhook_retry_base_ms: 50,
+        webhook_retry_cap_ms: 400,
     }
 }
 

@@ -148,3 +148,31 @@ backend_tests! {
         assert!(!logs.contains(&key[10..]));
     }
 }
+
+backend_tests! {
+    async fn sigterm_ends_open_streams_and_exits_promptly(db) {
+        let key = Secret::generate("live").expose().to_owned();
+        let mut server = spawn_binary_with(&db.url, &key, &[]).await;
+        let client = reqwest::Client::new();
+        let mut stream = client
+            .get(format!("{}/api/v1/events/stream?after=0", server.base))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.status(), 200);
+        // The stream is open and replaying; now ask the server to stop.
+        let pid = server.child.id().unwrap().to_string();
+        let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+        let drained = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+            while let Ok(Some(_)) = stream.chunk().await {}
+        })
+        .await;
+        assert!(drained.is_ok(), "the SSE stream did not end after SIGTERM");
+        let status = tokio::time::timeout(std::time::Duration::from_secs(15), server.child.wait()).await;
+        let status = status.expect("the server did not exit after SIGTERM").unwrap();
+        assert!(status.success(), "graceful shutdown exits 0: {status}");
+        assert!(server.stderr.lock().unwrap().contains("shutting down"));
+    }
+}

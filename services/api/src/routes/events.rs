@@ -1,0 +1,454 @@
+//! `/api/v1/events`: the organization's log as event objects (JSON pages or NDJSON), the SSE
+//! stream that replays then follows it, and the hash-chain check.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::Stream;
+use pwnbook_events::{log, LogEvent, Store};
+use pwnbook_projections::feed::{self, EventFilter};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::QueryParams;
+use crate::openapi::{data, to_json, Data};
+use crate::state::AppState;
+use crate::time::format_millis;
+
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1_000;
+/// Events per database read when streaming (NDJSON, SSE): memory stays bounded by one page.
+const STREAM_PAGE: i64 = 1_000;
+/// How often a live stream looks at the log when no wake-up came (another process's writes).
+const FOLLOW_POLL: Duration = Duration::from_millis(250);
+/// The resource types of SPEC §4 (`resourceType` values).
+const RESOURCE_TYPES: &[&str] =
+    &["organization", "api_key", "engagement", "target", "finding", "task", "wiki_page", "report", "webhook"];
+const NDJSON: &str = "application/x-ndjson";
+
+/// Who caused an event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActorView {
+    /// `api_key` or `system`.
+    #[serde(rename = "type")]
+    kind: Value,
+    id: Value,
+    name: Value,
+}
+
+/// An event of the organization's log (SPEC §4).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Event)]
+pub struct EventView {
+    #[schema(example = "evt_01j9k2m3n4p5q6r7s8t9")]
+    id: String,
+    /// Place in the global log: dense, strictly increasing.
+    position: i64,
+    #[serde(rename = "type")]
+    #[schema(example = "finding.status_changed")]
+    kind: String,
+    resource_type: String,
+    resource_id: String,
+    engagement_id: Option<String>,
+    /// Place in the resource's own stream (its version after this event).
+    sequence: i64,
+    occurred_at: String,
+    actor: ActorView,
+    request_id: Value,
+    /// What changed: the fields as created, the changed fields, or `{from, to}`.
+    #[schema(value_type = Object)]
+    data: Value,
+}
+
+/// The event object of SPEC §4 for one log row.
+pub fn event_view(event: &LogEvent) -> EventView {
+    let metadata: Map<String, Value> = serde_json::from_str(&event.metadata).unwrap_or_default();
+    // Only the actor and request id are part of the event object; the rest of the metadata
+    // (name claims, idempotency keys) is internal bookkeeping.
+    let meta = |key: &str| metadata.get(key).cloned().unwrap_or(Value::Null);
+    // Payloads are stored externally tagged (`{"engagement.created": {...}}`): the inner object
+    // is what changed.
+    let mut data = match serde_json::from_str::<Value>(&event.payload) {
+        Ok(Value::Object(tagged)) if tagged.len() == 1 => {
+            tagged.into_iter().next().map(|(_, inner)| inner).unwrap_or(Value::Null)
+        }
+        Ok(other) => other,
+        Err(_) => Value::Null,
+    };
+    if let Some(fields) = data.as_object_mut() {
+        // A key's secret hash authenticates requests and a webhook's secret signs deliveries:
+        // neither leaves the server.
+        fields.remove("secretHash");
+        fields.remove("secret");
+    }
+    EventView {
+        id: event.event_id.clone(),
+        position: event.position,
+        kind: event.event_type.clone(),
+        resource_type: event.aggregate_type.clone(),
+        resource_id: event.aggregate_id.clone(),
+        engagement_id: event.engagement_id.clone(),
+        sequence: event.sequence,
+        occurred_at: format_millis(event.recorded_at),
+        actor: ActorView { kind: meta("actorType"), id: meta("actorId"), name: meta("actorName") },
+        request_id: meta("requestId"),
+        data,
+    }
+}
+
+/// The event object as JSON (deliveries, streams, history).
+pub fn event_object(event: &LogEvent) -> Value {
+    to_json(event_view(event))
+}
+
+/// Where a feed page stopped.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FeedMeta {
+    after: i64,
+    limit: i64,
+    /// The highest position this page examined: pass it as `after` to continue.
+    next_after: i64,
+    /// Whether the log goes further than `nextAfter`.
+    has_more: bool,
+}
+
+/// A page of the event feed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeedPage {
+    data: Vec<EventView>,
+    meta: FeedMeta,
+}
+
+/// Query parameters of `GET /events` and `GET /events/stream`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)]
+pub struct FeedQuery {
+    /// Start after this position.
+    after: Option<i64>,
+    /// 1 to 1000 (default 100); with NDJSON, caps the whole selection.
+    limit: Option<i64>,
+    /// Event types, comma-separated; `finding.*` matches a prefix.
+    r#type: Option<String>,
+    resourceType: Option<String>,
+    resourceId: Option<String>,
+    engagementId: Option<String>,
+    actorId: Option<String>,
+    /// Occurred at or after (RFC 3339).
+    since: Option<String>,
+    /// Occurred before (RFC 3339).
+    until: Option<String>,
+}
+
+/// The result of recomputing the hash chain.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainReportView {
+    valid: bool,
+    checked: u64,
+    first_broken_position: Option<i64>,
+}
+
+/// The feed filters of SPEC §4 from the query string.
+pub fn take_filter(params: &mut QueryParams) -> Result<EventFilter, ApiError> {
+    let mut filter = EventFilter::default();
+    for item in params.take_list("type") {
+        let (name, wildcard) = match item.strip_suffix(".*") {
+            Some(prefix) => (prefix, true),
+            None => (item.as_str(), false),
+        };
+        let valid = !name.is_empty()
+            && name
+                .split('.')
+                .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        if !valid {
+            return Err(ApiError::BadRequest(format!(
+                "type must be event types such as engagement.created or a prefix such as finding.*; got {item:?}"
+            )));
+        }
+        if wildcard {
+            filter.type_prefixes.push(format!("{name}."));
+        } else {
+            filter.types.push(name.to_owned());
+        }
+    }
+    filter.resource_types = params.take_enum_list("resourceType", RESOURCE_TYPES)?;
+    filter.resource_ids = params.take_list("resourceId");
+    filter.engagement_ids = params.take_list("engagementId");
+    filter.actor_ids = params.take_list("actorId");
+    filter.since = params.take_timestamp("since")?;
+    filter.until = params.take_timestamp("until")?;
+    Ok(filter)
+}
+
+/// A position parameter (`after`): a non-negative integer.
+pub fn take_position(params: &mut QueryParams, name: &str) -> Result<Option<i64>, ApiError> {
+    params
+        .take(name)
+        .map(|v| {
+            v.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| ApiError::BadRequest(format!("{name} must be a non-negative integer")))
+        })
+        .transpose()
+}
+
+pub fn take_limit(params: &mut QueryParams) -> Result<Option<i64>, ApiError> {
+    params
+        .take("limit")
+        .map(|v| {
+            v.parse::<i64>().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
+                ApiError::BadRequest(format!("limit must be an integer from 1 to {MAX_LIMIT}"))
+            })
+        })
+        .transpose()
+}
+
+fn wants_ndjson(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| {
+        accept.split(',').any(|t| t.split(';').next().unwrap_or_default().trim() == NDJSON)
+    })
+}
+
+/// A page of the feed as `{"data": [...], "meta": {...}}`. `nextAfter` is the highest position
+/// examined (not just the last one returned), so a sparse filter never makes a client rescan.
+pub async fn feed_page(
+    store: &Store,
+    organization_id: &str,
+    filter: &EventFilter,
+    after: i64,
+    limit: i64,
+) -> Result<FeedPage, ApiError> {
+    let head = log::head(store).await?;
+    let page = feed::page(store, organization_id, filter, after, limit, head).await?;
+    Ok(FeedPage {
+        data: page.events.iter().map(event_view).collect(),
+        meta: FeedMeta { after, limit, next_after: page.scanned_to, has_more: page.scanned_to < head },
+    })
+}
+
+/// `GET /events`: a page (`after`, `limit`), or with `Accept: application/x-ndjson` the whole
+/// selection up to the current head, one event object per line, read a page at a time.
+/// The organization's events in log order; `Accept: application/x-ndjson` streams the whole selection.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(FeedQuery),
+    responses((status = 200, description = "A page of events, or NDJSON event objects one per line",
+        content((FeedPage = "application/json"), (String = "application/x-ndjson")))))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    mut params: QueryParams,
+) -> Result<Response, ApiError> {
+    let after = take_position(&mut params, "after")?.unwrap_or(0);
+    let limit = take_limit(&mut params)?;
+    let filter = take_filter(&mut params)?;
+    params.finish()?;
+    let organization_id = caller.organization_id().to_owned();
+    if wants_ndjson(&headers) {
+        let head = log::head(&state.store).await?;
+        let lines = ndjson(state.store.clone(), organization_id, filter, after, head, limit);
+        return Ok(([(header::CONTENT_TYPE, NDJSON)], Body::from_stream(lines)).into_response());
+    }
+    let page =
+        feed_page(&state.store, &organization_id, &filter, after, limit.unwrap_or(DEFAULT_LIMIT)).await?;
+    Ok(Json(page).into_response())
+}
+
+/// The selection after `after` up to `head` as NDJSON chunks, one database page per chunk;
+/// `limit` caps the number of events.
+pub fn ndjson(
+    store: Store,
+    organization_id: String,
+    filter: EventFilter,
+    after: i64,
+    head: i64,
+    limit: Option<i64>,
+) -> impl Stream<Item = Result<Bytes, ApiError>> + Send + 'static {
+    struct Cursor {
+        store: Store,
+        organization_id: String,
+        filter: EventFilter,
+        after: i64,
+        head: i64,
+        remaining: i64,
+    }
+    let cursor = Cursor { store, organization_id, filter, after, head, remaining: limit.unwrap_or(i64::MAX) };
+    futures::stream::try_unfold(cursor, |mut cursor| async move {
+        loop {
+            if cursor.after >= cursor.head || cursor.remaining == 0 {
+                return Ok(None);
+            }
+            let page = feed::page(
+                &cursor.store,
+                &cursor.organization_id,
+                &cursor.filter,
+                cursor.after,
+                STREAM_PAGE.min(cursor.remaining),
+                cursor.head,
+            )
+            .await
+            .inspect_err(|error| tracing::error!(%error, "NDJSON stream aborted"))?;
+            cursor.after = page.scanned_to;
+            if page.events.is_empty() {
+                continue;
+            }
+            cursor.remaining -= page.events.len() as i64;
+            let mut chunk = Vec::with_capacity(page.events.len() * 512);
+            for event in &page.events {
+                serde_json::to_writer(&mut chunk, &event_object(event))
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                chunk.push(b'\n');
+            }
+            return Ok(Some((Bytes::from(chunk), cursor)));
+        }
+    })
+}
+
+/// `GET /events/stream`: Server-Sent Events. Starts after `Last-Event-ID` (a reconnect), else
+/// after `?after=`, else at the current head; replays from the log, then follows it. Both phases
+/// read `event_log` by position, so the seam can neither drop nor repeat an event.
+/// Server-Sent Events: replays after `Last-Event-ID` or `after`, then follows the log live.
+#[utoipa::path(get, path = "/api/v1/events/stream", tag = "events",
+    params(FeedQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position")),
+    responses((status = 200, description = "An event stream; each `data:` is one event object, each `id:` its position",
+        content_type = "text/event-stream", body = String)))]
+pub async fn stream(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    mut params: QueryParams,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let after = take_position(&mut params, "after")?;
+    let filter = take_filter(&mut params)?;
+    params.finish()?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str().ok().and_then(|t| t.trim().parse::<i64>().ok()).filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::BadRequest("Last-Event-ID must be the position of an event".to_owned())
+            })
+        })
+        .transpose()?;
+    let start = match last_event_id.or(after) {
+        Some(position) => position,
+        None => log::head(&state.store).await?,
+    };
+    let follow = Follow {
+        store: state.store.clone(),
+        organization_id: caller.organization_id().to_owned(),
+        filter,
+        after: start,
+        buffer: VecDeque::new(),
+        head: Some(state.visibility.head()),
+        shutdown: state.shutdown.clone(),
+    };
+    let events = futures::stream::unfold(follow, |mut follow| async move {
+        let event = follow.next().await?;
+        let message = Event::default().id(event.position.to_string()).data(event_object(&event).to_string());
+        Some((Ok(message), follow))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(state.sse_heartbeat).text("heartbeat")))
+}
+
+/// A reader that follows one organization's log from a position, forever (until shutdown).
+struct Follow {
+    store: Store,
+    organization_id: String,
+    filter: EventFilter,
+    after: i64,
+    buffer: VecDeque<LogEvent>,
+    /// The local sequencer's head: wakes the reader as soon as new positions exist.
+    head: Option<watch::Receiver<i64>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Follow {
+    /// The next matching event; `None` ends the stream (server shutdown or a database failure).
+    async fn next(&mut self) -> Option<LogEvent> {
+        loop {
+            if *self.shutdown.borrow() {
+                return None;
+            }
+            if let Some(event) = self.buffer.pop_front() {
+                return Some(event);
+            }
+            let head = match log::head(&self.store).await {
+                Ok(head) => head,
+                Err(error) => {
+                    tracing::error!(%error, "event stream ended");
+                    return None;
+                }
+            };
+            if head > self.after {
+                match feed::page(
+                    &self.store,
+                    &self.organization_id,
+                    &self.filter,
+                    self.after,
+                    STREAM_PAGE,
+                    head,
+                )
+                .await
+                {
+                    Ok(page) => {
+                        self.after = page.scanned_to;
+                        self.buffer = page.events.into();
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "event stream ended");
+                        return None;
+                    }
+                }
+                continue;
+            }
+            let head = &mut self.head;
+            let woken = async {
+                match head.as_mut() {
+                    Some(receiver) => {
+                        if receiver.changed().await.is_err() {
+                            // The local sequencer is gone; the poll still finds new events.
+                            *head = None;
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = woken => {}
+                () = tokio::time::sleep(FOLLOW_POLL) => {}
+                changed = self.shutdown.changed() => if changed.is_err() { return None },
+            }
+        }
+    }
+}
+
+/// `GET /events/verify`: recomputes the organization's hash chain.
+#[utoipa::path(get, path = "/api/v1/events/verify", tag = "events",
+    responses((status = 200, description = "Whether the chain is intact", body = Data<ChainReportView>)))]
+pub async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: QueryParams,
+) -> Result<Json<Data<ChainReportView>>, ApiError> {
+    params.finish()?;
+    let report = log::verify_chain(&state.store, Some(caller.organization_id())).await?;
+    Ok(data(ChainReportView {
+        valid: report.valid,
+        checked: report.checked,
+        first_broken_position: report.first_broken_position,
+    }))
+}
