@@ -89,6 +89,21 @@ const ERRORS: &[(u16, &str)] = &[
     (503, "The change is saved but not yet visible, or the server is shutting down"),
 ];
 
+/// A unique, stable operation id from the route: `GET /api/v1/engagements/{id}/history` →
+/// `get_engagements_id_history` (handler names repeat across resources).
+fn operation_id(method: &str, path: &str) -> String {
+    let mut id = method.to_ascii_lowercase();
+    for part in path.trim_start_matches("/api/v1").split('/').filter(|p| !p.is_empty()) {
+        id.push('_');
+        id.extend(part.chars().filter_map(|c| match c {
+            '-' => Some('_'),
+            c if c.is_ascii_alphanumeric() => Some(c),
+            _ => None,
+        }));
+    }
+    id
+}
+
 /// Which of `ERRORS` an operation can answer.
 fn error_statuses(method: &str, path: &str, has_body: bool) -> Vec<u16> {
     let mut statuses = vec![400, 401, 403, 429, 500];
@@ -131,6 +146,7 @@ impl Modify for FromRouteTable {
                 _ => None,
             };
             let Some(operation) = operation else { continue };
+            operation.operation_id = Some(operation_id(route.method, route.path));
             operation.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
             let permission = route.permission.as_str();
             operation

@@ -24,6 +24,7 @@ fn every_route_is_documented_with_its_permission_and_errors() {
     let document: Value = serde_json::from_str(&document_json()).unwrap();
     assert_eq!(document["openapi"], "3.1.0");
     assert_eq!(document["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    let mut operation_ids = std::collections::HashSet::new();
     for route in ROUTES {
         let operation = &document["paths"][route.path][route.method.to_lowercase()];
         assert!(operation.is_object(), "{} {} is not documented", route.method, route.path);
@@ -44,6 +45,10 @@ fn every_route_is_documented_with_its_permission_and_errors() {
                 route.path
             );
         }
+        assert!(
+            operation_ids.insert(operation["operationId"].as_str().unwrap().to_owned()),
+            "duplicate operationId"
+        );
         let success = operation["responses"].as_object().unwrap().keys().any(|s| s.starts_with('2'));
         assert!(success, "{} {} documents no success response", route.method, route.path);
     }
