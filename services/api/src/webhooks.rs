@@ -338,6 +338,14 @@ async fn deliver(
             Ok(status) => (Some(i64::from(*status)), None),
             Err(error) => (None, Some(error.clone())),
         };
+        let result = match &outcome {
+            Ok(status) if (200..300).contains(status) => "delivered",
+            Ok(_) => "rejected",
+            Err(_) => "unreachable",
+        };
+        metrics::counter!("pwnbook_webhook_deliveries_total", "outcome" => result).increment(1);
+        metrics::histogram!("pwnbook_webhook_delivery_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
         sqlx::query(
             "INSERT INTO webhook_deliveries (id, webhook_id, delivery_id, event_id, event_type, position, \
              attempt, status_code, error, duration_ms, attempted_at) \

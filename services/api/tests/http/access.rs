@@ -148,7 +148,9 @@ backend_tests! {
 
     async fn revocation_is_seen_by_another_server_process(db) {
         let app = TestApp::spawn(db).await;
-        let (second, second_base) = app.second_server().await;
+        // The real binary: another OS process with its own pools, caches and workers.
+        let mut second = spawn_binary(&app.db.url, &app.key).await;
+        let second_base = second.base.clone();
         let (_, created) = create_key(&app, &app.key, json!({"name": "shared", "permissions": ["engagements:read"]})).await;
         let secret = created["data"]["key"].as_str().unwrap().to_owned();
         let id = created["data"]["id"].as_str().unwrap().to_owned();
@@ -156,7 +158,8 @@ backend_tests! {
         assert_eq!(via_second().await.unwrap().status(), 200);
         assert_eq!(app.delete(&format!("/api/v1/api-keys/{id}")).send().await.unwrap().status(), 204);
         assert_eq!(via_second().await.unwrap().status(), 401);
-        second.shutdown().await.unwrap();
+        second.child.start_kill().unwrap();
+        second.child.wait().await.unwrap();
     }
 
     async fn every_route_checks_its_permission_and_the_organization(db) {

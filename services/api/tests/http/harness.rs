@@ -58,13 +58,6 @@ impl TestApp {
         }
     }
 
-    /// A second server process (same code, own workers) on this app's database.
-    pub async fn second_server(&self) -> (RunningServer, String) {
-        let server = server::start(&settings(&self.db)).await.unwrap();
-        let base = format!("http://{}", server.local_addr);
-        (server, base)
-    }
-
     pub fn request(&self, method: Method, path: &str, key: &str) -> RequestBuilder {
         self.client.request(method, format!("{}{path}", self.base)).bearer_auth(key)
     }

@@ -216,6 +216,10 @@ backend_tests! {
         let head: Vec<(Value, Value, Value)> = log[..3].iter().map(|d| (d["attempt"].clone(), d["statusCode"].clone(), d["success"].clone())).collect();
         assert_eq!(head, [(json!(1), json!(500), json!(false)), (json!(2), json!(500), json!(false)), (json!(3), json!(200), json!(true))]);
         assert_eq!(log[0]["eventId"], expected[0]["id"]);
+        let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+        for needle in [r#"pwnbook_webhook_deliveries_total{outcome="delivered"}"#, r#"pwnbook_webhook_deliveries_total{outcome="rejected"}"#] {
+            assert!(metrics.contains(needle), "missing {needle}");
+        }
     }
 
     async fn deliveries_resume_from_the_checkpoint_after_a_restart(db) {
