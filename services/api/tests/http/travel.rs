@@ -292,7 +292,18 @@ backend_tests! {
             ("engagement.created".to_owned(), engagement.clone()),
             ("target.created".to_owned(), target.clone()),
             ("finding.created".to_owned(), finding),
-            ("target.updated".to_owned(), target),
+            ("target.updated".to_owned(), target.clone()),
         ]);
+
+        // Deleting the engagement hides its children: their pasts then need audit:read too.
+        let reader = app.key_with(&["targets:read"]).await;
+        let auditor = app.key_with(&["targets:read", "audit:read"]).await;
+        let past = format!("/api/v1/targets/{target}?version=1");
+        assert_eq!(parts(app.request(Method::GET, &past, &reader).send().await.unwrap()).await.0, 200);
+        assert_eq!(app.delete(&format!("/api/v1/engagements/{engagement}")).send().await.unwrap().status(), 204);
+        assert_eq!(parts(app.get(&format!("/api/v1/targets/{target}")).send().await.unwrap()).await.0, 404);
+        assert_eq!(parts(app.request(Method::GET, &past, &reader).send().await.unwrap()).await.0, 404, "{past} without audit:read");
+        let (status, body) = parts(app.request(Method::GET, &past, &auditor).send().await.unwrap()).await;
+        assert_eq!((status, body["data"]["id"].as_str()), (200, Some(target.as_str())), "{past} with audit:read");
     }
 }
