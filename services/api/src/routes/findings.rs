@@ -412,7 +412,7 @@ pub async fn history_page(
 /// Get a finding.
 #[utoipa::path(get, path = "/api/v1/findings/{id}", tag = "findings",
     params(("id" = String, Path), history::TimeTravelQuery, ("If-None-Match" = Option<String>, Header)),
-    responses((status = 200, description = "The finding", body = Data<FindingView>)))]
+    responses((status = 200, description = "The finding (as it was, with version or asOf)", body = Data<FindingView>)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,

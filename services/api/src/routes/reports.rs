@@ -251,7 +251,7 @@ pub async fn history_page(
 /// Get a report.
 #[utoipa::path(get, path = "/api/v1/reports/{id}", tag = "reports",
     params(("id" = String, Path), history::TimeTravelQuery, ("If-None-Match" = Option<String>, Header)),
-    responses((status = 200, description = "The report", body = Data<ReportView>)))]
+    responses((status = 200, description = "The report (as it was, with version or asOf)", body = Data<ReportView>)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,

@@ -251,7 +251,7 @@ pub async fn history_page(
 /// Get a target.
 #[utoipa::path(get, path = "/api/v1/targets/{id}", tag = "targets",
     params(("id" = String, Path), history::TimeTravelQuery, ("If-None-Match" = Option<String>, Header)),
-    responses((status = 200, description = "The target", body = Data<TargetView>)))]
+    responses((status = 200, description = "The target (as it was, with version or asOf)", body = Data<TargetView>)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,

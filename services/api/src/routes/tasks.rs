@@ -253,7 +253,7 @@ pub async fn history_page(
 /// Get a task.
 #[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks",
     params(("id" = String, Path), history::TimeTravelQuery, ("If-None-Match" = Option<String>, Header)),
-    responses((status = 200, description = "The task", body = Data<TaskView>)))]
+    responses((status = 200, description = "The task (as it was, with version or asOf)", body = Data<TaskView>)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,

@@ -248,7 +248,7 @@ pub async fn history_page(
 /// Get a wiki page.
 #[utoipa::path(get, path = "/api/v1/wiki/{id}", tag = "wiki",
     params(("id" = String, Path), history::TimeTravelQuery, ("If-None-Match" = Option<String>, Header)),
-    responses((status = 200, description = "The wiki page", body = Data<WikiPageView>)))]
+    responses((status = 200, description = "The wiki page (as it was, with version or asOf)", body = Data<WikiPageView>)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
