@@ -446,3 +446,111 @@ impl Projector for FindingsProjector {
         Ok(())
     }
 }
+
+/// The row as of the end of `events` (one finding's stream, in order), folded the way the
+/// projector applies them: time travel. `None` before the creation and after the deletion.
+pub fn fold(events: &[LogEvent]) -> Result<Option<FindingRow>, ProjectionError> {
+    let mut row: Option<FindingRow> = None;
+    for event in events {
+        let change = match serde_json::from_str::<FindingEvent>(&event.payload)? {
+            FindingEvent::Created(c) => {
+                row = Some(FindingRow {
+                    id: event.aggregate_id.clone(),
+                    organization_id: c.organization_id,
+                    engagement_id: c.engagement_id,
+                    title: c.title,
+                    severity: c.severity,
+                    cvss: c.cvss.map(stored_cvss),
+                    cwe: c.cwe,
+                    cve: c.cve,
+                    description: c.description,
+                    impact: c.impact,
+                    remediation: c.remediation,
+                    steps_to_reproduce: c.steps_to_reproduce,
+                    references: c.references,
+                    affected_target_ids: c.affected_target_ids,
+                    status: c.status,
+                    review_status: c.review_status,
+                    retest_notes: c.retest_notes,
+                    tags: c.tags,
+                    // The projector inserts these empty: only transitions set them.
+                    opened_at: None,
+                    remediated_at: None,
+                    closed_at: None,
+                    created_at: event.recorded_at,
+                    updated_at: event.recorded_at,
+                    version: event.sequence,
+                });
+                continue;
+            }
+            FindingEvent::Deleted(_) => {
+                row = None;
+                continue;
+            }
+            other => other,
+        };
+        let Some(row) = row.as_mut() else { continue };
+        match change {
+            FindingEvent::Updated(u) => {
+                let texts = [
+                    (&mut row.description, u.description),
+                    (&mut row.impact, u.impact),
+                    (&mut row.remediation, u.remediation),
+                    (&mut row.steps_to_reproduce, u.steps_to_reproduce),
+                    (&mut row.retest_notes, u.retest_notes),
+                ];
+                for (field, value) in texts {
+                    if let Some(value) = value {
+                        *field = value;
+                    }
+                }
+                if let Some(title) = u.title {
+                    row.title = title;
+                }
+                if let Some(severity) = u.severity {
+                    row.severity = severity;
+                }
+                if let Some(cvss) = u.cvss {
+                    row.cvss = cvss.map(stored_cvss);
+                }
+                let lists = [
+                    (&mut row.cwe, u.cwe),
+                    (&mut row.cve, u.cve),
+                    (&mut row.references, u.references),
+                    (&mut row.affected_target_ids, u.affected_target_ids),
+                    (&mut row.tags, u.tags),
+                ];
+                for (field, value) in lists {
+                    if let Some(value) = value {
+                        *field = value;
+                    }
+                }
+            }
+            FindingEvent::StatusChanged(t) => {
+                // As in the projector: openedAt is the first opening; reopening clears
+                // remediatedAt and closedAt.
+                match t.change.to.as_str() {
+                    "open" => {
+                        row.opened_at = row.opened_at.or(Some(event.recorded_at));
+                        row.remediated_at = None;
+                        row.closed_at = None;
+                    }
+                    "remediated" => row.remediated_at = Some(event.recorded_at),
+                    "closed" => row.closed_at = Some(event.recorded_at),
+                    _ => {}
+                }
+                row.status = t.change.to;
+            }
+            FindingEvent::ReviewStatusChanged(t) => row.review_status = t.change.to,
+            FindingEvent::Created(_) | FindingEvent::Deleted(_) => {}
+        }
+        row.updated_at = event.recorded_at;
+        row.version = event.sequence;
+    }
+    Ok(row)
+}
+
+/// The CVSS as the table gives it back: the score is stored in tenths.
+fn stored_cvss(cvss: Cvss) -> Cvss {
+    Cvss { score: score_key(Some(&cvss)) as f64 / 10.0, ..cvss }
+}

@@ -234,3 +234,62 @@ impl Projector for ReportsProjector {
         Ok(())
     }
 }
+
+/// The row as of the end of `events` (one report's stream, in order), folded the way the
+/// projector applies them: time travel. `None` before the creation and after the deletion.
+pub fn fold(events: &[LogEvent]) -> Result<Option<ReportRow>, ProjectionError> {
+    let mut row: Option<ReportRow> = None;
+    for event in events {
+        let change = match serde_json::from_str::<ReportEvent>(&event.payload)? {
+            ReportEvent::Created(c) => {
+                row = Some(ReportRow {
+                    id: event.aggregate_id.clone(),
+                    organization_id: c.organization_id,
+                    engagement_id: c.engagement_id,
+                    title: c.title,
+                    format: c.format,
+                    status: c.status,
+                    content_format: None,
+                    finding_count: None,
+                    generated_at: None,
+                    published_at: None,
+                    created_at: event.recorded_at,
+                    updated_at: event.recorded_at,
+                    version: event.sequence,
+                });
+                continue;
+            }
+            ReportEvent::Deleted(_) => {
+                row = None;
+                continue;
+            }
+            other => other,
+        };
+        let Some(row) = row.as_mut() else { continue };
+        match change {
+            ReportEvent::Updated(u) => {
+                if let Some(title) = u.title {
+                    row.title = title;
+                }
+                if let Some(format) = u.format {
+                    row.format = format;
+                }
+            }
+            ReportEvent::Generated(g) => {
+                row.content_format = Some(g.format);
+                row.finding_count = Some(g.finding_ids.len() as i64);
+                row.generated_at = Some(event.recorded_at);
+            }
+            ReportEvent::StatusChanged(c) => {
+                if c.to == "published" {
+                    row.published_at = Some(event.recorded_at);
+                }
+                row.status = c.to;
+            }
+            ReportEvent::Created(_) | ReportEvent::Deleted(_) => {}
+        }
+        row.updated_at = event.recorded_at;
+        row.version = event.sequence;
+    }
+    Ok(row)
+}

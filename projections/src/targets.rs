@@ -254,3 +254,59 @@ impl Projector for TargetsProjector {
         Ok(())
     }
 }
+
+/// The row as of the end of `events` (one target's stream, in order), folded the way the
+/// projector applies them: time travel. `None` before the creation and after the deletion.
+pub fn fold(events: &[LogEvent]) -> Result<Option<TargetRow>, ProjectionError> {
+    let mut row: Option<TargetRow> = None;
+    for event in events {
+        match serde_json::from_str::<TargetEvent>(&event.payload)? {
+            TargetEvent::Created(c) => {
+                row = Some(TargetRow {
+                    id: event.aggregate_id.clone(),
+                    organization_id: c.organization_id,
+                    engagement_id: c.engagement_id,
+                    kind: c.kind,
+                    value: c.value,
+                    port: c.port.map(i64::from),
+                    protocol: c.protocol,
+                    in_scope: c.in_scope,
+                    tags: c.tags,
+                    notes: c.notes,
+                    created_at: event.recorded_at,
+                    updated_at: event.recorded_at,
+                    version: event.sequence,
+                });
+            }
+            TargetEvent::Updated(u) => {
+                if let Some(row) = row.as_mut() {
+                    if let Some(kind) = u.kind {
+                        row.kind = kind;
+                    }
+                    if let Some(value) = u.value {
+                        row.value = value;
+                    }
+                    if let Some(port) = u.port {
+                        row.port = port.map(i64::from);
+                    }
+                    if let Some(protocol) = u.protocol {
+                        row.protocol = protocol;
+                    }
+                    if let Some(in_scope) = u.in_scope {
+                        row.in_scope = in_scope;
+                    }
+                    if let Some(tags) = u.tags {
+                        row.tags = tags;
+                    }
+                    if let Some(notes) = u.notes {
+                        row.notes = notes;
+                    }
+                    row.updated_at = event.recorded_at;
+                    row.version = event.sequence;
+                }
+            }
+            TargetEvent::Deleted(_) => row = None,
+        }
+    }
+    Ok(row)
+}

@@ -241,3 +241,64 @@ impl Projector for TasksProjector {
         Ok(())
     }
 }
+
+/// The row as of the end of `events` (one task's stream, in order), folded the way the
+/// projector applies them: time travel. `None` before the creation and after the deletion.
+pub fn fold(events: &[LogEvent]) -> Result<Option<TaskRow>, ProjectionError> {
+    let mut row: Option<TaskRow> = None;
+    for event in events {
+        let change = match serde_json::from_str::<TaskEvent>(&event.payload)? {
+            TaskEvent::Created(c) => {
+                row = Some(TaskRow {
+                    id: event.aggregate_id.clone(),
+                    organization_id: c.organization_id,
+                    engagement_id: c.engagement_id,
+                    title: c.title,
+                    description: c.description,
+                    status: c.status,
+                    priority: c.priority,
+                    due_date: c.due_date,
+                    closed_at: None,
+                    created_at: event.recorded_at,
+                    updated_at: event.recorded_at,
+                    version: event.sequence,
+                });
+                continue;
+            }
+            TaskEvent::Deleted(_) => {
+                row = None;
+                continue;
+            }
+            other => other,
+        };
+        let Some(row) = row.as_mut() else { continue };
+        match change {
+            TaskEvent::Updated(u) => {
+                if let Some(title) = u.title {
+                    row.title = title;
+                }
+                if let Some(description) = u.description {
+                    row.description = description;
+                }
+                if let Some(priority) = u.priority {
+                    row.priority = priority;
+                }
+                if let Some(due_date) = u.due_date {
+                    row.due_date = due_date;
+                }
+            }
+            TaskEvent::StatusChanged(c) | TaskEvent::Reopened(c) => {
+                row.status = c.to;
+                row.closed_at = None;
+            }
+            TaskEvent::Closed(c) => {
+                row.status = c.to;
+                row.closed_at = Some(event.recorded_at);
+            }
+            TaskEvent::Created(_) | TaskEvent::Deleted(_) => {}
+        }
+        row.updated_at = event.recorded_at;
+        row.version = event.sequence;
+    }
+    Ok(row)
+}

@@ -218,3 +218,47 @@ impl Projector for WikiProjector {
         Ok(())
     }
 }
+
+/// The row as of the end of `events` (one page's stream, in order), folded the way the
+/// projector applies them: time travel. `None` before the creation and after the deletion.
+pub fn fold(events: &[LogEvent]) -> Result<Option<WikiPageRow>, ProjectionError> {
+    let mut row: Option<WikiPageRow> = None;
+    for event in events {
+        match serde_json::from_str::<WikiPageEvent>(&event.payload)? {
+            WikiPageEvent::Created(c) => {
+                row = Some(WikiPageRow {
+                    id: event.aggregate_id.clone(),
+                    organization_id: c.organization_id,
+                    engagement_id: c.engagement_id,
+                    title: c.title,
+                    slug: c.slug,
+                    content: c.content,
+                    parent_id: c.parent_id,
+                    created_at: event.recorded_at,
+                    updated_at: event.recorded_at,
+                    version: event.sequence,
+                });
+            }
+            WikiPageEvent::Updated(u) => {
+                if let Some(row) = row.as_mut() {
+                    if let Some(title) = u.title {
+                        row.title = title;
+                    }
+                    if let Some(slug) = u.slug {
+                        row.slug = slug;
+                    }
+                    if let Some(content) = u.content {
+                        row.content = content;
+                    }
+                    if let Some(parent_id) = u.parent_id {
+                        row.parent_id = parent_id;
+                    }
+                    row.updated_at = event.recorded_at;
+                    row.version = event.sequence;
+                }
+            }
+            WikiPageEvent::Deleted(_) => row = None,
+        }
+    }
+    Ok(row)
+}

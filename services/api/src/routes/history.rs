@@ -13,6 +13,7 @@ use axum::Json;
 use pwnbook_commands::permissions::grants;
 use pwnbook_commands::Permission;
 use pwnbook_events::{log, Id, IdKind, LogEvent};
+use pwnbook_projections::engagements;
 use pwnbook_projections::feed::EventFilter;
 use serde_json::{json, Value};
 use utoipa::IntoParams;
@@ -43,6 +44,25 @@ pub trait Tracked {
         events: &[LogEvent],
         as_of: Option<i64>,
     ) -> impl std::future::Future<Output = Result<Option<(Value, i64)>, ApiError>> + Send;
+
+    /// Whether the resource is gone now, `events` being its whole stream: its past is then only
+    /// shown to keys with `audit:read`. By default, whether the stream ends in its deletion; a
+    /// resource inside an engagement is also gone once the engagement is deleted, as its live GET
+    /// (which hides the rows of deleted engagements) is a 404 then too.
+    fn gone(
+        state: &AppState,
+        _organization_id: &str,
+        events: &[LogEvent],
+    ) -> impl std::future::Future<Output = Result<bool, ApiError>> + Send {
+        async move { Ok(Self::fold(state, events, None).await?.is_none()) }
+    }
+}
+
+/// Whether the engagement `id` is gone (deleted, or never existed), from its stream: for the
+/// `gone` of the resources inside it.
+pub async fn engagement_gone(state: &AppState, organization_id: &str, id: &str) -> Result<bool, ApiError> {
+    let events = log::read_stream(&state.store, organization_id, "engagement", id).await?;
+    Ok(engagements::fold(&events)?.is_none())
 }
 
 /// Paging of a history (`after`, `limit`), as in `GET /events`.
@@ -133,7 +153,7 @@ pub async fn time_travel<R: Tracked>(
     if events.is_empty() {
         return Err(ApiError::NotFound);
     }
-    if R::fold(state, &events, None).await?.is_none()
+    if R::gone(state, caller.organization_id(), &events).await?
         && !grants(&caller.principal.permissions, Permission::AuditRead)
     {
         return Err(ApiError::NotFound);

@@ -95,6 +95,11 @@ api_routes! {
     post "/api/v1/reports/{id}/generate" => reports::generate, ReportsWrite;
     get "/api/v1/reports/{id}/content" => reports::content, ReportsRead;
     get "/api/v1/engagements/{id}/history" => engagements::history_page, AuditRead;
+    get "/api/v1/targets/{id}/history" => targets::history_page, AuditRead;
+    get "/api/v1/findings/{id}/history" => findings::history_page, AuditRead;
+    get "/api/v1/tasks/{id}/history" => tasks::history_page, AuditRead;
+    get "/api/v1/wiki/{id}/history" => wiki::history_page, AuditRead;
+    get "/api/v1/reports/{id}/history" => reports::history_page, AuditRead;
     get "/api/v1/organizations/current" => organizations::get, OrganizationsRead;
     get "/api/v1/organizations/current/history" => organizations::history, AuditRead;
     patch "/api/v1/organizations/current" => organizations::update, OrganizationsWrite;

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pwnbook_commands::target::{NewTarget, Target, TargetCommand, TargetPatch, TYPES};
 use pwnbook_commands::{Execution, FieldError};
-use pwnbook_events::{Id, IdKind};
+use pwnbook_events::{Id, IdKind, LogEvent};
 use pwnbook_projections::findings;
 use pwnbook_projections::targets::{self, TargetFilter, TargetRow, TargetSort};
 use serde::{Deserialize, Serialize};
@@ -18,9 +18,10 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
-use crate::openapi::{data, Data, Page};
+use crate::openapi::{data, to_json, Data, Page};
 use crate::pagination;
-use crate::routes::scope;
+use crate::routes::events::FeedPage;
+use crate::routes::{history, scope};
 use crate::state::AppState;
 use crate::time::format_millis;
 
@@ -212,19 +213,59 @@ pub async fn create(
     Ok(response)
 }
 
+/// Targets in history and time travel.
+pub struct Tracked;
+
+impl history::Tracked for Tracked {
+    const KIND: IdKind = IdKind::Target;
+    const AGGREGATE: &'static str = "target";
+
+    async fn fold(
+        _: &AppState,
+        events: &[LogEvent],
+        _: Option<i64>,
+    ) -> Result<Option<(Value, i64)>, ApiError> {
+        Ok(targets::fold(events)?.map(|row| (to_json(render(&row)), row.version)))
+    }
+
+    async fn gone(state: &AppState, organization_id: &str, events: &[LogEvent]) -> Result<bool, ApiError> {
+        match targets::fold(events)? {
+            Some(row) => history::engagement_gone(state, organization_id, &row.engagement_id).await,
+            None => Ok(true),
+        }
+    }
+}
+
+/// The events of a target.
+#[utoipa::path(get, path = "/api/v1/targets/{id}/history", tag = "targets", params(("id" = String, Path), history::HistoryQuery),
+    responses((status = 200, description = "Events in log order", body = FeedPage)))]
+pub async fn history_page(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+    params: QueryParams,
+) -> Result<Json<FeedPage>, ApiError> {
+    history::of::<Tracked>(state, caller, id, params).await
+}
+
 /// Get a target.
 #[utoipa::path(get, path = "/api/v1/targets/{id}", tag = "targets",
-    params(("id" = String, Path), ("If-None-Match" = Option<String>, Header)),
-    responses((status = 200, description = "The target", body = Data<TargetView>)))]
+    params(("id" = String, Path), history::TimeTravelQuery, ("If-None-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The target (as it was, with version or asOf)", body = Data<TargetView>)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
-    params: QueryParams,
+    mut params: QueryParams,
 ) -> Result<Response, ApiError> {
+    let id = Id::parse(IdKind::Target, &id).ok_or(ApiError::NotFound)?;
+    let past = history::time_travel::<Tracked>(&state, &caller, id.as_str(), &mut params).await;
     params.finish()?;
-    let row = load(&state, &caller, &id).await?;
+    if let Some(response) = past? {
+        return Ok(response);
+    }
+    let row = load(&state, &caller, id.as_str()).await?;
     if if_none_match(&headers, row.version) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag(row.version))]).into_response());
     }

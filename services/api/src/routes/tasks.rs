@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pwnbook_commands::task::{NewTask, Task, TaskCommand, TaskPatch, PRIORITIES, STATUSES};
 use pwnbook_commands::{Execution, FieldError};
-use pwnbook_events::{Id, IdKind};
+use pwnbook_events::{Id, IdKind, LogEvent};
 use pwnbook_projections::tasks::{self, TaskFilter, TaskRow, TaskSort};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -18,9 +18,10 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
-use crate::openapi::{data, Data, Page};
+use crate::openapi::{data, to_json, Data, Page};
 use crate::pagination::{self, ListRequest};
-use crate::routes::scope;
+use crate::routes::events::FeedPage;
+use crate::routes::{history, scope};
 use crate::state::AppState;
 use crate::time::format_millis;
 
@@ -214,19 +215,59 @@ pub async fn create(
     Ok(response)
 }
 
+/// Tasks in history and time travel.
+pub struct Tracked;
+
+impl history::Tracked for Tracked {
+    const KIND: IdKind = IdKind::Task;
+    const AGGREGATE: &'static str = "task";
+
+    async fn fold(
+        _: &AppState,
+        events: &[LogEvent],
+        _: Option<i64>,
+    ) -> Result<Option<(Value, i64)>, ApiError> {
+        Ok(tasks::fold(events)?.map(|row| (to_json(render(&row)), row.version)))
+    }
+
+    async fn gone(state: &AppState, organization_id: &str, events: &[LogEvent]) -> Result<bool, ApiError> {
+        match tasks::fold(events)? {
+            Some(row) => history::engagement_gone(state, organization_id, &row.engagement_id).await,
+            None => Ok(true),
+        }
+    }
+}
+
+/// The events of a task.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/history", tag = "tasks", params(("id" = String, Path), history::HistoryQuery),
+    responses((status = 200, description = "Events in log order", body = FeedPage)))]
+pub async fn history_page(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+    params: QueryParams,
+) -> Result<Json<FeedPage>, ApiError> {
+    history::of::<Tracked>(state, caller, id, params).await
+}
+
 /// Get a task.
 #[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks",
-    params(("id" = String, Path), ("If-None-Match" = Option<String>, Header)),
-    responses((status = 200, description = "The task", body = Data<TaskView>)))]
+    params(("id" = String, Path), history::TimeTravelQuery, ("If-None-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The task (as it was, with version or asOf)", body = Data<TaskView>)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
-    params: QueryParams,
+    mut params: QueryParams,
 ) -> Result<Response, ApiError> {
+    let id = Id::parse(IdKind::Task, &id).ok_or(ApiError::NotFound)?;
+    let past = history::time_travel::<Tracked>(&state, &caller, id.as_str(), &mut params).await;
     params.finish()?;
-    let row = load(&state, &caller, &id).await?;
+    if let Some(response) = past? {
+        return Ok(response);
+    }
+    let row = load(&state, &caller, id.as_str()).await?;
     if if_none_match(&headers, row.version) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag(row.version))]).into_response());
     }

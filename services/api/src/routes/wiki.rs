@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pwnbook_commands::wiki::{NewWikiPage, WikiPage, WikiPageCommand, WikiPagePatch};
 use pwnbook_commands::{Execution, FieldError};
-use pwnbook_events::{Id, IdKind};
+use pwnbook_events::{Id, IdKind, LogEvent};
 use pwnbook_projections::wiki::{self, WikiFilter, WikiPageRow, WikiSort};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,9 +17,10 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
-use crate::openapi::{data, Data, Page};
+use crate::openapi::{data, to_json, Data, Page};
 use crate::pagination;
-use crate::routes::scope;
+use crate::routes::events::FeedPage;
+use crate::routes::{history, scope};
 use crate::state::AppState;
 use crate::time::format_millis;
 
@@ -209,19 +210,59 @@ pub async fn create(
     Ok(response)
 }
 
+/// Wiki pages in history and time travel.
+pub struct Tracked;
+
+impl history::Tracked for Tracked {
+    const KIND: IdKind = IdKind::WikiPage;
+    const AGGREGATE: &'static str = "wiki_page";
+
+    async fn fold(
+        _: &AppState,
+        events: &[LogEvent],
+        _: Option<i64>,
+    ) -> Result<Option<(Value, i64)>, ApiError> {
+        Ok(wiki::fold(events)?.map(|row| (to_json(render(&row)), row.version)))
+    }
+
+    async fn gone(state: &AppState, organization_id: &str, events: &[LogEvent]) -> Result<bool, ApiError> {
+        match wiki::fold(events)? {
+            Some(row) => history::engagement_gone(state, organization_id, &row.engagement_id).await,
+            None => Ok(true),
+        }
+    }
+}
+
+/// The events of a wiki page.
+#[utoipa::path(get, path = "/api/v1/wiki/{id}/history", tag = "wiki", params(("id" = String, Path), history::HistoryQuery),
+    responses((status = 200, description = "Events in log order", body = FeedPage)))]
+pub async fn history_page(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+    params: QueryParams,
+) -> Result<Json<FeedPage>, ApiError> {
+    history::of::<Tracked>(state, caller, id, params).await
+}
+
 /// Get a wiki page.
 #[utoipa::path(get, path = "/api/v1/wiki/{id}", tag = "wiki",
-    params(("id" = String, Path), ("If-None-Match" = Option<String>, Header)),
-    responses((status = 200, description = "The wiki page", body = Data<WikiPageView>)))]
+    params(("id" = String, Path), history::TimeTravelQuery, ("If-None-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The wiki page (as it was, with version or asOf)", body = Data<WikiPageView>)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
-    params: QueryParams,
+    mut params: QueryParams,
 ) -> Result<Response, ApiError> {
+    let id = Id::parse(IdKind::WikiPage, &id).ok_or(ApiError::NotFound)?;
+    let past = history::time_travel::<Tracked>(&state, &caller, id.as_str(), &mut params).await;
     params.finish()?;
-    let row = load(&state, &caller, &id).await?;
+    if let Some(response) = past? {
+        return Ok(response);
+    }
+    let row = load(&state, &caller, id.as_str()).await?;
     if if_none_match(&headers, row.version) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag(row.version))]).into_response());
     }

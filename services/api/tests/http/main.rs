@@ -14,5 +14,6 @@ mod reports;
 mod stream;
 mod targets;
 mod tasks;
+mod travel;
 mod webhooks;
 mod wiki;
