@@ -196,7 +196,7 @@ async fn main() -> Result<(), String> {
         rows.push(load::job("projections rebuild (events/s)", events, started.elapsed()));
     }
     report(&rows, total_high, peak, args.json);
-    Ok(())
+    database.drop_database().await
 }
 
 struct Http {

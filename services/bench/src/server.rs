@@ -13,6 +13,21 @@ use tokio::process::{Child, Command};
 pub struct Database {
     pub url: String,
     _dir: Option<tempfile::TempDir>,
+    /// The admin URL and the name of a PostgreSQL database to drop at the end.
+    postgres: Option<(String, String)>,
+}
+
+impl Database {
+    /// Drops the PostgreSQL database (SQLite files go with their temporary directory).
+    pub async fn drop_database(self) -> Result<(), String> {
+        let Some((admin, name)) = &self.postgres else { return Ok(()) };
+        let mut connection = sqlx::PgConnection::connect(admin).await.map_err(|e| e.to_string())?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut connection)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
 }
 
 /// A new SQLite file, or a new database on the PostgreSQL server of `postgres_admin_url`.
@@ -21,7 +36,7 @@ pub async fn fresh_database(postgres_admin_url: Option<&str>) -> Result<Database
         None => {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
             let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-            Ok(Database { url, _dir: Some(dir) })
+            Ok(Database { url, _dir: Some(dir), postgres: None })
         }
         Some(admin) => {
             let name = format!("pwnbook_bench_{}", rand::random::<u32>());
@@ -31,7 +46,11 @@ pub async fn fresh_database(postgres_admin_url: Option<&str>) -> Result<Database
                 .await
                 .map_err(|e| e.to_string())?;
             let base = admin.rsplit_once('/').map_or(admin, |(base, _)| base);
-            Ok(Database { url: format!("{base}/{name}"), _dir: None })
+            Ok(Database {
+                url: format!("{base}/{name}"),
+                _dir: None,
+                postgres: Some((admin.to_owned(), name)),
+            })
         }
     }
 }
