@@ -67,12 +67,26 @@ async fn run(state: &AppState, request: Request, next: Next) -> Result<Response,
     if let Some(replay) = claim(state, &key_id, &key, &fingerprint).await? {
         return Ok(replay);
     }
-    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
-    if response.status().is_server_error() {
-        // Nothing was promised: let a retry run again.
+    // The request runs to completion, and its response is recorded, even if the client goes away
+    // mid-way: otherwise a command could commit with nothing recorded, and a retry after the
+    // claim lapses would run it a second time.
+    let request = Request::from_parts(parts, Body::from(bytes));
+    let (state, request_id) = (state.clone(), crate::request_id::current());
+    let finished = tokio::spawn(crate::request_id::within(request_id, async move {
+        let response = next.run(request).await;
+        record(&state, &key_id, &key, response).await
+    }));
+    finished.await.map_err(|e| ApiError::Internal(e.to_string()))?
+}
+
+/// Stores `response` for replay (without any secret it carries) and returns it.
+async fn record(state: &AppState, key_id: &str, key: &str, response: Response) -> Result<Response, ApiError> {
+    if response.status() == StatusCode::INTERNAL_SERVER_ERROR {
+        // An unexpected failure promised nothing: let a retry run again. (A 503 "saved but not
+        // yet visible" did commit, so it is recorded like any other answer.)
         sqlx::query("DELETE FROM idempotency_keys WHERE key_id = $1 AND idempotency_key = $2")
-            .bind(&key_id)
-            .bind(&key)
+            .bind(key_id)
+            .bind(key)
             .execute(state.store.pool())
             .await?;
         return Ok(response);
@@ -84,18 +98,33 @@ async fn run(state: &AppState, request: Request, next: Next) -> Result<Response,
     let stored = Stored {
         etag: header_text(header::ETAG),
         location: header_text(header::LOCATION),
-        body: String::from_utf8_lossy(&bytes).into_owned(),
+        body: without_secrets(&bytes),
     };
     sqlx::query(
         "UPDATE idempotency_keys SET status = $1, body = $2 WHERE key_id = $3 AND idempotency_key = $4",
     )
     .bind(i64::from(parts.status.as_u16()))
     .bind(serde_json::to_string(&stored).map_err(|e| ApiError::Internal(e.to_string()))?)
-    .bind(&key_id)
-    .bind(&key)
+    .bind(key_id)
+    .bind(key)
     .execute(state.store.pool())
     .await?;
     Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// The body to store: an API key's or a webhook's secret is shown once, in the first response,
+/// and never stored; a replay carries the object without it.
+fn without_secrets(body: &[u8]) -> String {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(mut json) => {
+            if let Some(data) = json.get_mut("data").and_then(serde_json::Value::as_object_mut) {
+                data.remove("key");
+                data.remove("secret");
+            }
+            json.to_string()
+        }
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    }
 }
 
 /// Claims the key for this request, or answers with the stored response (or a refusal).
@@ -107,14 +136,11 @@ async fn claim(
 ) -> Result<Option<Response>, ApiError> {
     let pool = state.store.pool();
     let now = now_millis();
-    sqlx::query(
-        "DELETE FROM idempotency_keys WHERE key_id = $1 AND idempotency_key = $2 AND created_at < $3",
-    )
-    .bind(key_id)
-    .bind(key)
-    .bind(now - RETENTION_MS)
-    .execute(pool)
-    .await?;
+    // Records live 24 hours; expired ones (of any key) go here, through the created_at index.
+    sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+        .bind(now - RETENTION_MS)
+        .execute(pool)
+        .await?;
     let claimed = sqlx::query(
         "INSERT INTO idempotency_keys (key_id, idempotency_key, fingerprint, status, body, created_at) \
          VALUES ($1, $2, $3, NULL, NULL, $4) ON CONFLICT (key_id, idempotency_key) DO NOTHING",

@@ -17,6 +17,14 @@ pub fn current() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
 
+/// Runs `future` (e.g. in a spawned task) with `id` as the current request id.
+pub async fn within<F: std::future::Future>(id: Option<String>, future: F) -> F::Output {
+    match id {
+        Some(id) => REQUEST_ID.scope(id, future).await,
+        None => future.await,
+    }
+}
+
 fn acceptable(value: &str) -> bool {
     (1..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic())
 }

@@ -57,7 +57,7 @@ impl DeliveryPolicy {
 fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_internal_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+        IpAddr::V6(v6) => match embedded_v4(v6) {
             Some(v4) => is_internal_v4(v4),
             None => {
                 let first = v6.segments()[0];
@@ -72,6 +72,26 @@ fn is_internal(ip: IpAddr) -> bool {
     }
 }
 
+/// The IPv4 address an IPv6 address carries: mapped (`::ffff:a.b.c.d`), compatible
+/// (`::a.b.c.d`), NAT64 (`64:ff9b::/96`) or 6to4 (`2002::/16`).
+fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let low = || Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    if s[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified() {
+        return Some(low());
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(low());
+    }
+    if s[0] == 0x2002 {
+        return Some(Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8));
+    }
+    None
+}
+
 fn is_internal_v4(ip: Ipv4Addr) -> bool {
     let [a, b, ..] = ip.octets();
     ip.is_loopback()
@@ -82,6 +102,31 @@ fn is_internal_v4(ip: Ipv4Addr) -> bool {
         || ip.is_multicast()
         // Carrier-grade NAT (100.64.0.0/10) is private too.
         || (a == 100 && (64..128).contains(&b))
+}
+
+/// The delivery client's resolver: the addresses a delivery connects to are the ones checked
+/// here, so a host that answers a public address to the guard and an internal one to the
+/// connection (DNS rebinding) gets nothing to connect to.
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_private = self.allow_private;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|address| allow_private || !is_internal(address.ip()))
+                .collect();
+            if addresses.is_empty() {
+                return Err(format!("{host} resolves to no public address").into());
+            }
+            let addresses: reqwest::dns::Addrs = Box::new(addresses.into_iter());
+            Ok(addresses)
+        })
+    }
 }
 
 /// Refuses a URL whose host resolves to an internal address (unless `allow_private`). A URL
@@ -165,6 +210,7 @@ pub fn spawn(
         .timeout(REQUEST_TIMEOUT)
         // A redirect could lead past the SSRF guard.
         .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(std::sync::Arc::new(GuardedResolver { allow_private: policy.allow_private }))
         .build()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let owner = ulid::Ulid::new().to_string();
@@ -415,6 +461,9 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:c0a8:0101::1",
         ] {
             assert!(is_internal(internal.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))), "{internal}");
         }

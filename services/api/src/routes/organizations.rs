@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pwnbook_commands::organization::{Organization, OrganizationCommand};
@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
+use crate::extract::{etag, if_match, reject_unknown, ApiJson, QueryParams};
 use crate::openapi::{data, to_json, Data};
 use crate::routes::history;
 use crate::state::AppState;
@@ -98,7 +98,6 @@ async fn load(state: &AppState, caller: &Caller) -> Result<OrganizationRow, ApiE
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
     mut params: QueryParams,
 ) -> Result<Response, ApiError> {
     let id = caller.organization_id().to_owned();
@@ -108,9 +107,7 @@ pub async fn get(
         return Ok(response);
     }
     let row = load(&state, &caller).await?;
-    if if_none_match(&headers, row.version) {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag(row.version))]).into_response());
-    }
+    // No 304 here: `engagementCount` changes without the organization's version changing.
     respond(&state, &row).await
 }
 

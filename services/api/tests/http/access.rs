@@ -98,6 +98,24 @@ backend_tests! {
         assert_eq!(status, 400);
     }
 
+    async fn an_idempotent_key_creation_never_stores_the_secret(db) {
+        let app = TestApp::spawn(db).await;
+        let body = json!({"name": "once", "permissions": ["engagements:read"]});
+        let send = || app.request(Method::POST, "/api/v1/api-keys", &app.key).header("idempotency-key", "k-1").json(&body).send();
+        let (status, first) = parts(send().await.unwrap()).await;
+        assert_eq!(status, 201);
+        let secret = first["data"]["key"].as_str().unwrap().to_owned();
+        let replay = send().await.unwrap();
+        assert_eq!(replay.headers()["idempotent-replayed"], "true");
+        let (status, replayed) = parts(replay).await;
+        assert_eq!((status, replayed["data"]["id"].clone()), (201, first["data"]["id"].clone()));
+        assert!(replayed["data"].get("key").is_none(), "the secret is shown once");
+        let store = pwnbook_events::Store::open(&app.db.url).await.unwrap();
+        let stored: Vec<String> = sqlx::query_scalar("SELECT body FROM idempotency_keys").fetch_all(store.pool()).await.unwrap();
+        assert_eq!(stored.len(), 1);
+        assert!(!stored[0].contains(&secret[10..]), "a secret was stored for replay");
+    }
+
     async fn keys_cannot_escalate_or_name_unknown_permissions(db) {
         let app = TestApp::spawn(db).await;
         let manager = app.key_with(&["keys:manage", "engagements:read"]).await;
