@@ -10,7 +10,7 @@ use crate::list::{self, Order, SortValue, Window};
 use crate::sql::Sql;
 use crate::{ProjectionError, Projector};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookRow {
     pub id: String,
     pub organization_id: String,
@@ -20,6 +20,22 @@ pub struct WebhookRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub version: i64,
+}
+
+/// Debug output never shows the signing secret.
+impl std::fmt::Debug for WebhookRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookRow")
+            .field("id", &self.id)
+            .field("organization_id", &self.organization_id)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("secret", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .field("version", &self.version)
+            .finish()
+    }
 }
 
 impl WebhookRow {

@@ -2,6 +2,8 @@
 //! reachability rules (SSRF) need DNS, so the API checks them before it sends a command; the
 //! aggregate checks the shape of every field.
 
+use std::fmt;
+
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use pwnbook_events::webhook::{WebhookCreated, WebhookEvent, WebhookUpdated};
@@ -11,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::validate::Errors;
 use crate::{DomainError, FieldError};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub enum WebhookCommand {
     Create {
         organization_id: String,
@@ -30,7 +32,7 @@ pub enum WebhookCommand {
     },
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Webhook {
     pub exists: bool,
     pub deleted: bool,
@@ -38,6 +40,46 @@ pub struct Webhook {
     pub url: String,
     pub events: Vec<String>,
     pub secret: String,
+}
+
+/// Debug output never shows the signing secret.
+const REDACTED: &str = "<redacted>";
+
+impl fmt::Debug for WebhookCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Create { organization_id, url, events, .. } => f
+                .debug_struct("Create")
+                .field("organization_id", organization_id)
+                .field("url", url)
+                .field("events", events)
+                .field("secret", &REDACTED)
+                .finish(),
+            Self::Update { organization_id, url, events, secret } => f
+                .debug_struct("Update")
+                .field("organization_id", organization_id)
+                .field("url", url)
+                .field("events", events)
+                .field("secret", &secret.as_ref().map(|_| REDACTED))
+                .finish(),
+            Self::Delete { organization_id } => {
+                f.debug_struct("Delete").field("organization_id", organization_id).finish()
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Webhook")
+            .field("exists", &self.exists)
+            .field("deleted", &self.deleted)
+            .field("organization_id", &self.organization_id)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("secret", &REDACTED)
+            .finish()
+    }
 }
 
 /// An absolute `http://` or `https://` URL of at most 2000 characters.
@@ -183,6 +225,27 @@ mod tests {
     use cqrs_es::test::TestFramework;
 
     use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_secret() {
+        let create = WebhookCommand::Create {
+            organization_id: "org_01j9k2m3n4p5q6r7s8t9".to_owned(),
+            url: "https://hooks.example/x".to_owned(),
+            events: vec!["finding.*".to_owned()],
+            secret: "whsec_topsecretvalue".to_owned(),
+        };
+        let update = WebhookCommand::Update {
+            organization_id: "org_01j9k2m3n4p5q6r7s8t9".to_owned(),
+            url: None,
+            events: None,
+            secret: Some("whsec_topsecretvalue".to_owned()),
+        };
+        let state = Webhook { secret: "whsec_topsecretvalue".to_owned(), ..Webhook::default() };
+        for text in [format!("{create:?}"), format!("{update:?}"), format!("{state:?}")] {
+            assert!(!text.contains("topsecret"), "{text}");
+        }
+        assert!(format!("{create:?}").starts_with("Create {"));
+    }
 
     type Given = TestFramework<Webhook>;
     const ORG: &str = "org_01j9k2m3n4p5q6r7s8t9";
