@@ -46,21 +46,31 @@ pub trait Tracked {
     ) -> impl std::future::Future<Output = Result<Option<(Value, i64)>, ApiError>> + Send;
 
     /// Whether the resource is gone now, `events` being its whole stream: its past is then only
-    /// shown to keys with `audit:read`. By default, whether the stream ends in its deletion; a
-    /// resource inside an engagement is also gone once the engagement is deleted, as its live GET
-    /// (which hides the rows of deleted engagements) is a 404 then too.
+    /// shown to keys with `audit:read`. Gone means deleted, or inside an engagement (its events'
+    /// `engagementId`) that is deleted.
     fn gone(
         state: &AppState,
-        _organization_id: &str,
+        organization_id: &str,
         events: &[LogEvent],
     ) -> impl std::future::Future<Output = Result<bool, ApiError>> + Send {
-        async move { Ok(Self::fold(state, events, None).await?.is_none()) }
+        async move {
+            if Self::fold(state, events, None).await?.is_none() {
+                return Ok(true);
+            }
+            let first = events.first();
+            let parent = first
+                .and_then(|e| e.engagement_id.as_deref())
+                .filter(|engagement| first.is_some_and(|e| e.aggregate_id != *engagement));
+            match parent {
+                Some(engagement) => engagement_gone(state, organization_id, engagement).await,
+                None => Ok(false),
+            }
+        }
     }
 }
 
-/// Whether the engagement `id` is gone (deleted, or never existed), from its stream: for the
-/// `gone` of the resources inside it.
-pub async fn engagement_gone(state: &AppState, organization_id: &str, id: &str) -> Result<bool, ApiError> {
+/// Whether the engagement `id` is gone (deleted, or never existed), from its stream.
+async fn engagement_gone(state: &AppState, organization_id: &str, id: &str) -> Result<bool, ApiError> {
     let events = log::read_stream(&state.store, organization_id, "engagement", id).await?;
     Ok(engagements::fold(&events)?.is_none())
 }

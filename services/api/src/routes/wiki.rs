@@ -224,13 +224,6 @@ impl history::Tracked for Tracked {
     ) -> Result<Option<(Value, i64)>, ApiError> {
         Ok(wiki::fold(events)?.map(|row| (to_json(render(&row)), row.version)))
     }
-
-    async fn gone(state: &AppState, organization_id: &str, events: &[LogEvent]) -> Result<bool, ApiError> {
-        match wiki::fold(events)? {
-            Some(row) => history::engagement_gone(state, organization_id, &row.engagement_id).await,
-            None => Ok(true),
-        }
-    }
 }
 
 /// The events of a wiki page.
