@@ -2,6 +2,7 @@
 //! typed list query, and rebuilds. A read model is a function of the event log alone.
 
 pub mod api_keys;
+pub mod batch;
 pub mod engagements;
 pub mod feed;
 pub mod findings;

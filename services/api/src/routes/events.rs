@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use pwnbook_events::{log, LogEvent, Store};
 use pwnbook_projections::feed::{self, EventFilter};
 use serde::Serialize;
@@ -347,25 +347,16 @@ pub async fn stream(
         Some(position) => position,
         None => log::head(&state.store).await?,
     };
-    let follow = Follow {
-        store: state.store.clone(),
-        organization_id: caller.organization_id().to_owned(),
-        filter,
-        after: start,
-        buffer: VecDeque::new(),
-        head: Some(state.visibility.head()),
-        shutdown: state.shutdown.clone(),
-    };
-    let events = futures::stream::unfold(follow, |mut follow| async move {
-        let event = follow.next().await?;
-        let message = Event::default().id(event.position.to_string()).data(event_object(&event).to_string());
-        Some((Ok(message), follow))
+    let follow = Follow::new(&state, caller.organization_id().to_owned(), filter, start);
+    let events = follow.into_stream().map(|event| {
+        Ok(Event::default().id(event.position.to_string()).data(event_object(&event).to_string()))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(state.sse_heartbeat).text("heartbeat")))
 }
 
-/// A reader that follows one organization's log from a position, forever (until shutdown).
-struct Follow {
+/// A reader that follows one organization's log from a position, forever (until shutdown): the
+/// SSE stream and GraphQL's `events` subscription.
+pub(crate) struct Follow {
     store: Store,
     organization_id: String,
     filter: EventFilter,
@@ -377,6 +368,28 @@ struct Follow {
 }
 
 impl Follow {
+    /// Follows the events of `organization_id` that pass `filter`, after the position `after`.
+    pub(crate) fn new(state: &AppState, organization_id: String, filter: EventFilter, after: i64) -> Self {
+        Self {
+            store: state.store.clone(),
+            organization_id,
+            filter,
+            after,
+            buffer: VecDeque::new(),
+            head: Some(state.visibility.head()),
+            shutdown: state.shutdown.clone(),
+        }
+    }
+
+    /// The matching events in log order; the stream ends on server shutdown (or a database
+    /// failure, logged).
+    pub(crate) fn into_stream(self) -> impl Stream<Item = LogEvent> + Send + 'static {
+        futures::stream::unfold(self, |mut follow| async move {
+            let event = follow.next().await?;
+            Some((event, follow))
+        })
+    }
+
     /// The next matching event; `None` ends the stream (server shutdown or a database failure).
     async fn next(&mut self) -> Option<LogEvent> {
         loop {
