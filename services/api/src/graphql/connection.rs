@@ -14,6 +14,8 @@ use pwnbook_projections::list::SortValue;
 
 use crate::error::ApiError;
 use crate::extract::QueryParams;
+use crate::graphql::loaders::{Node, Siblings};
+use crate::graphql::view::View;
 use crate::pagination::{self, ListRequest};
 
 /// Page size when `first` is not given, and its largest value (REST's `perPage`).
@@ -136,28 +138,43 @@ pub struct TotalCount {
 /// (`hasNextPage`, `endCursor`, …). Named after its node (`EngagementConnection`, …).
 pub type Connection<T> = async_graphql::connection::Connection<String, T, TotalCount, EmptyFields>;
 
-/// A connection from the rows read with `request.probe_window()` (one more than a page).
-pub fn connect<S: Copy, R, T: OutputType>(
+/// A connection from the items read with `request.probe_window()` (one more than a page).
+pub fn connect<S: Copy, I, T: OutputType>(
     request: &ListRequest<S>,
-    mut rows: Vec<R>,
+    mut items: Vec<I>,
     total: Option<i64>,
-    key_of: impl Fn(&R) -> (SortValue, String),
-    node_of: impl Fn(&R) -> T,
+    key_of: impl Fn(&I) -> (SortValue, String),
+    node_of: impl Fn(I) -> T,
 ) -> Connection<T> {
     let per_page = usize::try_from(request.per_page).unwrap_or(usize::MAX);
-    let has_next_page = rows.len() > per_page;
-    rows.truncate(per_page);
+    let has_next_page = items.len() > per_page;
+    items.truncate(per_page);
     // `hasPreviousPage`: this page continues a list (pages only go forward).
     let mut connection = Connection::with_additional_fields(
         request.after().is_some(),
         has_next_page,
         TotalCount { total_count: total.unwrap_or_default() },
     );
-    connection.edges.extend(rows.iter().map(|row| {
-        let (value, id) = key_of(row);
-        Edge::new(request.cursor(value, id), node_of(row))
+    connection.edges.extend(items.into_iter().map(|item| {
+        let (value, id) = key_of(&item);
+        Edge::new(request.cursor(value, id), node_of(item))
     }));
     connection
+}
+
+/// A connection of a top-level list: its rows become one group of siblings (their nested
+/// fields are loaded together).
+pub fn page<S: Copy, R, T: OutputType>(
+    request: &ListRequest<S>,
+    rows: Vec<R>,
+    total: Option<i64>,
+    key_of: impl Fn(&R) -> (SortValue, String),
+    view_of: impl Fn(&R) -> View,
+    wrap: impl Fn(Node) -> T,
+) -> Connection<T> {
+    let nodes = Siblings::group(rows.iter().map(view_of).collect());
+    let items: Vec<(R, Node)> = rows.into_iter().zip(nodes).collect();
+    connect(request, items, total, |(row, _)| key_of(row), |(_, node)| wrap(node))
 }
 
 /// Whether the query asks for `totalCount` of the connection being resolved.

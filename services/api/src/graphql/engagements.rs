@@ -5,11 +5,12 @@ use async_graphql::{Context, Enum, InputObject, MaybeUndefined, Object, ID};
 use pwnbook_projections::engagements::{self, EngagementRow};
 use serde::Serialize;
 
-use crate::graphql::connection::{self, connect, wants_total, Connection, Filters, ListArgs, SortOrder};
+use crate::graphql::connection::{self, page, wants_total, Connection, Filters, ListArgs, SortOrder};
 use crate::graphql::context::{allowed, route};
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
 use crate::graphql::findings::{Finding, FindingFilterInput, FindingSortField, FindingsOf};
+use crate::graphql::loaders::{Node, Siblings};
 use crate::graphql::reports::{Report, ReportFilterInput, ReportSortField, ReportsOf};
 use crate::graphql::shared::{body, children, history_of, if_match, past};
 use crate::graphql::targets::{Target, TargetFilterInput, TargetSortField, TargetsOf};
@@ -19,11 +20,16 @@ use crate::graphql::wiki::{WikiFilterInput, WikiPage, WikiPagesOf, WikiSortField
 use crate::routes::engagements as rest;
 
 /// An engagement.
-pub struct Engagement(pub View);
+pub struct Engagement(pub Node);
 
 impl Engagement {
     pub fn of(row: &EngagementRow) -> Self {
-        Self(View::of(rest::render(row)))
+        Self(Siblings::alone(Self::view(row)))
+    }
+
+    /// The REST view of a row.
+    pub fn view(row: &EngagementRow) -> View {
+        View::of(rest::render(row))
     }
 
     fn id_str(&self) -> &str {
@@ -103,7 +109,7 @@ impl Engagement {
             order,
             TargetFilterInput::pairs(filter),
         );
-        Ok(Some(children::<TargetsOf, _>(ctx, session, self.id_str(), args, Target::of).await?))
+        Ok(Some(children::<TargetsOf, _>(ctx, session, &self.0, args, Target).await?))
     }
 
     /// The engagement's findings (findings:read), as `GET /engagements/{id}/findings`.
@@ -125,7 +131,7 @@ impl Engagement {
             order,
             FindingFilterInput::pairs(filter),
         );
-        Ok(Some(children::<FindingsOf, _>(ctx, session, self.id_str(), args, Finding::of).await?))
+        Ok(Some(children::<FindingsOf, _>(ctx, session, &self.0, args, Finding).await?))
     }
 
     /// The engagement's tasks (tasks:read), as `GET /engagements/{id}/tasks`.
@@ -142,7 +148,7 @@ impl Engagement {
         let session = allowed(ctx, route::ENGAGEMENT_TASKS)?;
         let args =
             ListArgs::new(first, after, sort.map(TaskSortField::rest), order, TaskFilterInput::pairs(filter));
-        Ok(Some(children::<TasksOf, _>(ctx, session, self.id_str(), args, Task::of).await?))
+        Ok(Some(children::<TasksOf, _>(ctx, session, &self.0, args, Task).await?))
     }
 
     /// The engagement's wiki pages (wiki:read), as `GET /engagements/{id}/wiki`.
@@ -159,7 +165,7 @@ impl Engagement {
         let session = allowed(ctx, route::ENGAGEMENT_WIKI)?;
         let args =
             ListArgs::new(first, after, sort.map(WikiSortField::rest), order, WikiFilterInput::pairs(filter));
-        Ok(Some(children::<WikiPagesOf, _>(ctx, session, self.id_str(), args, WikiPage::of).await?))
+        Ok(Some(children::<WikiPagesOf, _>(ctx, session, &self.0, args, WikiPage).await?))
     }
 
     /// The engagement's reports (reports:read), as `GET /engagements/{id}/reports`.
@@ -181,7 +187,7 @@ impl Engagement {
             order,
             ReportFilterInput::pairs(filter),
         );
-        Ok(Some(children::<ReportsOf, _>(ctx, session, self.id_str(), args, Report::of).await?))
+        Ok(Some(children::<ReportsOf, _>(ctx, session, &self.0, args, Report).await?))
     }
 
     /// The engagement's events and those of everything in it (audit:read).
@@ -252,18 +258,18 @@ pub struct EngagementQuery;
 
 #[Object]
 impl EngagementQuery {
-    /// An engagement (engagements:read); with `version` or `asOf`, as it was then (a deleted
+    /// An engagement (engagements:read); with `version` or `asOf` (RFC 3339), as it was then (a deleted
     /// one's past needs audit:read too). Nested lists always show the present.
     async fn engagement(
         &self,
         ctx: &Context<'_>,
         id: ID,
         version: Option<i64>,
-        #[graphql(name = "asOf", desc = "RFC 3339")] as_of: Option<String>,
+        #[graphql(name = "asOf")] as_of: Option<String>,
     ) -> Result<Option<Engagement>> {
         let session = allowed(ctx, route::ENGAGEMENT)?;
         if let Some(view) = past::<rest::Tracked>(session, &id, version, as_of).await? {
-            return Ok(Some(Engagement(view)));
+            return Ok(Some(Engagement(Siblings::alone(view))));
         }
         Ok(Some(Engagement::of(&rest::find(&session.state, &session.caller, &id).await?)))
     }
@@ -300,7 +306,14 @@ impl EngagementQuery {
             None
         };
         let sort = request.sort;
-        Ok(Some(connect(&request, rows, total, |row| (sort.value_of(row), row.id.clone()), Engagement::of)))
+        Ok(Some(page(
+            &request,
+            rows,
+            total,
+            |row| (sort.value_of(row), row.id.clone()),
+            Engagement::view,
+            Engagement,
+        )))
     }
 }
 

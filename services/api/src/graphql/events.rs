@@ -212,13 +212,14 @@ pub struct EventQuery;
 
 #[Object]
 impl EventQuery {
-    /// The organization's events in log order (`GET /events`; audit:read).
+    /// The organization's events in log order (`GET /events`; audit:read): after the position
+    /// `after` (default 0), at most `limit` (1 to 1000, default 100).
     async fn events(
         &self,
         ctx: &Context<'_>,
         filter: Option<EventFilterInput>,
-        #[graphql(desc = "Start after this position (default 0).")] after: Option<i64>,
-        #[graphql(desc = "1 to 1000 (default 100).")] limit: Option<i64>,
+        after: Option<i64>,
+        limit: Option<i64>,
     ) -> Result<Option<EventFeed>> {
         let session = allowed(ctx, route::EVENTS)?;
         let (after, limit) = paging(after, limit)?;
@@ -262,7 +263,7 @@ impl Subscription {
         &self,
         ctx: &Context<'_>,
         filter: Option<EventFilterInput>,
-        #[graphql(desc = "Resume after this position (an event's `position`).")] after: Option<i64>,
+        after: Option<i64>,
     ) -> Result<impl Stream<Item = Event>> {
         let session = allowed(ctx, route::EVENT_STREAM)?;
         let (after, _) = paging(after, None)?;

@@ -11,13 +11,14 @@ use serde::Serialize;
 use sqlx::AnyPool;
 
 use crate::error::ApiError;
-use crate::graphql::connection::{self, connect, wants_total, Connection, Filters, ListArgs, SortOrder};
+use crate::graphql::connection::{self, page, wants_total, Connection, Filters, ListArgs, SortOrder};
 use crate::graphql::context::{allowed, route};
 use crate::graphql::engagements::Engagement;
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
 use crate::graphql::loaders::{ChildKind, TargetById};
-use crate::graphql::shared::{body, history_of, id_strings, if_match, past};
+use crate::graphql::loaders::{Node, Siblings};
+use crate::graphql::shared::{body, history_of, id_strings, if_match, past, related};
 use crate::graphql::targets::{engagement_of, Target};
 use crate::graphql::view::View;
 use crate::openapi::to_json;
@@ -45,11 +46,16 @@ impl Cvss {
 }
 
 /// A finding.
-pub struct Finding(pub View);
+pub struct Finding(pub Node);
 
 impl Finding {
     pub fn of(row: &FindingRow) -> Self {
-        Self(View::of(rest::render(row)))
+        Self(Siblings::alone(Self::view(row)))
+    }
+
+    /// The REST view of a row.
+    pub fn view(row: &FindingRow) -> View {
+        View::of(rest::render(row))
     }
 }
 
@@ -155,14 +161,23 @@ impl Finding {
     #[graphql(complexity = "10 * child_complexity")]
     async fn affected_targets(&self, ctx: &Context<'_>) -> Result<Option<Vec<Target>>> {
         let session = allowed(ctx, route::TARGET)?;
+        let found = related(
+            &self.0,
+            "affectedTargets",
+            |view| view.strings("affectedTargetIds"),
+            |ids| async move {
+                let rows = session.loader.load_many(ids.into_iter().map(TargetById)).await?;
+                Ok(rows.into_values().map(|row| (row.id.clone(), Target::view(&row))).collect())
+            },
+        )
+        .await?;
         let ids = self.0.strings("affectedTargetIds");
-        let found = session.loader.load_many(ids.iter().cloned().map(TargetById)).await?;
-        Ok(Some(ids.into_iter().filter_map(|id| found.get(&TargetById(id)).map(Target::of)).collect()))
+        Ok(Some(ids.iter().filter_map(|id| found.get(id).cloned().map(Target)).collect()))
     }
 
     /// The engagement it belongs to (engagements:read).
     async fn engagement(&self, ctx: &Context<'_>) -> Result<Option<Engagement>> {
-        engagement_of(ctx, self.0.str("engagementId")).await
+        engagement_of(ctx, &self.0).await
     }
 
     /// Its events (audit:read).
@@ -265,6 +280,10 @@ impl ChildKind for FindingsOf {
         &row.engagement_id
     }
 
+    fn view_of(row: &FindingRow) -> View {
+        Finding::view(row)
+    }
+
     async fn page(
         pool: &AnyPool,
         organization_id: &str,
@@ -292,28 +311,29 @@ pub struct FindingQuery;
 
 #[Object]
 impl FindingQuery {
-    /// A finding (findings:read); with `version` or `asOf`, as it was then.
+    /// A finding (findings:read); with `version` or `asOf` (RFC 3339), as it was then.
     async fn finding(
         &self,
         ctx: &Context<'_>,
         id: ID,
         version: Option<i64>,
-        #[graphql(name = "asOf", desc = "RFC 3339")] as_of: Option<String>,
+        #[graphql(name = "asOf")] as_of: Option<String>,
     ) -> Result<Option<Finding>> {
         let session = allowed(ctx, route::FINDING)?;
         if let Some(view) = past::<rest::Tracked>(session, &id, version, as_of).await? {
-            return Ok(Some(Finding(view)));
+            return Ok(Some(Finding(Siblings::alone(view))));
         }
         Ok(Some(Finding::of(&rest::load(&session.state, &session.caller, &id).await?)))
     }
 
-    /// Findings across engagements (findings:read), as `GET /findings`.
+    /// Findings across engagements (findings:read), as `GET /findings`; `engagementId` keeps
+    /// those of the engagements named.
     #[graphql(complexity = "connection::complexity(first, child_complexity)")]
     #[allow(clippy::too_many_arguments)]
     async fn findings(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Only findings of these engagements.")] engagement_id: Option<Vec<ID>>,
+        engagement_id: Option<Vec<ID>>,
         filter: Option<FindingFilterInput>,
         sort: Option<FindingSortField>,
         order: Option<SortOrder>,
@@ -335,7 +355,14 @@ impl FindingQuery {
             None
         };
         let sort = request.sort;
-        Ok(Some(connect(&request, rows, total, |row| (sort.value_of(row), row.id.clone()), Finding::of)))
+        Ok(Some(page(
+            &request,
+            rows,
+            total,
+            |row| (sort.value_of(row), row.id.clone()),
+            Finding::view,
+            Finding,
+        )))
     }
 }
 
@@ -507,7 +534,7 @@ impl BulkFindingResult {
     }
 
     async fn finding(&self) -> Option<Finding> {
-        self.0.object("data").map(Finding)
+        self.0.object("data").map(|view| Finding(Siblings::alone(view)))
     }
 
     async fn error(&self) -> Option<ErrorDetail> {

@@ -11,7 +11,7 @@ use async_graphql_axum::GraphQLResponse;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
@@ -62,14 +62,15 @@ pub struct ResponseDoc {
 ///
 /// Fields need the permissions of the REST routes serving the same data; a field the key may
 /// not read is an error on that field (`extensions.code` `FORBIDDEN`), not a failed request.
-/// Queries deeper than 15 levels or costlier than 10 000 are refused before they run. The
+/// Queries deeper than 15 levels or costlier than 50 000 are refused before they run. The
 /// subscription `events` is served over a WebSocket on `GET /api/v1/graphql`
 /// (`graphql-transport-ws`, the API key in the `connection_init` payload as `{"apiKey": …}`);
 /// the schema is at `GET /api/v1/graphql/schema.graphql`.
-#[utoipa::path(post, path = "/api/v1/graphql", tag = "graphql", request_body = RequestDoc,
+#[utoipa::path(post, path = "/api/v1/graphql", tag = "graphql", operation_id = "post_graphql", request_body = RequestDoc,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The GraphQL response (errors included)", body = ResponseDoc),
+        (status = 200, description = "The GraphQL response (errors included); `application/graphql-response+json` when the request's `Accept` names it",
+            content((ResponseDoc = "application/json"), (ResponseDoc = "application/graphql-response+json"))),
         (status = 400, description = "Malformed request: not a JSON object with a `query`", body = crate::openapi::ErrorBody),
         (status = 401, description = "No key, or an unknown, revoked or expired key", body = crate::openapi::ErrorBody),
         (status = 413, description = "The body is larger than the limit", body = crate::openapi::ErrorBody),
@@ -79,16 +80,38 @@ pub struct ResponseDoc {
     ))]
 pub async fn execute(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let principal = auth::authenticated(request.extensions())?.clone();
+    let media_type = response_media_type(request.headers());
     let ApiJson(query) = ApiJson::<async_graphql::Request>::from_request(request, &state).await?;
+    if query.query.trim().is_empty() {
+        return Err(ApiError::BadRequest("the body must be a GraphQL request: {\"query\": …}".to_owned()));
+    }
     let session = Session::new(state, principal);
     // One span per execution: the loaders' batches run inside it too.
     let span = tracing::info_span!("graphql", request_id = request_id::current().unwrap_or_default());
     let response = schema().execute(query.data(session)).instrument(span).await;
-    Ok(GraphQLResponse::from(response).into_response())
+    let mut response = GraphQLResponse::from(response).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));
+    Ok(response)
+}
+
+/// `application/graphql-response+json` for clients that ask for it (GraphQL over HTTP),
+/// `application/json` for everyone else.
+fn response_media_type(headers: &HeaderMap) -> &'static str {
+    const GRAPHQL_JSON: &str = "application/graphql-response+json";
+    let asks = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|accept| {
+        accept
+            .split(',')
+            .any(|item| item.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case(GRAPHQL_JSON))
+    });
+    if asks {
+        GRAPHQL_JSON
+    } else {
+        "application/json"
+    }
 }
 
 /// The schema in SDL (no key needed, like the OpenAPI document).
-#[utoipa::path(get, path = "/api/v1/graphql/schema.graphql", tag = "graphql",
+#[utoipa::path(get, path = "/api/v1/graphql/schema.graphql", tag = "graphql", operation_id = "get_graphql_schema_graphql",
     responses((status = 200, description = "The GraphQL schema (SDL)", content_type = "text/plain", body = String)))]
 pub async fn schema_sdl() -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], sdl()).into_response()

@@ -6,20 +6,26 @@ use pwnbook_projections::api_keys::{self, ApiKeyRow, ApiKeySort};
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::graphql::connection::{self, connect, wants_total, Connection, Filters, ListArgs, SortOrder};
+use crate::graphql::connection::{self, page, wants_total, Connection, Filters, ListArgs, SortOrder};
 use crate::graphql::context::{allowed, route};
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
+use crate::graphql::loaders::{Node, Siblings};
 use crate::graphql::shared::{body, history_of, past};
 use crate::graphql::view::View;
 use crate::routes::api_keys as rest;
 
 /// An API key (never its secret, except once in `createApiKey`'s answer as `key`).
-pub struct ApiKey(pub View);
+pub struct ApiKey(pub Node);
 
 impl ApiKey {
     pub fn of(row: &ApiKeyRow) -> Self {
-        Self(View::of(rest::render(row)))
+        Self(Siblings::alone(Self::view(row)))
+    }
+
+    /// The REST view of a row.
+    pub fn view(row: &ApiKeyRow) -> View {
+        View::of(rest::render(row))
     }
 }
 
@@ -117,17 +123,17 @@ pub struct ApiKeyQuery;
 
 #[Object]
 impl ApiKeyQuery {
-    /// An API key (keys:manage); with `version` or `asOf`, as it was then.
+    /// An API key (keys:manage); with `version` or `asOf` (RFC 3339), as it was then.
     async fn api_key(
         &self,
         ctx: &Context<'_>,
         id: ID,
         version: Option<i64>,
-        #[graphql(name = "asOf", desc = "RFC 3339")] as_of: Option<String>,
+        #[graphql(name = "asOf")] as_of: Option<String>,
     ) -> Result<Option<ApiKey>> {
         let session = allowed(ctx, route::API_KEY)?;
         if let Some(view) = past::<rest::Tracked>(session, &id, version, as_of).await? {
-            return Ok(Some(ApiKey(view)));
+            return Ok(Some(ApiKey(Siblings::alone(view))));
         }
         Ok(Some(ApiKey::of(&rest::find(&session.state, &session.caller, &id).await?)))
     }
@@ -159,7 +165,14 @@ impl ApiKeyQuery {
             None
         };
         let sort = request.sort;
-        Ok(Some(connect(&request, rows, total, |row| (sort.value_of(row), row.id.clone()), ApiKey::of)))
+        Ok(Some(page(
+            &request,
+            rows,
+            total,
+            |row| (sort.value_of(row), row.id.clone()),
+            ApiKey::view,
+            ApiKey,
+        )))
     }
 }
 
@@ -187,7 +200,7 @@ impl ApiKeyMutation {
     async fn create_api_key(&self, ctx: &Context<'_>, input: CreateApiKeyInput) -> Result<Option<ApiKey>> {
         let session = allowed(ctx, route::CREATE_API_KEY)?;
         let (row, secret) = rest::create_row(&session.state, &session.caller, body(input)?).await?;
-        Ok(Some(ApiKey(View::from_value(rest::render_created(&row, &secret)))))
+        Ok(Some(ApiKey(Siblings::alone(View::from_value(rest::render_created(&row, &secret))))))
     }
 
     /// Revoke an API key (keys:manage): it is refused from the next request on. Returns it.

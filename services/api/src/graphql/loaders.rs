@@ -2,12 +2,18 @@
 //! per object (no N+1). `engagements(first: 50) { … findings { … affectedTargets { … } } }`
 //! reads the engagements, then every engagement's page of findings at once (and their totals
 //! at once), then every affected target at once.
+//!
+//! Objects resolved together share a `Siblings` group, and the first of them to resolve a
+//! nested field loads it for all of them with one `load_many` on the request's `DataLoader`
+//! (the `Loader`s below); a DataLoader alone batches only the keys that arrive within its
+//! delay, so a big page could be split into several statements by timing.
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_graphql::dataloader::Loader;
 use pwnbook_projections::batch;
@@ -16,9 +22,11 @@ use pwnbook_projections::list::SortValue;
 use pwnbook_projections::targets::TargetRow;
 use pwnbook_projections::wiki::WikiPageRow;
 use sqlx::AnyPool;
+use tokio::sync::OnceCell;
 
 use crate::error::ApiError;
 use crate::graphql::connection::ListArgs;
+use crate::graphql::view::View;
 use crate::pagination::ListRequest;
 use crate::state::AppState;
 
@@ -50,6 +58,8 @@ pub trait ChildKind: Send + Sync + 'static {
     fn accepts(sort: Self::Sort, value: &SortValue) -> bool;
     fn key_of(sort: Self::Sort, row: &Self::Row) -> (SortValue, String);
     fn engagement_of(row: &Self::Row) -> &str;
+    /// The REST view of a row.
+    fn view_of(row: &Self::Row) -> View;
 
     /// A page per engagement of `engagement_ids`, for `request`.
     fn page(
@@ -216,5 +226,96 @@ impl Loader<ReportContent> for Batch {
         let documents =
             batch::report_contents(self.pool(), &self.organization_id, &ids).await.map_err(ApiError::from)?;
         Ok(documents.into_iter().map(|(id, document)| (ReportContent(id), document)).collect())
+    }
+}
+
+/// Objects resolved together: the nodes of one list page, or every child read in one batch. A
+/// nested field of any of them is loaded for all of them, once, when the first asks (the
+/// others wait for that load): one `load_many` on the request's DataLoader, so one statement
+/// per kind however many objects there are, and independent of timing.
+pub struct Siblings {
+    views: Vec<View>,
+    loads: Mutex<HashMap<LoadKey, Arc<Loaded>>>,
+}
+
+/// A group's load: set once, by the first member that asks.
+type Loaded = OnceCell<Arc<dyn Any + Send + Sync>>;
+
+/// What a group loads for all its members.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum LoadKey {
+    /// A nested connection: the kind of child, its arguments, whether totals are wanted.
+    Children(TypeId, Arc<ListArgs>, bool),
+    /// A nested field without arguments (`affectedTargets`, `engagement`, `parent`, `content`).
+    Field(&'static str),
+}
+
+impl Siblings {
+    /// The nodes of `views`, in order, as one group.
+    pub fn group(views: Vec<View>) -> Vec<Node> {
+        let count = views.len();
+        let siblings = Arc::new(Self { views, loads: Mutex::new(HashMap::new()) });
+        (0..count).map(|index| Node { siblings: siblings.clone(), index }).collect()
+    }
+
+    /// A group of one.
+    pub fn alone(view: View) -> Node {
+        Self::group(vec![view]).pop().unwrap_or_default()
+    }
+
+    /// Every value `of` gives for the members, without repeats, in order.
+    pub fn all(&self, of: impl Fn(&View) -> Vec<String>) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        self.views.iter().flat_map(of).filter(|v| seen.insert(v.clone())).collect()
+    }
+
+    /// The value `load` gives for `key`, loaded once for the whole group.
+    pub async fn once<T, F, Fut>(&self, key: LoadKey, load: F) -> Result<Arc<T>, async_graphql::Error>
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, async_graphql::Error>>,
+    {
+        let cell = {
+            let mut loads =
+                self.loads.lock().map_err(|_| ApiError::Internal("a loader lock was poisoned".to_owned()))?;
+            loads.entry(key).or_default().clone()
+        };
+        let value = cell
+            .get_or_try_init(|| async {
+                Ok::<_, async_graphql::Error>(Arc::new(load().await?) as Arc<dyn Any + Send + Sync>)
+            })
+            .await?
+            .clone();
+        value
+            .downcast::<T>()
+            .map_err(|_| ApiError::Internal("a loader cached another type".to_owned()).into())
+    }
+}
+
+/// One object of a group: its view, and its siblings for batched nested fields.
+#[derive(Clone)]
+pub struct Node {
+    siblings: Arc<Siblings>,
+    index: usize,
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Siblings::alone(View::default())
+    }
+}
+
+impl Node {
+    pub fn siblings(&self) -> &Siblings {
+        &self.siblings
+    }
+}
+
+impl std::ops::Deref for Node {
+    type Target = View;
+
+    fn deref(&self) -> &View {
+        &self.siblings.views[self.index]
     }
 }

@@ -58,13 +58,13 @@ pub struct OrganizationQuery;
 
 #[Object]
 impl OrganizationQuery {
-    /// The caller's organization (organizations:read); with `version` or `asOf`, as it was then
+    /// The caller's organization (organizations:read); with `version` or `asOf` (RFC 3339), as it was then
     /// (its engagement count as of that moment).
     async fn organization(
         &self,
         ctx: &Context<'_>,
         version: Option<i64>,
-        #[graphql(name = "asOf", desc = "RFC 3339")] as_of: Option<String>,
+        #[graphql(name = "asOf")] as_of: Option<String>,
     ) -> Result<Option<Organization>> {
         let session = allowed(ctx, route::ORGANIZATION)?;
         let id = session.organization_id().to_owned();

@@ -11,12 +11,13 @@ use serde::Serialize;
 use sqlx::AnyPool;
 
 use crate::error::ApiError;
-use crate::graphql::connection::{self, connect, wants_total, Connection, Filters, ListArgs, SortOrder};
+use crate::graphql::connection::{self, page, wants_total, Connection, Filters, ListArgs, SortOrder};
 use crate::graphql::context::{allowed, route};
 use crate::graphql::engagements::Engagement;
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
-use crate::graphql::loaders::{ChildKind, ReportContent};
+use crate::graphql::loaders::{ChildKind, LoadKey, ReportContent};
+use crate::graphql::loaders::{Node, Siblings};
 use crate::graphql::shared::{body, history_of, id_strings, if_match, past};
 use crate::graphql::targets::engagement_of;
 use crate::graphql::view::View;
@@ -24,11 +25,16 @@ use crate::pagination::ListRequest;
 use crate::routes::reports as rest;
 
 /// A report of an engagement's findings.
-pub struct Report(pub View);
+pub struct Report(pub Node);
 
 impl Report {
     pub fn of(row: &ReportRow) -> Self {
-        Self(View::of(rest::render(row)))
+        Self(Siblings::alone(Self::view(row)))
+    }
+
+    /// The REST view of a row.
+    pub fn view(row: &ReportRow) -> View {
+        View::of(rest::render(row))
     }
 }
 
@@ -86,13 +92,23 @@ impl Report {
     /// null before the first generation.
     async fn content(&self, ctx: &Context<'_>) -> Result<Option<String>> {
         let session = allowed(ctx, route::REPORT_CONTENT)?;
-        let document = session.loader.load_one(ReportContent(self.0.str("id").to_owned())).await?;
-        Ok(document.map(|(_, content)| content))
+        let siblings = self.0.siblings();
+        let documents = siblings
+            .once(LoadKey::Field("content"), || async {
+                let ids = siblings.all(|view| vec![view.str("id").to_owned()]);
+                let found = session.loader.load_many(ids.into_iter().map(ReportContent)).await?;
+                Ok(found
+                    .into_iter()
+                    .map(|(id, (_, content))| (id.0, content))
+                    .collect::<HashMap<String, String>>())
+            })
+            .await?;
+        Ok(documents.get(self.0.str("id")).cloned())
     }
 
     /// The engagement it belongs to (engagements:read).
     async fn engagement(&self, ctx: &Context<'_>) -> Result<Option<Engagement>> {
-        engagement_of(ctx, self.0.str("engagementId")).await
+        engagement_of(ctx, &self.0).await
     }
 
     /// Its events (audit:read).
@@ -171,6 +187,10 @@ impl ChildKind for ReportsOf {
         &row.engagement_id
     }
 
+    fn view_of(row: &ReportRow) -> View {
+        Report::view(row)
+    }
+
     async fn page(
         pool: &AnyPool,
         organization_id: &str,
@@ -198,28 +218,29 @@ pub struct ReportQuery;
 
 #[Object]
 impl ReportQuery {
-    /// A report (reports:read); with `version` or `asOf`, as it was then.
+    /// A report (reports:read); with `version` or `asOf` (RFC 3339), as it was then.
     async fn report(
         &self,
         ctx: &Context<'_>,
         id: ID,
         version: Option<i64>,
-        #[graphql(name = "asOf", desc = "RFC 3339")] as_of: Option<String>,
+        #[graphql(name = "asOf")] as_of: Option<String>,
     ) -> Result<Option<Report>> {
         let session = allowed(ctx, route::REPORT)?;
         if let Some(view) = past::<rest::Tracked>(session, &id, version, as_of).await? {
-            return Ok(Some(Report(view)));
+            return Ok(Some(Report(Siblings::alone(view))));
         }
         Ok(Some(Report::of(&rest::load(&session.state, &session.caller, &id).await?)))
     }
 
-    /// Reports across engagements (reports:read), as `GET /reports`.
+    /// Reports across engagements (reports:read), as `GET /reports`; `engagementId` keeps
+    /// those of the engagements named.
     #[graphql(complexity = "connection::complexity(first, child_complexity)")]
     #[allow(clippy::too_many_arguments)]
     async fn reports(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Only reports of these engagements.")] engagement_id: Option<Vec<ID>>,
+        engagement_id: Option<Vec<ID>>,
         filter: Option<ReportFilterInput>,
         sort: Option<ReportSortField>,
         order: Option<SortOrder>,
@@ -241,7 +262,14 @@ impl ReportQuery {
             None
         };
         let sort = request.sort;
-        Ok(Some(connect(&request, rows, total, |row| (sort.value_of(row), row.id.clone()), Report::of)))
+        Ok(Some(page(
+            &request,
+            rows,
+            total,
+            |row| (sort.value_of(row), row.id.clone()),
+            Report::view,
+            Report,
+        )))
     }
 }
 

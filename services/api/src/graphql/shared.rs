@@ -1,6 +1,8 @@
 //! What the resource modules share: history and time travel through `routes::history`, nested
 //! connections through the loaders, and mutation inputs as the REST bodies.
 
+use std::any::TypeId;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::{Context, OutputType};
@@ -13,7 +15,7 @@ use crate::graphql::connection::{connect, wants_total, Connection, Filters, List
 use crate::graphql::context::{allowed, Route, Session};
 use crate::graphql::errors::Result;
 use crate::graphql::events::{feed, history_params, EventFeed};
-use crate::graphql::loaders::{ChildKind, Children};
+use crate::graphql::loaders::{ChildKind, ChildPage, Children, LoadKey, Node, Siblings};
 use crate::graphql::view::View;
 use crate::routes::history::{self, take_moment, Tracked};
 
@@ -45,25 +47,69 @@ pub async fn past<R: Tracked>(
     Ok(Some(View::from_value(resource)))
 }
 
-/// A nested connection of an engagement's children, read through the request's loader so all
-/// the engagements of a query share one statement.
+/// A nested connection of an engagement's children. The first engagement of a group to ask
+/// loads the page of every engagement of the group (one `load_many`, so one statement and one
+/// count), and all those children become one group in turn.
 pub async fn children<C: ChildKind, T: OutputType>(
     ctx: &Context<'_>,
     session: &Session,
-    engagement_id: &str,
+    engagement: &Node,
     args: ListArgs,
-    node_of: impl Fn(&C::Row) -> T,
+    wrap: impl Fn(Node) -> T,
 ) -> Result<Connection<T>> {
     // Bad arguments fail here, on this field, before anything is read.
     let request = args.request(C::SORTS, C::FILTERS, C::accepts)?;
-    let key = Children::<C>::new(engagement_id.to_owned(), Arc::new(args), wants_total(ctx));
-    let page = session
-        .loader
-        .load_one(key)
-        .await?
-        .unwrap_or(crate::graphql::loaders::ChildPage { rows: Vec::new(), total: Some(0) });
+    let (args, total) = (Arc::new(args), wants_total(ctx));
+    let siblings = engagement.siblings();
+    let key = LoadKey::Children(TypeId::of::<C>(), args.clone(), total);
+    let pages = siblings
+        .once(key, || async {
+            let parents = siblings.all(|view| vec![view.str("id").to_owned()]);
+            let keys = parents.iter().map(|parent| Children::<C>::new(parent.clone(), args.clone(), total));
+            let found = session.loader.load_many(keys).await?;
+            let mut rows: Vec<(String, C::Row)> = Vec::new();
+            let mut pages: HashMap<String, ChildPage<(C::Row, Node)>> = HashMap::new();
+            for (key, page) in found {
+                rows.extend(page.rows.into_iter().map(|row| (key.engagement_id.clone(), row)));
+                pages.insert(key.engagement_id, ChildPage { rows: Vec::new(), total: page.total });
+            }
+            let nodes = Siblings::group(rows.iter().map(|(_, row)| C::view_of(row)).collect());
+            for ((parent, row), node) in rows.into_iter().zip(nodes) {
+                if let Some(page) = pages.get_mut(&parent) {
+                    page.rows.push((row, node));
+                }
+            }
+            Ok(pages)
+        })
+        .await?;
+    let (items, total) = match pages.get(engagement.str("id")) {
+        Some(page) => (page.rows.clone(), page.total),
+        None => (Vec::new(), total.then_some(0)),
+    };
     let sort = request.sort;
-    Ok(connect(&request, page.rows, page.total, |row| C::key_of(sort, row), node_of))
+    Ok(connect(&request, items, total, |(row, _)| C::key_of(sort, row), |(_, node)| wrap(node)))
+}
+
+/// A field of one object read for its whole group: `ids_of` names what each member needs,
+/// `load` reads them all at once and gives each one's node by id.
+pub async fn related<F, Fut>(
+    node: &Node,
+    field: &'static str,
+    ids_of: impl Fn(&View) -> Vec<String>,
+    load: F,
+) -> Result<Arc<HashMap<String, Node>>>
+where
+    F: FnOnce(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<(String, View)>>>,
+{
+    let siblings = node.siblings();
+    siblings
+        .once(LoadKey::Field(field), || async {
+            let found = load(siblings.all(ids_of)).await?;
+            let (ids, views): (Vec<String>, Vec<View>) = found.into_iter().unzip();
+            Ok(ids.into_iter().zip(Siblings::group(views)).collect::<HashMap<String, Node>>())
+        })
+        .await
 }
 
 /// A mutation's input as the REST body of the same write, so both are parsed and validated by

@@ -16,17 +16,23 @@ use crate::graphql::engagements::Engagement;
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
 use crate::graphql::loaders::{ChildKind, EngagementById};
-use crate::graphql::shared::{body, history_of, if_match, past};
+use crate::graphql::loaders::{Node, Siblings};
+use crate::graphql::shared::{body, history_of, if_match, past, related};
 use crate::graphql::view::View;
 use crate::pagination::ListRequest;
 use crate::routes::targets as rest;
 
 /// A target in an engagement's scope.
-pub struct Target(pub View);
+pub struct Target(pub Node);
 
 impl Target {
     pub fn of(row: &TargetRow) -> Self {
-        Self(View::of(rest::render(row)))
+        Self(Siblings::alone(Self::view(row)))
+    }
+
+    /// The REST view of a row.
+    pub fn view(row: &TargetRow) -> View {
+        View::of(rest::render(row))
     }
 }
 
@@ -86,7 +92,7 @@ impl Target {
 
     /// The engagement it belongs to (engagements:read).
     async fn engagement(&self, ctx: &Context<'_>) -> Result<Option<Engagement>> {
-        engagement_of(ctx, self.0.str("engagementId")).await
+        engagement_of(ctx, &self.0).await
     }
 
     /// Its events (audit:read).
@@ -102,10 +108,20 @@ impl Target {
 }
 
 /// The `engagement` field of a child (engagements:read), batched.
-pub async fn engagement_of(ctx: &Context<'_>, engagement_id: &str) -> Result<Option<Engagement>> {
+pub async fn engagement_of(ctx: &Context<'_>, child: &Node) -> Result<Option<Engagement>> {
     let session = allowed(ctx, route::ENGAGEMENT)?;
-    let row = session.loader.load_one(EngagementById(engagement_id.to_owned())).await?;
-    Ok(Some(Engagement::of(&row.ok_or(ApiError::NotFound)?)))
+    let found = related(
+        child,
+        "engagement",
+        |view| vec![view.str("engagementId").to_owned()],
+        |ids| async move {
+            let rows = session.loader.load_many(ids.into_iter().map(EngagementById)).await?;
+            Ok(rows.into_values().map(|row| (row.id.clone(), Engagement::view(&row))).collect())
+        },
+    )
+    .await?;
+    let node = found.get(child.str("engagementId")).cloned().ok_or(ApiError::NotFound)?;
+    Ok(Some(Engagement(node)))
 }
 
 /// Sort fields of target lists.
@@ -172,6 +188,10 @@ impl ChildKind for TargetsOf {
         &row.engagement_id
     }
 
+    fn view_of(row: &TargetRow) -> View {
+        Target::view(row)
+    }
+
     async fn page(
         pool: &AnyPool,
         organization_id: &str,
@@ -199,17 +219,17 @@ pub struct TargetQuery;
 
 #[Object]
 impl TargetQuery {
-    /// A target (targets:read); with `version` or `asOf`, as it was then.
+    /// A target (targets:read); with `version` or `asOf` (RFC 3339), as it was then.
     async fn target(
         &self,
         ctx: &Context<'_>,
         id: ID,
         version: Option<i64>,
-        #[graphql(name = "asOf", desc = "RFC 3339")] as_of: Option<String>,
+        #[graphql(name = "asOf")] as_of: Option<String>,
     ) -> Result<Option<Target>> {
         let session = allowed(ctx, route::TARGET)?;
         if let Some(view) = past::<rest::Tracked>(session, &id, version, as_of).await? {
-            return Ok(Some(Target(view)));
+            return Ok(Some(Target(Siblings::alone(view))));
         }
         Ok(Some(Target::of(&rest::load(&session.state, &session.caller, &id).await?)))
     }

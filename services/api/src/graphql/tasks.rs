@@ -10,12 +10,13 @@ use serde::Serialize;
 use sqlx::AnyPool;
 
 use crate::error::ApiError;
-use crate::graphql::connection::{self, connect, wants_total, Connection, Filters, ListArgs, SortOrder};
+use crate::graphql::connection::{self, page, wants_total, Connection, Filters, ListArgs, SortOrder};
 use crate::graphql::context::{allowed, route};
 use crate::graphql::engagements::Engagement;
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
 use crate::graphql::loaders::ChildKind;
+use crate::graphql::loaders::{Node, Siblings};
 use crate::graphql::shared::{body, history_of, id_strings, if_match, past};
 use crate::graphql::targets::engagement_of;
 use crate::graphql::view::View;
@@ -23,11 +24,16 @@ use crate::pagination::ListRequest;
 use crate::routes::tasks as rest;
 
 /// A task of an engagement.
-pub struct Task(pub View);
+pub struct Task(pub Node);
 
 impl Task {
     pub fn of(row: &TaskRow) -> Self {
-        Self(View::of(rest::render(row)))
+        Self(Siblings::alone(Self::view(row)))
+    }
+
+    /// The REST view of a row.
+    pub fn view(row: &TaskRow) -> View {
+        View::of(rest::render(row))
     }
 }
 
@@ -84,7 +90,7 @@ impl Task {
 
     /// The engagement it belongs to (engagements:read).
     async fn engagement(&self, ctx: &Context<'_>) -> Result<Option<Engagement>> {
-        engagement_of(ctx, self.0.str("engagementId")).await
+        engagement_of(ctx, &self.0).await
     }
 
     /// Its events (audit:read).
@@ -173,6 +179,10 @@ impl ChildKind for TasksOf {
         &row.engagement_id
     }
 
+    fn view_of(row: &TaskRow) -> View {
+        Task::view(row)
+    }
+
     async fn page(
         pool: &AnyPool,
         organization_id: &str,
@@ -200,28 +210,29 @@ pub struct TaskQuery;
 
 #[Object]
 impl TaskQuery {
-    /// A task (tasks:read); with `version` or `asOf`, as it was then.
+    /// A task (tasks:read); with `version` or `asOf` (RFC 3339), as it was then.
     async fn task(
         &self,
         ctx: &Context<'_>,
         id: ID,
         version: Option<i64>,
-        #[graphql(name = "asOf", desc = "RFC 3339")] as_of: Option<String>,
+        #[graphql(name = "asOf")] as_of: Option<String>,
     ) -> Result<Option<Task>> {
         let session = allowed(ctx, route::TASK)?;
         if let Some(view) = past::<rest::Tracked>(session, &id, version, as_of).await? {
-            return Ok(Some(Task(view)));
+            return Ok(Some(Task(Siblings::alone(view))));
         }
         Ok(Some(Task::of(&rest::load(&session.state, &session.caller, &id).await?)))
     }
 
-    /// Tasks across engagements (tasks:read), as `GET /tasks`.
+    /// Tasks across engagements (tasks:read), as `GET /tasks`; `engagementId` keeps those of
+    /// the engagements named.
     #[graphql(complexity = "connection::complexity(first, child_complexity)")]
     #[allow(clippy::too_many_arguments)]
     async fn tasks(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Only tasks of these engagements.")] engagement_id: Option<Vec<ID>>,
+        engagement_id: Option<Vec<ID>>,
         filter: Option<TaskFilterInput>,
         sort: Option<TaskSortField>,
         order: Option<SortOrder>,
@@ -243,7 +254,7 @@ impl TaskQuery {
             None
         };
         let sort = request.sort;
-        Ok(Some(connect(&request, rows, total, |row| (sort.value_of(row), row.id.clone()), Task::of)))
+        Ok(Some(page(&request, rows, total, |row| (sort.value_of(row), row.id.clone()), Task::view, Task)))
     }
 }
 

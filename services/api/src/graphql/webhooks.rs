@@ -8,21 +8,27 @@ use serde::Serialize;
 
 use crate::error::ApiError;
 use crate::extract::QueryParams;
-use crate::graphql::connection::{self, connect, wants_total, Connection, Filters, ListArgs, SortOrder};
+use crate::graphql::connection::{self, page, wants_total, Connection, Filters, ListArgs, SortOrder};
 use crate::graphql::context::{allowed, route};
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
+use crate::graphql::loaders::{Node, Siblings};
 use crate::graphql::shared::{body, history_of, if_match, past};
 use crate::graphql::view::View;
 use crate::openapi::to_json;
 use crate::routes::webhooks as rest;
 
 /// A webhook: events matching `events` are POSTed to `url`, signed with its secret.
-pub struct Webhook(pub View);
+pub struct Webhook(pub Node);
 
 impl Webhook {
     pub fn of(row: &WebhookRow) -> Self {
-        Self(View::of(rest::render(row)))
+        Self(Siblings::alone(Self::view(row)))
+    }
+
+    /// The REST view of a row.
+    pub fn view(row: &WebhookRow) -> View {
+        View::of(rest::render(row))
     }
 }
 
@@ -146,17 +152,17 @@ pub struct WebhookQuery;
 
 #[Object]
 impl WebhookQuery {
-    /// A webhook (webhooks:manage); with `version` or `asOf`, as it was then.
+    /// A webhook (webhooks:manage); with `version` or `asOf` (RFC 3339), as it was then.
     async fn webhook(
         &self,
         ctx: &Context<'_>,
         id: ID,
         version: Option<i64>,
-        #[graphql(name = "asOf", desc = "RFC 3339")] as_of: Option<String>,
+        #[graphql(name = "asOf")] as_of: Option<String>,
     ) -> Result<Option<Webhook>> {
         let session = allowed(ctx, route::WEBHOOK)?;
         if let Some(view) = past::<rest::Tracked>(session, &id, version, as_of).await? {
-            return Ok(Some(Webhook(view)));
+            return Ok(Some(Webhook(Siblings::alone(view))));
         }
         Ok(Some(Webhook::of(&rest::find(&session.state, &session.caller, &id).await?)))
     }
@@ -184,7 +190,14 @@ impl WebhookQuery {
         } else {
             None
         };
-        Ok(Some(connect(&request, rows, total, |row| (row.sort_value(), row.id.clone()), Webhook::of)))
+        Ok(Some(page(
+            &request,
+            rows,
+            total,
+            |row| (row.sort_value(), row.id.clone()),
+            Webhook::view,
+            Webhook,
+        )))
     }
 }
 
@@ -220,7 +233,7 @@ impl WebhookMutation {
     async fn create_webhook(&self, ctx: &Context<'_>, input: CreateWebhookInput) -> Result<Option<Webhook>> {
         let session = allowed(ctx, route::CREATE_WEBHOOK)?;
         let (row, secret) = rest::create_row(&session.state, &session.caller, body(input)?).await?;
-        Ok(Some(Webhook(View::from_value(rest::render_created(&row, secret)))))
+        Ok(Some(Webhook(Siblings::alone(View::from_value(rest::render_created(&row, secret))))))
     }
 
     /// Update a webhook (webhooks:manage).

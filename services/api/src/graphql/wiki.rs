@@ -17,18 +17,24 @@ use crate::graphql::engagements::Engagement;
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
 use crate::graphql::loaders::{ChildKind, WikiPageById};
-use crate::graphql::shared::{body, history_of, id_strings, if_match, past};
+use crate::graphql::loaders::{Node, Siblings};
+use crate::graphql::shared::{body, history_of, id_strings, if_match, past, related};
 use crate::graphql::targets::engagement_of;
 use crate::graphql::view::View;
 use crate::pagination::ListRequest;
 use crate::routes::wiki as rest;
 
 /// A wiki page of an engagement.
-pub struct WikiPage(pub View);
+pub struct WikiPage(pub Node);
 
 impl WikiPage {
     pub fn of(row: &WikiPageRow) -> Self {
-        Self(View::of(rest::render(row)))
+        Self(Siblings::alone(Self::view(row)))
+    }
+
+    /// The REST view of a row.
+    pub fn view(row: &WikiPageRow) -> View {
+        View::of(rest::render(row))
     }
 }
 
@@ -77,13 +83,18 @@ impl WikiPage {
     async fn parent(&self, ctx: &Context<'_>) -> Result<Option<WikiPage>> {
         let session = allowed(ctx, route::WIKI_PAGE)?;
         let Some(parent) = self.0.opt_str("parentId") else { return Ok(None) };
-        let row = session.loader.load_one(WikiPageById(parent.to_owned())).await?;
-        Ok(row.as_ref().map(WikiPage::of))
+        let parents = |view: &View| view.opt_str("parentId").map(str::to_owned).into_iter().collect();
+        let found = related(&self.0, "parent", parents, |ids| async move {
+            let rows = session.loader.load_many(ids.into_iter().map(WikiPageById)).await?;
+            Ok(rows.into_values().map(|row| (row.id.clone(), WikiPage::view(&row))).collect())
+        })
+        .await?;
+        Ok(found.get(parent).cloned().map(WikiPage))
     }
 
     /// The engagement it belongs to (engagements:read).
     async fn engagement(&self, ctx: &Context<'_>) -> Result<Option<Engagement>> {
-        engagement_of(ctx, self.0.str("engagementId")).await
+        engagement_of(ctx, &self.0).await
     }
 
     /// Its events (audit:read).
@@ -156,6 +167,10 @@ impl ChildKind for WikiPagesOf {
         &row.engagement_id
     }
 
+    fn view_of(row: &WikiPageRow) -> View {
+        WikiPage::view(row)
+    }
+
     async fn page(
         pool: &AnyPool,
         organization_id: &str,
@@ -183,17 +198,17 @@ pub struct WikiQuery;
 
 #[Object]
 impl WikiQuery {
-    /// A wiki page (wiki:read); with `version` or `asOf`, as it was then.
+    /// A wiki page (wiki:read); with `version` or `asOf` (RFC 3339), as it was then.
     async fn wiki_page(
         &self,
         ctx: &Context<'_>,
         id: ID,
         version: Option<i64>,
-        #[graphql(name = "asOf", desc = "RFC 3339")] as_of: Option<String>,
+        #[graphql(name = "asOf")] as_of: Option<String>,
     ) -> Result<Option<WikiPage>> {
         let session = allowed(ctx, route::WIKI_PAGE)?;
         if let Some(view) = past::<rest::Tracked>(session, &id, version, as_of).await? {
-            return Ok(Some(WikiPage(view)));
+            return Ok(Some(WikiPage(Siblings::alone(view))));
         }
         Ok(Some(WikiPage::of(&rest::load(&session.state, &session.caller, &id).await?)))
     }
