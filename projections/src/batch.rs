@@ -60,8 +60,8 @@ const TASKS: Child = Child { table: "tasks", columns: TASK_COLUMNS };
 const WIKI_PAGES: Child = Child { table: "wiki_pages", columns: WIKI_COLUMNS };
 const REPORTS: Child = Child { table: "reports", columns: REPORT_COLUMNS };
 
-/// What a page of children asks for: the sort column, its order, the keyset to continue after
-/// and how many rows per engagement.
+/// How each engagement's page runs: its order, the keyset to continue after, and how many rows
+/// per engagement.
 #[derive(Debug, Clone, Copy)]
 pub struct PerParent<'a> {
     pub order: Order,

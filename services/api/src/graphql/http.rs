@@ -31,6 +31,10 @@ use crate::state::AppState;
 const FORBIDDEN_CLOSE: u16 = 4403;
 /// Close code when the server shuts down.
 const GOING_AWAY: u16 = 1001;
+/// Close code of a WebSocket whose `connection_init` did not come in time (graphql-ws).
+const INIT_TIMEOUT_CLOSE: u16 = 4408;
+/// How long a new WebSocket may wait before its `connection_init`.
+const INIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A GraphQL request.
 #[derive(Debug, ToSchema)]
@@ -168,7 +172,8 @@ async fn serve(state: AppState, socket: WebSocket, protocol: WebSocketProtocols)
             })
         });
     let refused = Arc::new(AtomicBool::new(false));
-    let (init_state, init_refused) = (state.clone(), refused.clone());
+    let initialized = Arc::new(AtomicBool::new(false));
+    let (init_state, init_refused, init_done) = (state.clone(), refused.clone(), initialized.clone());
     let on_init = move |payload: Value| async move {
         let principal = match key_of(&payload) {
             Some(secret) => auth::principal_for_secret(&init_state, &secret).await,
@@ -178,6 +183,7 @@ async fn serve(state: AppState, socket: WebSocket, protocol: WebSocketProtocols)
         };
         match principal {
             Ok(principal) => {
+                init_done.store(true, Ordering::SeqCst);
                 let mut data = Data::default();
                 data.insert(Session::new(init_state, principal));
                 Ok(data)
@@ -191,7 +197,18 @@ async fn serve(state: AppState, socket: WebSocket, protocol: WebSocketProtocols)
     let output =
         async_graphql::http::WebSocket::new(schema().clone(), input, protocol).on_connection_init(on_init);
     let mut output = std::pin::pin!(output);
-    while let Some(message) = output.next().await {
+    let init_deadline = tokio::time::sleep(INIT_TIMEOUT);
+    let mut init_deadline = std::pin::pin!(init_deadline);
+    loop {
+        let message = tokio::select! {
+            message = output.next() => message,
+            () = &mut init_deadline, if !initialized.load(Ordering::SeqCst) => {
+                let close = CloseFrame { code: INIT_TIMEOUT_CLOSE, reason: "connection_init did not come in time".into() };
+                let _ = sink.send(Message::Close(Some(close))).await;
+                return;
+            }
+        };
+        let Some(message) = message else { break };
         let frame = match message {
             WsMessage::Text(text) => Message::Text(text.into()),
             WsMessage::Close(code, reason) => {

@@ -51,8 +51,7 @@ fn render(row: &OrganizationRow, engagement_count: i64) -> OrganizationView {
 }
 
 async fn respond(state: &AppState, row: &OrganizationRow) -> Result<Response, ApiError> {
-    let engagement_count = organizations::engagement_count(state.store.pool(), &row.id).await?;
-    Ok(([(header::ETAG, etag(row.version))], data(render(row, engagement_count))).into_response())
+    Ok(([(header::ETAG, etag(row.version))], data(view(state, row).await?)).into_response())
 }
 
 /// The organization as its GET renders it (REST and GraphQL).

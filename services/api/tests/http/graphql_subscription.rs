@@ -174,6 +174,9 @@ backend_tests! {
                 other => panic!("{payload}: {other:?}"),
             }
         }
+        // A socket that never says connection_init is closed with 4408 (after 10 s).
+        let mut silent = Ws::open(&app.base, "graphql-transport-ws").await;
+        let waiting = tokio::spawn(async move { silent.next().await });
         // Subscribing before the handshake is refused.
         let mut early = Ws::open(&app.base, "graphql-transport-ws").await;
         early.subscribe("1", EVENTS, json!({})).await;
@@ -206,6 +209,10 @@ backend_tests! {
             }
         }
         assert!(seen.iter().any(|m| m["id"] == "3" && m["payload"]["errors"][0]["extensions"]["code"] == "BAD_REQUEST"), "{seen:?}");
+        match waiting.await.unwrap() {
+            Frame::Closed(code) => assert_eq!(code, Some(4408)),
+            other => panic!("{other:?}"),
+        }
         // An unknown protocol is not upgraded.
         let url = format!("{}/api/v1/graphql", app.base.replacen("http://", "ws://", 1));
         let mut request = url.into_client_request().unwrap();
