@@ -157,7 +157,7 @@ fn key_of(payload: &Value) -> Option<String> {
 
 async fn serve(state: AppState, socket: WebSocket, protocol: WebSocketProtocols) {
     let (mut sink, stream) = socket.split();
-    // The connection ends when the server shuts down (its subscriptions complete first).
+    // The connection ends when the server shuts down (its subscriptions end with it).
     let mut shutdown = state.shutdown.clone();
     let stopping = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
