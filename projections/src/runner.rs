@@ -12,7 +12,7 @@ use crate::sql::Sql;
 use crate::{ProjectionError, Projector};
 
 const LIVE_BATCH: i64 = 500;
-const REBUILD_BATCH: i64 = 5_000;
+const REBUILD_BATCH: i64 = 10_000;
 
 #[derive(Clone)]
 pub struct ProjectionRunner {
@@ -31,6 +31,7 @@ impl ProjectionRunner {
 
     /// Registers every projector's checkpoint and rebuilds those whose schema version changed.
     pub async fn prepare(&self) -> Result<(), ProjectionError> {
+        let mut stale: Vec<&dyn Projector> = Vec::new();
         for projector in &self.projectors {
             sqlx::query(
                 "INSERT INTO projector_checkpoints (name, position, schema_version) VALUES ($1, 0, $2) \
@@ -47,8 +48,11 @@ impl ProjectionRunner {
                     .await?;
             if stored != projector.schema_version() {
                 tracing::info!(projector = projector.name(), "schema version changed; rebuilding");
-                self.rebuild(projector.as_ref()).await?;
+                stale.push(projector.as_ref());
             }
+        }
+        if !stale.is_empty() {
+            self.rebuild_all_with_progress(&stale, &mut |_| {}).await?;
         }
         Ok(())
     }
@@ -154,31 +158,47 @@ impl ProjectionRunner {
         self.rebuild_with_progress(projector, &mut |_| {}).await
     }
 
-    /// `rebuild`, calling `progress` with the position reached after each batch. The swap is
-    /// atomic: it is the commit of the one transaction, which also holds the projector's
-    /// checkpoint lock, so the live runner (of any process) waits instead of racing it.
+    /// `rebuild`, calling `progress` with the position reached after each batch.
     pub async fn rebuild_with_progress(
         &self,
         projector: &dyn Projector,
         progress: &mut (dyn FnMut(i64) + Send),
     ) -> Result<i64, ProjectionError> {
+        self.rebuild_all_with_progress(&[projector], progress).await
+    }
+
+    /// Rebuilds several projectors in one pass over the log (each batch is read once and applied
+    /// to all of them) and ONE transaction. The swap is atomic: it is the commit, and the
+    /// transaction holds the projectors' checkpoint locks, so the live runner (of any process)
+    /// waits instead of racing it.
+    pub async fn rebuild_all_with_progress(
+        &self,
+        projectors: &[&dyn Projector],
+        progress: &mut (dyn FnMut(i64) + Send),
+    ) -> Result<i64, ProjectionError> {
         let mut tx = self.store.pool().begin().await?;
-        lock_checkpoint(&mut tx, projector.name()).await?;
-        for table in projector.tables() {
-            sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
+        lock_checkpoints(&mut tx, projectors).await?;
+        for projector in projectors {
+            for table in projector.tables() {
+                sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
+            }
         }
         let mut position = 0;
         loop {
             let events = log::read_after(&mut *tx, position, REBUILD_BATCH).await?;
             let Some(last) = events.last() else { break };
             position = last.position;
-            projector.apply(&mut tx, &events).await?;
+            for projector in projectors {
+                projector.apply(&mut tx, &events).await?;
+            }
             progress(position);
             if events.len() < REBUILD_BATCH as usize {
                 break;
             }
         }
-        store_checkpoint(&mut tx, projector, position).await?;
+        for projector in projectors {
+            store_checkpoint(&mut tx, *projector, position).await?;
+        }
         tx.commit().await?;
         Ok(position)
     }
@@ -209,6 +229,33 @@ impl ProjectionRunner {
             lowest = lowest.min(position.unwrap_or(0));
         }
         Ok(if lowest == i64::MAX { 0 } else { lowest })
+    }
+}
+
+/// Takes the checkpoint row locks of `projectors` in one statement, as the live runner does,
+/// so the two never wait on each other in opposite orders.
+async fn lock_checkpoints(
+    tx: &mut Transaction<'_, Any>,
+    projectors: &[&dyn Projector],
+) -> Result<(), ProjectionError> {
+    let mut lock = Sql::new("UPDATE projector_checkpoints SET position = position WHERE name IN (");
+    for (i, projector) in projectors.iter().enumerate() {
+        if i > 0 {
+            lock.push(", ");
+        }
+        lock.bind(projector.name());
+    }
+    lock.push(") RETURNING name");
+    let locked: Vec<String> = lock
+        .query()
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|row| row.try_get("name"))
+        .collect::<Result<_, _>>()?;
+    match projectors.iter().find(|p| !locked.iter().any(|name| name == p.name())) {
+        Some(missing) => Err(ProjectionError::UnknownProjector(missing.name().to_owned())),
+        None => Ok(()),
     }
 }
 

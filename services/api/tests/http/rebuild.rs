@@ -22,6 +22,7 @@ const TABLES: &[(&str, &str)] = &[
     ("finding_cwes", "finding_id, cwe"),
     ("finding_cves", "finding_id, cve"),
     ("finding_targets", "finding_id, target_id"),
+    ("finding_counts", "organization_id, engagement_id, severity, status, review_status"),
     ("tasks", "id"),
     ("wiki_pages", "id"),
     ("reports", "id"),
