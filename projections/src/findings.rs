@@ -386,6 +386,35 @@ async fn bump(tx: &mut Transaction<'_, Any>, bucket: &Bucket, delta: i64) -> Res
     Ok(())
 }
 
+/// Adds new findings to their buckets' counters in multi-row upserts (each bucket once per
+/// statement, as PostgreSQL requires).
+async fn add_counts(
+    tx: &mut Transaction<'_, Any>,
+    counts: &HashMap<Bucket, i64>,
+) -> Result<(), ProjectionError> {
+    let counts: Vec<(&Bucket, &i64)> = counts.iter().collect();
+    for chunk in counts.chunks(INSERT_ROWS) {
+        let mut query = Sql::new(
+            "INSERT INTO finding_counts (organization_id, engagement_id, severity, status, review_status, n) VALUES ",
+        );
+        for (i, (bucket, n)) in chunk.iter().enumerate() {
+            query.push(if i == 0 { "(" } else { ", (" });
+            query.bind(bucket.organization_id.as_str()).push(", ");
+            query.bind(bucket.engagement_id.as_str()).push(", ");
+            query.bind(bucket.severity.as_str()).push(", ");
+            query.bind(bucket.status.as_str()).push(", ");
+            query.bind(bucket.review_status.as_str()).push(", ");
+            query.bind(**n).push(")");
+        }
+        query.push(
+            " ON CONFLICT (organization_id, engagement_id, severity, status, review_status) \
+             DO UPDATE SET n = finding_counts.n + excluded.n",
+        );
+        query.query().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// `(finding, value)` rows of a child table in multi-row INSERTs.
 async fn insert_set(
     tx: &mut Transaction<'_, Any>,
@@ -482,9 +511,7 @@ async fn insert_created(
         for (_, c) in &fresh {
             *counts.entry(Bucket::of(c)).or_default() += 1;
         }
-        for (bucket, n) in &counts {
-            bump(tx, bucket, *n).await?;
-        }
+        add_counts(tx, &counts).await?;
     }
     Ok(())
 }

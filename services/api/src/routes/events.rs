@@ -133,11 +133,60 @@ struct StoredMeta<'a> {
     request_id: Option<&'a RawValue>,
 }
 
+/// Appends `json` (one valid JSON value) to `out` as serde_json writes it after parsing it into a
+/// `Value`, without building one: whitespace dropped, plain strings and integers copied, any other
+/// string or number parsed and written back by serde_json. Stored payloads come back from
+/// PostgreSQL with spaces (`{"a": 1}`), from SQLite compact.
+fn write_compact(out: &mut Vec<u8>, json: &str) -> Result<(), serde_json::Error> {
+    let bytes = json.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'"' => {
+                let start = i;
+                let mut escaped = false;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    if bytes[i] == b'\\' {
+                        escaped = true;
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                i += 1;
+                let token = json.get(start..i).unwrap_or_default();
+                if escaped {
+                    serde_json::to_writer(&mut *out, &serde_json::from_str::<Cow<'_, str>>(token)?)?;
+                } else {
+                    out.extend_from_slice(token.as_bytes());
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < bytes.len() && matches!(bytes[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                    i += 1;
+                }
+                let token = json.get(start..i).unwrap_or_default();
+                if token.len() < 19 && token.bytes().all(|b| b.is_ascii_digit()) {
+                    out.extend_from_slice(token.as_bytes());
+                } else {
+                    serde_json::to_writer(&mut *out, &serde_json::from_str::<serde_json::Number>(token)?)?;
+                }
+            }
+            other => {
+                out.push(other);
+                i += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Appends the event object's JSON to `out`, byte for byte what serializing `event_object` gives,
-/// without building it: the stored payload and metadata (compact JSON written by serde_json, so
-/// their values re-serialize to the same bytes) are copied into the output. Anything unusual
-/// (a payload that is not one tagged object, a field that may hold a secret, metadata that does
-/// not parse) goes through `event_object`.
+/// without building it: the stored payload's and metadata's values are re-written compactly
+/// (`write_compact`). Anything unusual (a payload that is not one tagged object, a field that may
+/// hold a secret, metadata that does not parse) goes through `event_object`.
 pub fn write_event_object(out: &mut Vec<u8>, event: &LogEvent) -> Result<(), serde_json::Error> {
     let parts = serde_json::from_str::<HashMap<Cow<'_, str>, &RawValue>>(&event.payload)
         .ok()
@@ -149,8 +198,11 @@ pub fn write_event_object(out: &mut Vec<u8>, event: &LogEvent) -> Result<(), ser
         return serde_json::to_writer(&mut *out, &event_object(event));
     };
     let raw = |out: &mut Vec<u8>, value: Option<&RawValue>| match value {
-        Some(value) => out.extend_from_slice(value.get().as_bytes()),
-        None => out.extend_from_slice(b"null"),
+        Some(value) => write_compact(out, value.get()),
+        None => {
+            out.extend_from_slice(b"null");
+            Ok(())
+        }
     };
     out.extend_from_slice(b"{\"id\":");
     serde_json::to_writer(&mut *out, &event.event_id)?;
@@ -165,15 +217,15 @@ pub fn write_event_object(out: &mut Vec<u8>, event: &LogEvent) -> Result<(), ser
     out.extend_from_slice(format!(",\"sequence\":{},\"occurredAt\":", event.sequence).as_bytes());
     serde_json::to_writer(&mut *out, &format_millis(event.recorded_at))?;
     out.extend_from_slice(b",\"actor\":{\"type\":");
-    raw(out, meta.actor_type);
+    raw(out, meta.actor_type)?;
     out.extend_from_slice(b",\"id\":");
-    raw(out, meta.actor_id);
+    raw(out, meta.actor_id)?;
     out.extend_from_slice(b",\"name\":");
-    raw(out, meta.actor_name);
+    raw(out, meta.actor_name)?;
     out.extend_from_slice(b"},\"requestId\":");
-    raw(out, meta.request_id);
+    raw(out, meta.request_id)?;
     out.extend_from_slice(b",\"data\":");
-    out.extend_from_slice(data.get().as_bytes());
+    write_compact(out, data.get())?;
     out.push(b'}');
     Ok(())
 }
@@ -559,6 +611,12 @@ mod tests {
             event("finding", r#"{"a":{},"b":{}}"#, meta),
             event("finding", r#""finding.touched""#, "not json"),
             event("finding", r#"{"finding.updated":[1,2]}"#, "{}"),
+            // As PostgreSQL returns them: spaces, escapes, numbers in other spellings.
+            event(
+                "finding",
+                r#"{"finding.updated": {"title": "a \"b\" \\ \n \u00e9 \/", "n": [1e20, -0, 1.0, 7.50, 12345678901234567890, -3], "x": {"y": [true, false, null]}}}"#,
+                r#"{"actorId": "key_1", "actorName": "\u00e9\t", "actorType": "api_key", "requestId": null}"#,
+            ),
         ];
         for case in &cases {
             let mut written = Vec::new();
