@@ -285,10 +285,10 @@ pub async fn reference_target(
     organization_id: &str,
     target_id: &str,
 ) -> Result<bool, ProjectionError> {
-    let row = sqlx::query(&format!(
+    let row = sqlx::query(
         "SELECT 1 FROM findings WHERE organization_id = $1 \
-         AND EXISTS (SELECT 1 FROM finding_targets c WHERE c.finding_id = findings.id AND c.target_id = $2) LIMIT 1"
-    ))
+         AND EXISTS (SELECT 1 FROM finding_targets c WHERE c.finding_id = findings.id AND c.target_id = $2) LIMIT 1",
+    )
     .bind(organization_id)
     .bind(target_id)
     .fetch_optional(pool)
@@ -315,8 +315,21 @@ pub async fn for_report(
 
 pub struct FindingsProjector;
 
-/// Rows per multi-row INSERT: 28 parameters each stays under SQLite's 32 766.
+/// Counter rows per multi-row upsert: 6 parameters each stays under SQLite's 32 766.
 const INSERT_ROWS: usize = 400;
+
+/// `rows` in chunks of `size`, then `size / 10`, then 1 rows: multi-row statements of only three
+/// shapes per table, which stay in the connection's prepared statement cache instead of being
+/// parsed and planned anew for every batch size.
+fn fixed_chunks<T>(rows: &[T], size: usize) -> impl Iterator<Item = &[T]> {
+    let small = (size / 10).max(1);
+    let large_end = rows.len() / size * size;
+    let small_end = large_end + (rows.len() - large_end) / small * small;
+    rows[..large_end]
+        .chunks(size)
+        .chain(rows[large_end..small_end].chunks(small))
+        .chain(rows[small_end..].chunks(1))
+}
 
 /// The facet a finding is counted under in `finding_counts`: page mode's exact total for the
 /// filters on these columns is a sum over a few counter rows instead of a count of every match.
@@ -353,64 +366,45 @@ impl Bucket {
     }
 }
 
-/// Adds `delta` to a bucket's counter; an emptied counter row is removed, so the table is the
-/// same whether it was built live or by a rebuild.
-async fn bump(tx: &mut Transaction<'_, Any>, bucket: &Bucket, delta: i64) -> Result<(), ProjectionError> {
-    sqlx::query(
-        "INSERT INTO finding_counts (organization_id, engagement_id, severity, status, review_status, n) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (organization_id, engagement_id, severity, status, review_status) \
-         DO UPDATE SET n = finding_counts.n + excluded.n",
-    )
-    .bind(&bucket.organization_id)
-    .bind(&bucket.engagement_id)
-    .bind(&bucket.severity)
-    .bind(&bucket.status)
-    .bind(&bucket.review_status)
-    .bind(delta)
-    .execute(&mut **tx)
-    .await?;
-    if delta < 0 {
-        sqlx::query(
-            "DELETE FROM finding_counts WHERE organization_id = $1 AND engagement_id = $2 AND severity = $3 \
-             AND status = $4 AND review_status = $5 AND n = 0",
-        )
-        .bind(&bucket.organization_id)
-        .bind(&bucket.engagement_id)
-        .bind(&bucket.severity)
-        .bind(&bucket.status)
-        .bind(&bucket.review_status)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
-}
+/// Changes to the counters, added up over a batch and written once: one multi-row upsert
+/// instead of a statement per finding.
+type Counts = HashMap<Bucket, i64>;
 
-/// Adds new findings to their buckets' counters in multi-row upserts (each bucket once per
-/// statement, as PostgreSQL requires).
-async fn add_counts(
-    tx: &mut Transaction<'_, Any>,
-    counts: &HashMap<Bucket, i64>,
-) -> Result<(), ProjectionError> {
-    let counts: Vec<(&Bucket, &i64)> = counts.iter().collect();
-    for chunk in counts.chunks(INSERT_ROWS) {
-        let mut query = Sql::new(
-            "INSERT INTO finding_counts (organization_id, engagement_id, severity, status, review_status, n) VALUES ",
-        );
+/// Writes the counted changes (each bucket once per statement, as PostgreSQL requires); emptied
+/// counter rows are removed, so the table is the same whether built live or by a rebuild.
+async fn flush_counts(tx: &mut Transaction<'_, Any>, counts: &mut Counts) -> Result<(), ProjectionError> {
+    counts.retain(|_, n| *n != 0);
+    let changes: Vec<(Bucket, i64)> = counts.drain().collect();
+    for chunk in changes.chunks(INSERT_ROWS) {
+        let mut rows = Sql::new("");
         for (i, (bucket, n)) in chunk.iter().enumerate() {
-            query.push(if i == 0 { "(" } else { ", (" });
-            query.bind(bucket.organization_id.as_str()).push(", ");
-            query.bind(bucket.engagement_id.as_str()).push(", ");
-            query.bind(bucket.severity.as_str()).push(", ");
-            query.bind(bucket.status.as_str()).push(", ");
-            query.bind(bucket.review_status.as_str()).push(", ");
-            query.bind(**n).push(")");
+            rows.push(if i == 0 { "(" } else { ", (" });
+            rows.bind(bucket.organization_id.as_str()).push(", ");
+            rows.bind(bucket.engagement_id.as_str()).push(", ");
+            rows.bind(bucket.severity.as_str()).push(", ");
+            rows.bind(bucket.status.as_str()).push(", ");
+            rows.bind(bucket.review_status.as_str()).push(", ").bind(*n).push(")");
         }
-        query.push(
-            " ON CONFLICT (organization_id, engagement_id, severity, status, review_status) \
-             DO UPDATE SET n = finding_counts.n + excluded.n",
+        let upsert = format!(
+            "INSERT INTO finding_counts ({BUCKET_COLUMNS}, n) VALUES {} \
+             ON CONFLICT ({BUCKET_COLUMNS}) DO UPDATE SET n = finding_counts.n + excluded.n",
+            rows.text()
         );
-        query.query().execute(&mut **tx).await?;
+        rows.query_with_text(&upsert).execute(&mut **tx).await?;
+        if chunk.iter().any(|(_, n)| *n < 0) {
+            let mut keys =
+                Sql::new(&format!("DELETE FROM finding_counts WHERE n = 0 AND ({BUCKET_COLUMNS}) IN ("));
+            for (i, (bucket, _)) in chunk.iter().enumerate() {
+                keys.push(if i == 0 { "(" } else { ", (" });
+                keys.bind(bucket.organization_id.as_str()).push(", ");
+                keys.bind(bucket.engagement_id.as_str()).push(", ");
+                keys.bind(bucket.severity.as_str()).push(", ");
+                keys.bind(bucket.status.as_str()).push(", ");
+                keys.bind(bucket.review_status.as_str()).push(")");
+            }
+            keys.push(")");
+            keys.query().execute(&mut **tx).await?;
+        }
     }
     Ok(())
 }
@@ -422,7 +416,7 @@ async fn insert_set(
     value_column: &str,
     rows: &[(&str, &str)],
 ) -> Result<(), ProjectionError> {
-    for chunk in rows.chunks(INSERT_ROWS * 4) {
+    for chunk in fixed_chunks(rows, 1_000) {
         let mut query = Sql::new(&format!("INSERT INTO {table} (finding_id, {value_column}) VALUES "));
         for (i, (owner, value)) in chunk.iter().enumerate() {
             query.push(if i == 0 { "(" } else { ", (" });
@@ -434,13 +428,17 @@ async fn insert_set(
     Ok(())
 }
 
+/// A child table, its value column, and the values a creation gives it.
+type ChildSet = (&'static str, &'static str, fn(&FindingCreated) -> &[String]);
+
 /// Inserts created findings with multi-row INSERTs (a rebuild is mostly creations), with their
 /// child rows and counters. A finding already present is left as it is.
 async fn insert_created(
     tx: &mut Transaction<'_, Any>,
     created: &[(&LogEvent, FindingCreated)],
+    counts: &mut Counts,
 ) -> Result<(), ProjectionError> {
-    for chunk in created.chunks(INSERT_ROWS) {
+    for chunk in fixed_chunks(created, 100) {
         let mut query =
             Sql::new(&format!("INSERT INTO findings ({COLUMNS}, title_key, severity_rank) VALUES "));
         for (i, (event, c)) in chunk.iter().enumerate() {
@@ -494,7 +492,7 @@ async fn insert_created(
             .collect::<Result<HashSet<_>, _>>()?;
         let fresh: Vec<&(&LogEvent, FindingCreated)> =
             chunk.iter().filter(|(event, _)| inserted.contains(&event.aggregate_id)).collect();
-        let sets: [(&str, &str, fn(&FindingCreated) -> &[String]); 4] = [
+        let sets: [ChildSet; 4] = [
             ("finding_tags", "tag", |c| &c.tags),
             ("finding_cwes", "cwe", |c| &c.cwe),
             ("finding_cves", "cve", |c| &c.cve),
@@ -507,11 +505,9 @@ async fn insert_created(
                 .collect();
             insert_set(tx, table, column, &rows).await?;
         }
-        let mut counts: HashMap<Bucket, i64> = HashMap::new();
         for (_, c) in &fresh {
             *counts.entry(Bucket::of(c)).or_default() += 1;
         }
-        add_counts(tx, &counts).await?;
     }
     Ok(())
 }
@@ -546,6 +542,7 @@ async fn apply_change(
     tx: &mut Transaction<'_, Any>,
     event: &LogEvent,
     change: FindingEvent,
+    counts: &mut Counts,
 ) -> Result<(), ProjectionError> {
     let id = event.aggregate_id.as_str();
     let mut query = Sql::new("UPDATE findings SET updated_at = ");
@@ -553,7 +550,7 @@ async fn apply_change(
     let mut children: Vec<(&str, &str, Vec<String>)> = Vec::new();
     let mut moved = Moved::default();
     match change {
-        FindingEvent::Created(c) => return insert_created(tx, &[(event, c)]).await,
+        FindingEvent::Created(c) => return insert_created(tx, &[(event, c)], counts).await,
         FindingEvent::Deleted(_) => {
             for (table, value) in [
                 ("finding_tags", "tag"),
@@ -568,7 +565,7 @@ async fn apply_change(
                 .fetch_optional(&mut **tx)
                 .await?;
             if let Some(row) = gone {
-                bump(tx, &Bucket::from_row(&row)?, -1).await?;
+                *counts.entry(Bucket::from_row(&row)?).or_default() -= 1;
             }
             return Ok(());
         }
@@ -666,8 +663,8 @@ async fn apply_change(
                 ..before.clone()
             };
             if after != before {
-                bump(tx, &before, -1).await?;
-                bump(tx, &after, 1).await?;
+                *counts.entry(before).or_default() -= 1;
+                *counts.entry(after).or_default() += 1;
             }
         }
     }
@@ -692,6 +689,7 @@ impl Projector for FindingsProjector {
         // Consecutive creations are inserted together; anything else flushes them first, since
         // it may touch one of them.
         let mut created: Vec<(&LogEvent, FindingCreated)> = Vec::new();
+        let mut counts = Counts::new();
         for event in events {
             let change = if deletes_engagement(event) {
                 None
@@ -706,14 +704,19 @@ impl Projector for FindingsProjector {
             } else {
                 continue;
             };
-            insert_created(tx, &created).await?;
+            insert_created(tx, &created, &mut counts).await?;
             created.clear();
             match change {
-                Some(change) => apply_change(tx, event, change).await?,
-                None => purge(tx, event).await?,
+                Some(change) => apply_change(tx, event, change, &mut counts).await?,
+                None => {
+                    // The purge drops the engagement's counters: what is pending goes first.
+                    flush_counts(tx, &mut counts).await?;
+                    purge(tx, event).await?;
+                }
             }
         }
-        insert_created(tx, &created).await
+        insert_created(tx, &created, &mut counts).await?;
+        flush_counts(tx, &mut counts).await
     }
 }
 
@@ -823,4 +826,20 @@ pub fn fold(events: &[LogEvent]) -> Result<Option<FindingRow>, ProjectionError> 
 /// The CVSS as the table gives it back: the score is stored in tenths.
 fn stored_cvss(cvss: Cvss) -> Cvss {
     Cvss { score: score_key(Some(&cvss)) as f64 / 10.0, ..cvss }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_chunks_cover_every_row_in_order_with_three_sizes() {
+        let rows: Vec<usize> = (0..1_234).collect();
+        let chunks: Vec<&[usize]> = fixed_chunks(&rows, 100).collect();
+        assert_eq!(chunks.concat(), rows);
+        let sizes: std::collections::BTreeSet<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes.into_iter().collect::<Vec<_>>(), vec![1, 10, 100]);
+        assert_eq!(chunks.len(), 12 + 3 + 4);
+        assert_eq!(fixed_chunks(&rows[..0], 100).count(), 0);
+    }
 }

@@ -144,10 +144,10 @@ pub async fn content(
     organization_id: &str,
     id: &str,
 ) -> Result<Option<(String, String)>, ProjectionError> {
-    let row = sqlx::query(&format!(
+    let row = sqlx::query(
         "SELECT content_format, content FROM reports WHERE id = $1 AND organization_id = $2 \
-         AND content IS NOT NULL"
-    ))
+         AND content IS NOT NULL",
+    )
     .bind(id)
     .bind(organization_id)
     .fetch_optional(pool)
