@@ -34,6 +34,8 @@ pub enum ProjectionError {
     Json(#[from] serde_json::Error),
     #[error("no checkpoint registered for projector {0}")]
     UnknownProjector(String),
+    #[error("read table {0} has no primary key, which a rebuild needs to compare rows")]
+    NoPrimaryKey(String),
 }
 
 /// Creates or updates the read tables of this crate on `store`.
