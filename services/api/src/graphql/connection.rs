@@ -28,6 +28,13 @@ pub fn complexity(first: Option<i32>, child: usize) -> usize {
     usize::try_from(first).unwrap_or(1).saturating_mul(child).saturating_add(1)
 }
 
+/// The complexity of a field of up to `limit` items (1 to 1000, default 100): a page of events
+/// (`events`, every `history`) or `webhook.deliveries`.
+pub fn per_item(limit: Option<i64>, child: usize) -> usize {
+    let limit = limit.unwrap_or(100).clamp(1, 1000);
+    usize::try_from(limit).unwrap_or(1).saturating_mul(child.max(1)).saturating_add(1)
+}
+
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum SortOrder {
     /// Ascending.

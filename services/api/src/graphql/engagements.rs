@@ -191,7 +191,7 @@ impl Engagement {
     }
 
     /// The engagement's events and those of everything in it (audit:read).
-    #[graphql(complexity = 20)]
+    #[graphql(complexity = "connection::per_item(limit, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
@@ -321,8 +321,9 @@ impl EngagementQuery {
 #[derive(InputObject, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateEngagementInput {
-    /// 1 to 200 characters, unique in the organization (case-insensitively).
-    pub name: String,
+    /// Required: 1 to 200 characters, unique in the organization (case-insensitively).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -181,7 +181,7 @@ impl Finding {
     }
 
     /// Its events (audit:read).
-    #[graphql(complexity = 20)]
+    #[graphql(complexity = "connection::per_item(limit, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
@@ -369,7 +369,9 @@ impl FindingQuery {
 /// A CVSS vector (v3.0, v3.1 or v4.0); the server computes the score.
 #[derive(InputObject, Serialize)]
 pub struct CvssInput {
-    pub vector: String,
+    /// Required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector: Option<String>,
 }
 
 /// A new finding (the body of `POST /engagements/{id}/findings`); it starts as a `draft` in
@@ -377,7 +379,9 @@ pub struct CvssInput {
 #[derive(InputObject, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateFindingInput {
-    pub title: String,
+    /// Required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
     /// Without it, the CVSS score's rating (`info` for None); one of the two is required.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub severity: Option<String>,
@@ -470,8 +474,12 @@ pub struct BulkFindingSetInput {
 /// `PATCH /engagements/{id}/findings/bulk`).
 #[derive(InputObject, Serialize)]
 pub struct BulkUpdateFindingsInput {
-    pub ids: Vec<ID>,
-    pub set: BulkFindingSetInput,
+    /// Required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<ID>>,
+    /// Required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set: Option<BulkFindingSetInput>,
 }
 
 /// One invalid field.

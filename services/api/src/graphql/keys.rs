@@ -80,7 +80,7 @@ impl ApiKey {
     }
 
     /// Its events (audit:read).
-    #[graphql(complexity = 20)]
+    #[graphql(complexity = "connection::per_item(limit, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
@@ -180,9 +180,12 @@ impl ApiKeyQuery {
 #[derive(InputObject, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateApiKeyInput {
-    pub name: String,
-    /// Permission names; a key cannot grant one it does not hold.
-    pub permissions: Vec<String>,
+    /// Required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Required: permission names; a key cannot grant one it does not hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Vec<String>>,
     /// `live` (default) or `test`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,

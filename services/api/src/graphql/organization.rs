@@ -3,6 +3,7 @@
 use async_graphql::{Context, InputObject, Object, ID};
 use serde::Serialize;
 
+use crate::graphql::connection;
 use crate::graphql::context::{allowed, route};
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
@@ -42,7 +43,7 @@ impl Organization {
     }
 
     /// The organization's own events (audit:read).
-    #[graphql(complexity = 20)]
+    #[graphql(complexity = "connection::per_item(limit, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,

@@ -112,7 +112,7 @@ impl Report {
     }
 
     /// Its events (audit:read).
-    #[graphql(complexity = 20)]
+    #[graphql(complexity = "connection::per_item(limit, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
@@ -276,7 +276,9 @@ impl ReportQuery {
 /// A new report, always a `draft` (the body of `POST /engagements/{id}/reports`).
 #[derive(InputObject, Serialize)]
 pub struct CreateReportInput {
-    pub title: String,
+    /// Required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
     /// `markdown` (default), `html` or `json`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,

@@ -10,7 +10,7 @@ use serde::Serialize;
 use sqlx::AnyPool;
 
 use crate::error::ApiError;
-use crate::graphql::connection::Filters;
+use crate::graphql::connection::{self, Filters};
 use crate::graphql::context::{allowed, route};
 use crate::graphql::engagements::Engagement;
 use crate::graphql::errors::Result;
@@ -96,7 +96,7 @@ impl Target {
     }
 
     /// Its events (audit:read).
-    #[graphql(complexity = 20)]
+    #[graphql(complexity = "connection::per_item(limit, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
@@ -239,11 +239,13 @@ impl TargetQuery {
 #[derive(InputObject, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateTargetInput {
-    /// `domain`, `hostname`, `ip`, `cidr`, `url` or `service`.
+    /// Required: `domain`, `hostname`, `ip`, `cidr`, `url` or `service`.
     #[graphql(name = "type")]
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub value: String,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -94,7 +94,7 @@ impl Task {
     }
 
     /// Its events (audit:read).
-    #[graphql(complexity = 20)]
+    #[graphql(complexity = "connection::per_item(limit, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
@@ -262,7 +262,9 @@ impl TaskQuery {
 #[derive(InputObject, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateTaskInput {
-    pub title: String,
+    /// Required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// `low`, `medium` (default) or `high`.

@@ -67,7 +67,7 @@ impl Webhook {
 
     /// The newest `limit` delivery attempts (1 to 1000, default 100), oldest first
     /// (webhooks:manage).
-    #[graphql(complexity = 20)]
+    #[graphql(complexity = "connection::per_item(limit, child_complexity)")]
     async fn deliveries(
         &self,
         ctx: &Context<'_>,
@@ -81,7 +81,7 @@ impl Webhook {
     }
 
     /// Its events (audit:read).
-    #[graphql(complexity = 20)]
+    #[graphql(complexity = "connection::per_item(limit, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
@@ -204,10 +204,12 @@ impl WebhookQuery {
 /// A new webhook (the body of `POST /webhooks`).
 #[derive(InputObject, Serialize)]
 pub struct CreateWebhookInput {
-    /// http(s) URL; loopback, private and link-local addresses are refused.
-    pub url: String,
-    /// Event types, `prefix.*` allowed.
-    pub events: Vec<String>,
+    /// Required: an http(s) URL; loopback, private and link-local addresses are refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Required: event types, `prefix.*` allowed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
     /// The signing secret; generated (and returned once) when omitted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,

@@ -11,7 +11,7 @@ use serde::Serialize;
 use sqlx::AnyPool;
 
 use crate::error::ApiError;
-use crate::graphql::connection::Filters;
+use crate::graphql::connection::{self, Filters};
 use crate::graphql::context::{allowed, route};
 use crate::graphql::engagements::Engagement;
 use crate::graphql::errors::Result;
@@ -98,7 +98,7 @@ impl WikiPage {
     }
 
     /// Its events (audit:read).
-    #[graphql(complexity = 20)]
+    #[graphql(complexity = "connection::per_item(limit, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
@@ -218,7 +218,9 @@ impl WikiQuery {
 #[derive(InputObject, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateWikiPageInput {
-    pub title: String,
+    /// Required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
     /// Derived from the title when not given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slug: Option<String>,
