@@ -77,11 +77,16 @@ impl Socket {
         match auth::principal_for_secret(state, &self.secret).await {
             Ok(_) => Ok(()),
             Err(ApiError::Unauthorized(reason)) => {
-                self.closing.send_replace(Some(reason.clone()));
+                self.close(&reason);
                 Err(ApiError::Unauthorized(reason))
             }
             Err(other) => Err(other),
         }
+    }
+
+    /// Closes the connection (4403) for `reason`.
+    pub fn close(&self, reason: &str) {
+        self.closing.send_replace(Some(reason.to_owned()));
     }
 
     /// A place for one more subscription, given back when the slot is dropped.

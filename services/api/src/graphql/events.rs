@@ -272,19 +272,24 @@ impl Subscription {
         // Over a WebSocket the key is checked again before each event: a revoked or expired key
         // ends the stream (and the connection, with 4403).
         let (state, socket) = (session.state.clone(), session.socket.clone());
+        let key_id = session.caller.principal.key_id.clone();
         let checked = follow.into_stream().then(move |event| {
-            let (state, socket) = (state.clone(), socket.clone());
+            let (state, socket, key_id) = (state.clone(), socket.clone(), key_id.clone());
             async move {
-                match socket {
-                    Some(socket) => socket.check_key(&state).await.ok().map(|()| event),
-                    None => Some(event),
+                let object = event_object(&event);
+                let Some(socket) = socket else { return Some(object) };
+                // The log may show the revocation before the key table does.
+                if object["type"] == "api_key.revoked" && object["resourceId"] == key_id.as_str() {
+                    socket.close("the API key has been revoked");
+                    return None;
                 }
+                socket.check_key(&state).await.ok().map(|()| object)
             }
         });
         Ok(checked
-            .take_while(|event| futures::future::ready(event.is_some()))
+            .take_while(|object| futures::future::ready(object.is_some()))
             .filter_map(futures::future::ready)
-            .map(|event| Event(View::from_value(event_object(&event)))))
+            .map(|object| Event(View::from_value(object))))
     }
 }
 
