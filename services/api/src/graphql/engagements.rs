@@ -32,7 +32,7 @@ impl Engagement {
         View::of(rest::render(row))
     }
 
-    fn id_str(&self) -> &str {
+    fn id_str(&self) -> Result<&str> {
         self.0.str("id")
     }
 }
@@ -40,11 +40,11 @@ impl Engagement {
 /// An engagement.
 #[Object]
 impl Engagement {
-    async fn id(&self) -> ID {
+    async fn id(&self) -> Result<ID> {
         self.0.id()
     }
 
-    async fn name(&self) -> &str {
+    async fn name(&self) -> Result<&str> {
         self.0.str("name")
     }
 
@@ -53,7 +53,7 @@ impl Engagement {
     }
 
     /// `active` or `archived`.
-    async fn status(&self) -> &str {
+    async fn status(&self) -> Result<&str> {
         self.0.str("status")
     }
 
@@ -78,15 +78,15 @@ impl Engagement {
         self.0.opt_str("archivedAt")
     }
 
-    async fn created_at(&self) -> &str {
+    async fn created_at(&self) -> Result<&str> {
         self.0.str("createdAt")
     }
 
-    async fn updated_at(&self) -> &str {
+    async fn updated_at(&self) -> Result<&str> {
         self.0.str("updatedAt")
     }
 
-    async fn version(&self) -> i64 {
+    async fn version(&self) -> Result<i64> {
         self.0.int("version")
     }
 
@@ -198,7 +198,7 @@ impl Engagement {
         after: Option<i64>,
         limit: Option<i64>,
     ) -> Result<Option<EventFeed>> {
-        history_of::<rest::Tracked>(ctx, route::ENGAGEMENT_HISTORY, self.id_str(), after, limit).await
+        history_of::<rest::Tracked>(ctx, route::ENGAGEMENT_HISTORY, self.id_str()?, after, limit).await
     }
 }
 

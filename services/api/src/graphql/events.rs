@@ -43,27 +43,27 @@ pub struct Event(pub View);
 /// An event of the organization's log (the event object of `GET /events`).
 #[Object]
 impl Event {
-    async fn id(&self) -> ID {
+    async fn id(&self) -> Result<ID> {
         self.0.id()
     }
 
     /// Place in the global log: dense, strictly increasing.
-    async fn position(&self) -> i64 {
+    async fn position(&self) -> Result<i64> {
         self.0.int("position")
     }
 
     /// `engagement.created`, `finding.status_changed`, …
     #[graphql(name = "type")]
-    async fn kind(&self) -> &str {
+    async fn kind(&self) -> Result<&str> {
         self.0.str("type")
     }
 
-    async fn resource_type(&self) -> &str {
+    async fn resource_type(&self) -> Result<&str> {
         self.0.str("resourceType")
     }
 
-    async fn resource_id(&self) -> ID {
-        ID(self.0.str("resourceId").to_owned())
+    async fn resource_id(&self) -> Result<ID> {
+        Ok(ID(self.0.str("resourceId")?.to_owned()))
     }
 
     async fn engagement_id(&self) -> Option<ID> {
@@ -71,16 +71,16 @@ impl Event {
     }
 
     /// Place in the resource's own stream (its version after this event).
-    async fn sequence(&self) -> i64 {
+    async fn sequence(&self) -> Result<i64> {
         self.0.int("sequence")
     }
 
-    async fn occurred_at(&self) -> &str {
+    async fn occurred_at(&self) -> Result<&str> {
         self.0.str("occurredAt")
     }
 
-    async fn actor(&self) -> Actor {
-        Actor(self.0.object("actor").unwrap_or_default())
+    async fn actor(&self) -> Result<Actor> {
+        Ok(Actor(self.0.required_object("actor")?))
     }
 
     async fn request_id(&self) -> Option<&str> {
@@ -103,28 +103,28 @@ impl EventFeed {
         self.0.objects("data").into_iter().map(Event).collect()
     }
 
-    async fn after(&self) -> i64 {
-        self.meta().int("after")
+    async fn after(&self) -> Result<i64> {
+        self.meta()?.int("after")
     }
 
-    async fn limit(&self) -> i64 {
-        self.meta().int("limit")
+    async fn limit(&self) -> Result<i64> {
+        self.meta()?.int("limit")
     }
 
     /// The highest position this page examined: pass it as `after` to continue.
-    async fn next_after(&self) -> i64 {
-        self.meta().int("nextAfter")
+    async fn next_after(&self) -> Result<i64> {
+        self.meta()?.int("nextAfter")
     }
 
     /// Whether the log goes further than `nextAfter`.
-    async fn has_more(&self) -> bool {
-        self.meta().boolean("hasMore")
+    async fn has_more(&self) -> Result<bool> {
+        self.meta()?.boolean("hasMore")
     }
 }
 
 impl EventFeed {
-    fn meta(&self) -> View {
-        self.0.object("meta").unwrap_or_default()
+    fn meta(&self) -> Result<View> {
+        self.0.required_object("meta")
     }
 }
 
@@ -134,12 +134,12 @@ pub struct ChainReport(View);
 /// The result of recomputing the organization's hash chain.
 #[Object]
 impl ChainReport {
-    async fn valid(&self) -> bool {
+    async fn valid(&self) -> Result<bool> {
         self.0.boolean("valid")
     }
 
     /// Events checked.
-    async fn checked(&self) -> i64 {
+    async fn checked(&self) -> Result<i64> {
         self.0.int("checked")
     }
 

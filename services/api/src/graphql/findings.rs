@@ -31,16 +31,16 @@ pub struct Cvss(View);
 /// A finding's CVSS vector and the score the server computed from it.
 #[Object]
 impl Cvss {
-    async fn vector(&self) -> &str {
+    async fn vector(&self) -> Result<&str> {
         self.0.str("vector")
     }
 
-    async fn score(&self) -> f64 {
+    async fn score(&self) -> Result<f64> {
         self.0.float("score")
     }
 
     /// `3.0`, `3.1` or `4.0`.
-    async fn version(&self) -> &str {
+    async fn version(&self) -> Result<&str> {
         self.0.str("version")
     }
 }
@@ -62,20 +62,20 @@ impl Finding {
 /// A finding.
 #[Object]
 impl Finding {
-    async fn id(&self) -> ID {
+    async fn id(&self) -> Result<ID> {
         self.0.id()
     }
 
-    async fn engagement_id(&self) -> ID {
-        ID(self.0.str("engagementId").to_owned())
+    async fn engagement_id(&self) -> Result<ID> {
+        Ok(ID(self.0.str("engagementId")?.to_owned()))
     }
 
-    async fn title(&self) -> &str {
+    async fn title(&self) -> Result<&str> {
         self.0.str("title")
     }
 
     /// `critical`, `high`, `medium`, `low` or `info`.
-    async fn severity(&self) -> &str {
+    async fn severity(&self) -> Result<&str> {
         self.0.str("severity")
     }
 
@@ -116,12 +116,12 @@ impl Finding {
     }
 
     /// `draft`, `open`, `remediated`, `accepted_risk`, `false_positive` or `closed`.
-    async fn status(&self) -> &str {
+    async fn status(&self) -> Result<&str> {
         self.0.str("status")
     }
 
     /// `in_progress`, `ready_for_review`, `approved` or `needs_improvement`.
-    async fn review_status(&self) -> &str {
+    async fn review_status(&self) -> Result<&str> {
         self.0.str("reviewStatus")
     }
 
@@ -133,11 +133,11 @@ impl Finding {
         self.0.strings("tags")
     }
 
-    async fn created_at(&self) -> &str {
+    async fn created_at(&self) -> Result<&str> {
         self.0.str("createdAt")
     }
 
-    async fn updated_at(&self) -> &str {
+    async fn updated_at(&self) -> Result<&str> {
         self.0.str("updatedAt")
     }
 
@@ -153,7 +153,7 @@ impl Finding {
         self.0.opt_str("closedAt")
     }
 
-    async fn version(&self) -> i64 {
+    async fn version(&self) -> Result<i64> {
         self.0.int("version")
     }
 
@@ -188,7 +188,7 @@ impl Finding {
         after: Option<i64>,
         limit: Option<i64>,
     ) -> Result<Option<EventFeed>> {
-        history_of::<rest::Tracked>(ctx, route::FINDING_HISTORY, self.0.str("id"), after, limit).await
+        history_of::<rest::Tracked>(ctx, route::FINDING_HISTORY, self.0.str("id")?, after, limit).await
     }
 }
 
@@ -495,33 +495,31 @@ pub struct ErrorDetail(View);
 /// The error of one item of a bulk update (REST's error envelope).
 #[Object]
 impl ErrorDetail {
-    async fn code(&self) -> &str {
+    async fn code(&self) -> Result<&str> {
         self.0.str("code")
     }
 
-    async fn message(&self) -> &str {
+    async fn message(&self) -> Result<&str> {
         self.0.str("message")
     }
 
-    async fn status_code(&self) -> i64 {
+    async fn status_code(&self) -> Result<i64> {
         self.0.int("statusCode")
     }
 
     /// For `VALIDATION_ERROR`: every invalid field.
-    async fn details(&self) -> Option<Vec<FieldError>> {
+    async fn details(&self) -> Result<Option<Vec<FieldError>>> {
         let items = self.0.objects("details");
-        (!items.is_empty()).then(|| {
-            items
-                .iter()
-                .map(|d| FieldError {
-                    field: d.str("field").to_owned(),
-                    message: d.str("message").to_owned(),
-                })
-                .collect()
-        })
+        if items.is_empty() {
+            return Ok(None);
+        }
+        let fields = items.iter().map(|d| {
+            Ok(FieldError { field: d.str("field")?.to_owned(), message: d.str("message")?.to_owned() })
+        });
+        fields.collect::<Result<Vec<_>>>().map(Some)
     }
 
-    async fn request_id(&self) -> &str {
+    async fn request_id(&self) -> Result<&str> {
         self.0.str("requestId")
     }
 }
@@ -532,12 +530,12 @@ pub struct BulkFindingResult(View);
 /// One item of a bulk update: its own status and either the finding or the error.
 #[Object]
 impl BulkFindingResult {
-    async fn id(&self) -> ID {
+    async fn id(&self) -> Result<ID> {
         self.0.id()
     }
 
     /// The HTTP status this item alone would have had.
-    async fn status(&self) -> i64 {
+    async fn status(&self) -> Result<i64> {
         self.0.int("status")
     }
 

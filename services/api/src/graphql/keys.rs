@@ -32,20 +32,20 @@ impl ApiKey {
 /// An API key (never its secret, except once in `createApiKey`'s answer as `key`).
 #[Object]
 impl ApiKey {
-    async fn id(&self) -> ID {
+    async fn id(&self) -> Result<ID> {
         self.0.id()
     }
 
-    async fn name(&self) -> &str {
+    async fn name(&self) -> Result<&str> {
         self.0.str("name")
     }
 
     /// `pwbk_live_` or `pwbk_test_`.
-    async fn prefix(&self) -> &str {
+    async fn prefix(&self) -> Result<&str> {
         self.0.str("prefix")
     }
 
-    async fn last_four(&self) -> &str {
+    async fn last_four(&self) -> Result<&str> {
         self.0.str("lastFour")
     }
 
@@ -54,11 +54,11 @@ impl ApiKey {
     }
 
     /// `live` or `test`.
-    async fn environment(&self) -> &str {
+    async fn environment(&self) -> Result<&str> {
         self.0.str("environment")
     }
 
-    async fn created_at(&self) -> &str {
+    async fn created_at(&self) -> Result<&str> {
         self.0.str("createdAt")
     }
 
@@ -87,7 +87,7 @@ impl ApiKey {
         after: Option<i64>,
         limit: Option<i64>,
     ) -> Result<Option<EventFeed>> {
-        history_of::<rest::Tracked>(ctx, route::API_KEY_HISTORY, self.0.str("id"), after, limit).await
+        history_of::<rest::Tracked>(ctx, route::API_KEY_HISTORY, self.0.str("id")?, after, limit).await
     }
 }
 

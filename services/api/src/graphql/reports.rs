@@ -41,25 +41,25 @@ impl Report {
 /// A report of an engagement's findings.
 #[Object]
 impl Report {
-    async fn id(&self) -> ID {
+    async fn id(&self) -> Result<ID> {
         self.0.id()
     }
 
-    async fn engagement_id(&self) -> ID {
-        ID(self.0.str("engagementId").to_owned())
+    async fn engagement_id(&self) -> Result<ID> {
+        Ok(ID(self.0.str("engagementId")?.to_owned()))
     }
 
-    async fn title(&self) -> &str {
+    async fn title(&self) -> Result<&str> {
         self.0.str("title")
     }
 
     /// `markdown`, `html` or `json`.
-    async fn format(&self) -> &str {
+    async fn format(&self) -> Result<&str> {
         self.0.str("format")
     }
 
     /// `draft`, `in_review`, `approved` or `published` (immutable).
-    async fn status(&self) -> &str {
+    async fn status(&self) -> Result<&str> {
         self.0.str("status")
     }
 
@@ -76,15 +76,15 @@ impl Report {
         self.0.opt_str("publishedAt")
     }
 
-    async fn created_at(&self) -> &str {
+    async fn created_at(&self) -> Result<&str> {
         self.0.str("createdAt")
     }
 
-    async fn updated_at(&self) -> &str {
+    async fn updated_at(&self) -> Result<&str> {
         self.0.str("updatedAt")
     }
 
-    async fn version(&self) -> i64 {
+    async fn version(&self) -> Result<i64> {
         self.0.int("version")
     }
 
@@ -95,7 +95,7 @@ impl Report {
         let siblings = self.0.siblings();
         let documents = siblings
             .once(LoadKey::Field("content"), || async {
-                let ids = siblings.all(|view| vec![view.str("id").to_owned()]);
+                let ids = siblings.all(|view| view.opt_str("id").map(str::to_owned).into_iter().collect());
                 let found = session.loader.load_many(ids.into_iter().map(ReportContent)).await?;
                 Ok(found
                     .into_iter()
@@ -103,7 +103,7 @@ impl Report {
                     .collect::<HashMap<String, String>>())
             })
             .await?;
-        Ok(documents.get(self.0.str("id")).cloned())
+        Ok(documents.get(self.0.str("id")?).cloned())
     }
 
     /// The engagement it belongs to (engagements:read).
@@ -119,7 +119,7 @@ impl Report {
         after: Option<i64>,
         limit: Option<i64>,
     ) -> Result<Option<EventFeed>> {
-        history_of::<rest::Tracked>(ctx, route::REPORT_HISTORY, self.0.str("id"), after, limit).await
+        history_of::<rest::Tracked>(ctx, route::REPORT_HISTORY, self.0.str("id")?, after, limit).await
     }
 }
 

@@ -74,7 +74,7 @@ pub async fn children<C: ChildKind, T: OutputType>(
     let key = LoadKey::Children(TypeId::of::<C>(), args.clone(), total);
     let pages = siblings
         .once(key, || async {
-            let parents = siblings.all(|view| vec![view.str("id").to_owned()]);
+            let parents = siblings.all(|view| view.opt_str("id").map(str::to_owned).into_iter().collect());
             let keys = parents.iter().map(|parent| Children::<C>::new(parent.clone(), args.clone(), total));
             let found = session.loader.load_many(keys).await?;
             let mut rows: Vec<(String, C::Row)> = Vec::new();
@@ -92,7 +92,7 @@ pub async fn children<C: ChildKind, T: OutputType>(
             Ok(pages)
         })
         .await?;
-    let (items, total) = match pages.get(engagement.str("id")) {
+    let (items, total) = match pages.get(engagement.str("id")?) {
         Some(page) => (page.rows.clone(), page.total),
         None => (Vec::new(), total.then_some(0)),
     };

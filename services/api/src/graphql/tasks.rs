@@ -40,15 +40,15 @@ impl Task {
 /// A task of an engagement.
 #[Object]
 impl Task {
-    async fn id(&self) -> ID {
+    async fn id(&self) -> Result<ID> {
         self.0.id()
     }
 
-    async fn engagement_id(&self) -> ID {
-        ID(self.0.str("engagementId").to_owned())
+    async fn engagement_id(&self) -> Result<ID> {
+        Ok(ID(self.0.str("engagementId")?.to_owned()))
     }
 
-    async fn title(&self) -> &str {
+    async fn title(&self) -> Result<&str> {
         self.0.str("title")
     }
 
@@ -57,12 +57,12 @@ impl Task {
     }
 
     /// `open`, `in_progress` or `closed`.
-    async fn status(&self) -> &str {
+    async fn status(&self) -> Result<&str> {
         self.0.str("status")
     }
 
     /// `low`, `medium` or `high`.
-    async fn priority(&self) -> &str {
+    async fn priority(&self) -> Result<&str> {
         self.0.str("priority")
     }
 
@@ -76,15 +76,15 @@ impl Task {
         self.0.opt_str("closedAt")
     }
 
-    async fn created_at(&self) -> &str {
+    async fn created_at(&self) -> Result<&str> {
         self.0.str("createdAt")
     }
 
-    async fn updated_at(&self) -> &str {
+    async fn updated_at(&self) -> Result<&str> {
         self.0.str("updatedAt")
     }
 
-    async fn version(&self) -> i64 {
+    async fn version(&self) -> Result<i64> {
         self.0.int("version")
     }
 
@@ -101,7 +101,7 @@ impl Task {
         after: Option<i64>,
         limit: Option<i64>,
     ) -> Result<Option<EventFeed>> {
-        history_of::<rest::Tracked>(ctx, route::TASK_HISTORY, self.0.str("id"), after, limit).await
+        history_of::<rest::Tracked>(ctx, route::TASK_HISTORY, self.0.str("id")?, after, limit).await
     }
 }
 

@@ -35,11 +35,11 @@ impl Webhook {
 /// A webhook: events matching `events` are POSTed to `url`, signed with its secret.
 #[Object]
 impl Webhook {
-    async fn id(&self) -> ID {
+    async fn id(&self) -> Result<ID> {
         self.0.id()
     }
 
-    async fn url(&self) -> &str {
+    async fn url(&self) -> Result<&str> {
         self.0.str("url")
     }
 
@@ -48,15 +48,15 @@ impl Webhook {
         self.0.strings("events")
     }
 
-    async fn created_at(&self) -> &str {
+    async fn created_at(&self) -> Result<&str> {
         self.0.str("createdAt")
     }
 
-    async fn updated_at(&self) -> &str {
+    async fn updated_at(&self) -> Result<&str> {
         self.0.str("updatedAt")
     }
 
-    async fn version(&self) -> i64 {
+    async fn version(&self) -> Result<i64> {
         self.0.int("version")
     }
 
@@ -76,7 +76,7 @@ impl Webhook {
         let session = allowed(ctx, route::WEBHOOK_DELIVERIES)?;
         let pairs = Filters::default().one("limit", limit.map(|l| l.to_string())).done();
         let params = QueryParams::from_pairs(&pairs);
-        let page = rest::deliveries_page(&session.state, &session.caller, self.0.str("id"), params).await?;
+        let page = rest::deliveries_page(&session.state, &session.caller, self.0.str("id")?, params).await?;
         Ok(Some(View::from_value(to_json(page)).objects("data").into_iter().map(WebhookDelivery).collect()))
     }
 
@@ -88,7 +88,7 @@ impl Webhook {
         after: Option<i64>,
         limit: Option<i64>,
     ) -> Result<Option<EventFeed>> {
-        history_of::<rest::Tracked>(ctx, route::WEBHOOK_HISTORY, self.0.str("id"), after, limit).await
+        history_of::<rest::Tracked>(ctx, route::WEBHOOK_HISTORY, self.0.str("id")?, after, limit).await
     }
 }
 
@@ -99,23 +99,23 @@ pub struct WebhookDelivery(View);
 #[Object]
 impl WebhookDelivery {
     /// The same across the retries of one event (`X-Pwnbook-Delivery`).
-    async fn id(&self) -> ID {
+    async fn id(&self) -> Result<ID> {
         self.0.id()
     }
 
-    async fn event_id(&self) -> ID {
-        ID(self.0.str("eventId").to_owned())
+    async fn event_id(&self) -> Result<ID> {
+        Ok(ID(self.0.str("eventId")?.to_owned()))
     }
 
-    async fn event_type(&self) -> &str {
+    async fn event_type(&self) -> Result<&str> {
         self.0.str("eventType")
     }
 
-    async fn position(&self) -> i64 {
+    async fn position(&self) -> Result<i64> {
         self.0.int("position")
     }
 
-    async fn attempt(&self) -> i64 {
+    async fn attempt(&self) -> Result<i64> {
         self.0.int("attempt")
     }
 
@@ -124,7 +124,7 @@ impl WebhookDelivery {
         self.0.opt_int("statusCode")
     }
 
-    async fn success(&self) -> bool {
+    async fn success(&self) -> Result<bool> {
         self.0.boolean("success")
     }
 
@@ -132,11 +132,11 @@ impl WebhookDelivery {
         self.0.opt_str("error")
     }
 
-    async fn duration_ms(&self) -> i64 {
+    async fn duration_ms(&self) -> Result<i64> {
         self.0.int("durationMs")
     }
 
-    async fn attempted_at(&self) -> &str {
+    async fn attempted_at(&self) -> Result<&str> {
         self.0.str("attemptedAt")
     }
 }
