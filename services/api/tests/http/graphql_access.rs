@@ -185,6 +185,34 @@ backend_tests! {
             ("finding.affectedTargets".to_owned(), "FORBIDDEN".to_owned()),
             ("finding.engagement".to_owned(), "FORBIDDEN".to_owned()),
         ]);
+        // A task or report reader may not follow it to its engagement; a report's content, a
+        // page's parent and a webhook's deliveries need what their object needs.
+        let worker = app.key_with(&["tasks:read", "reports:read", "wiki:read", "webhooks:manage"]).await;
+        let query = "query($t: ID!, $r: ID!, $p: ID!, $w: ID!) { task(id: $t) { title engagement { id } } report(id: $r) { content engagement { id } }
+            wikiPage(id: $p) { parent { id } } webhook(id: $w) { deliveries { id } } }";
+        let variables = json!({"t": w.task, "r": w.report, "p": w.child_page, "w": w.webhook});
+        let (_, body) = gql_with(&app, &worker, query, variables.clone()).await;
+        assert_eq!(body["data"]["task"]["title"], "Scan the DMZ", "{body}");
+        assert!(body["data"]["report"]["content"].as_str().is_some_and(|c| c.contains("Final")), "{body}");
+        assert_eq!(body["data"]["wikiPage"]["parent"]["id"], w.page.as_str(), "{body}");
+        assert!(body["data"]["webhook"]["deliveries"].is_array(), "{body}");
+        let mut found = errors(&body);
+        found.sort();
+        assert_eq!(found, vec![
+            ("report.engagement".to_owned(), "FORBIDDEN".to_owned()),
+            ("task.engagement".to_owned(), "FORBIDDEN".to_owned()),
+        ]);
+        // Without those permissions, each nested field is refused on its own (reached here
+        // through the engagement, which the key may read).
+        let reader_query = "query($e: ID!) { engagement(id: $e) { reports { nodes { content } } wikiPages { nodes { parent { id } } } } webhooks { nodes { deliveries { id } } } }";
+        let (_, body) = gql_with(&app, &reader, reader_query, json!({"e": w.engagement})).await;
+        let mut found = errors(&body);
+        found.sort();
+        assert_eq!(found, vec![
+            ("engagement.reports".to_owned(), "FORBIDDEN".to_owned()),
+            ("engagement.wikiPages".to_owned(), "FORBIDDEN".to_owned()),
+            ("webhooks".to_owned(), "FORBIDDEN".to_owned()),
+        ]);
         // Every root field and mutation needs its route's permission: a key without any gets
         // FORBIDDEN on each.
         let nobody = app.key_with(&["api-requests:read"]).await;
@@ -228,6 +256,9 @@ backend_tests! {
             let (_, body) = gql_with(&app, &stranger, &format!("query($id: ID!) {{ {field}(id: $id) {{ id }} }}"), json!({"id": id})).await;
             assert_eq!(only_code(&body), "NOT_FOUND", "{field}");
         }
+        let own_key = gql(&app, "{ apiKeys(first: 1) { nodes { id } } }", json!({})).await["apiKeys"]["nodes"][0]["id"].clone();
+        let (_, body) = gql_with(&app, &stranger, "query($id: ID!) { apiKey(id: $id) { id } }", json!({"id": own_key})).await;
+        assert_eq!(only_code(&body), "NOT_FOUND", "apiKey");
         let (_, body) = gql_with(&app, &stranger, "query($e: ID!) { engagements { totalCount } findings { totalCount } tasks { totalCount } reports { totalCount }
             webhooks { totalCount } organization { engagementCount } events(filter: {engagementId: [$e]}) { events { id } } }", json!({"e": w.engagement})).await;
         assert_eq!(body["data"], json!({"engagements": {"totalCount": 0}, "findings": {"totalCount": 0}, "tasks": {"totalCount": 0},

@@ -144,11 +144,14 @@ backend_tests! {
         for i in 0..10 {
             expected.insert(create(&app, format!("Early {i}")).await);
         }
-        // Writers keep writing while the subscription replays and crosses into live.
+        // Writers start once the first replayed event arrived, and keep writing while the
+        // subscription replays and crosses into live.
+        let (go, started) = tokio::sync::watch::channel(false);
         let writers: Vec<_> = (0..3)
             .map(|w| {
-                let app = app.clone();
+                let (app, mut started) = (app.clone(), started.clone());
                 tokio::spawn(async move {
+                    started.wait_for(|go| *go).await.unwrap();
                     let mut ids = Vec::new();
                     for i in 0..10 {
                         ids.push(create(&app, format!("Live {w}-{i}")).await);
@@ -159,7 +162,8 @@ backend_tests! {
             .collect();
         let mut ws = Ws::init(&app.base, json!({"apiKey": app.key})).await;
         ws.subscribe("1", EVENTS, json!({"after": 0, "filter": {"type": ["engagement.created"]}})).await;
-        let mut received = Vec::new();
+        let mut received = vec![ws.event("1").await];
+        go.send_replace(true);
         while received.len() < 40 {
             received.push(ws.event("1").await);
         }
@@ -355,5 +359,21 @@ backend_tests! {
         let (_, error) = ws.refusal().await;
         assert_eq!(error["extensions"]["code"], "RATE_LIMITED", "{error}");
         assert_eq!(error["extensions"]["statusCode"], 429, "{error}");
+    }
+
+    async fn a_subscription_sees_only_its_organization(db) {
+        let app = TestApp::spawn(db).await;
+        let ours = create(&app, "Ours".to_owned()).await;
+        let stranger = app.org_with_key(&["*"]).await;
+        let mut ws = Ws::init(&app.base, json!({"apiKey": stranger})).await;
+        // From the start of the log: replay and live show the stranger's events only.
+        ws.subscribe("s", EVENTS, json!({"after": 0, "filter": {"type": ["engagement.created"]}})).await;
+        create(&app, "Ours later".to_owned()).await;
+        let (status, body) = crate::graphql::gql_with(&app, &stranger, "mutation { createEngagement(input: {name: \"Theirs\"}) { id } }", json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        let theirs = body["data"]["createEngagement"]["id"].as_str().unwrap().to_owned();
+        let (_, first) = ws.event("s").await;
+        assert_ne!(first, ours);
+        assert_eq!(first, theirs);
     }
 }
