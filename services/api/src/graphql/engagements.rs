@@ -5,7 +5,7 @@ use async_graphql::{Context, Enum, InputObject, MaybeUndefined, Object, ID};
 use pwnbook_projections::engagements::{self, EngagementRow};
 use serde::Serialize;
 
-use crate::graphql::connection::{self, page, wants_total, Connection, Filters, ListArgs, SortOrder};
+use crate::graphql::connection::{self, page, Connection, Filters, ListArgs, SortOrder};
 use crate::graphql::context::{allowed, route};
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
@@ -296,24 +296,22 @@ impl EngagementQuery {
         let request = args.request(rest::SORTS, rest::FILTERS, engagements::EngagementSort::accepts)?;
         let filter = rest::filter_of(&request)?;
         let (pool, org) = (session.state.store.pool(), session.organization_id());
-        let rows =
-            engagements::list(pool, org, &filter, request.sort, request.order, &request.probe_window())
-                .await
-                .map_err(crate::error::ApiError::from)?;
-        let total = if wants_total(ctx) {
-            Some(engagements::count(pool, org, &filter).await.map_err(crate::error::ApiError::from)?)
-        } else {
-            None
-        };
+        let window = request.probe_window();
+        let rows = engagements::list(pool, org, &filter, request.sort, request.order, &window);
+        let count = || engagements::count(pool, org, &filter);
         let sort = request.sort;
-        Ok(Some(page(
-            &request,
-            rows,
-            total,
-            |row| (sort.value_of(row), row.id.clone()),
-            Engagement::view,
-            Engagement,
-        )))
+        Ok(Some(
+            page(
+                ctx,
+                &request,
+                rows,
+                count,
+                |row| (sort.value_of(row), row.id.clone()),
+                Engagement::view,
+                Engagement,
+            )
+            .await?,
+        ))
     }
 }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use sqlx::AnyPool;
 
 use crate::error::ApiError;
-use crate::graphql::connection::{self, page, wants_total, Connection, Filters, ListArgs, SortOrder};
+use crate::graphql::connection::{self, page, Connection, Filters, ListArgs, SortOrder};
 use crate::graphql::context::{allowed, route};
 use crate::graphql::engagements::Engagement;
 use crate::graphql::errors::Result;
@@ -346,23 +346,22 @@ impl FindingQuery {
         let request = args.request(rest::SORTS, rest::FLAT_FILTERS, FindingSort::accepts)?;
         let filter = rest::filter_of(&request, true)?;
         let (pool, org) = (session.state.store.pool(), session.organization_id());
-        let rows = findings::list(pool, org, &filter, request.sort, request.order, &request.probe_window())
-            .await
-            .map_err(ApiError::from)?;
-        let total = if wants_total(ctx) {
-            Some(findings::count(pool, org, &filter).await.map_err(ApiError::from)?)
-        } else {
-            None
-        };
+        let window = request.probe_window();
+        let rows = findings::list(pool, org, &filter, request.sort, request.order, &window);
+        let count = || findings::count(pool, org, &filter);
         let sort = request.sort;
-        Ok(Some(page(
-            &request,
-            rows,
-            total,
-            |row| (sort.value_of(row), row.id.clone()),
-            Finding::view,
-            Finding,
-        )))
+        Ok(Some(
+            page(
+                ctx,
+                &request,
+                rows,
+                count,
+                |row| (sort.value_of(row), row.id.clone()),
+                Finding::view,
+                Finding,
+            )
+            .await?,
+        ))
     }
 }
 

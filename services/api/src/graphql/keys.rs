@@ -5,8 +5,7 @@ use async_graphql::{Context, Enum, InputObject, Object, ID};
 use pwnbook_projections::api_keys::{self, ApiKeyRow, ApiKeySort};
 use serde::Serialize;
 
-use crate::error::ApiError;
-use crate::graphql::connection::{self, page, wants_total, Connection, Filters, ListArgs, SortOrder};
+use crate::graphql::connection::{self, page, Connection, Filters, ListArgs, SortOrder};
 use crate::graphql::context::{allowed, route};
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
@@ -156,23 +155,22 @@ impl ApiKeyQuery {
         let request = args.request(rest::SORTS, rest::FILTERS, ApiKeySort::accepts)?;
         let filter = rest::filter_of(&request)?;
         let (pool, org) = (session.state.store.pool(), session.organization_id());
-        let rows = api_keys::list(pool, org, &filter, request.sort, request.order, &request.probe_window())
-            .await
-            .map_err(ApiError::from)?;
-        let total = if wants_total(ctx) {
-            Some(api_keys::count(pool, org, &filter).await.map_err(ApiError::from)?)
-        } else {
-            None
-        };
+        let window = request.probe_window();
+        let rows = api_keys::list(pool, org, &filter, request.sort, request.order, &window);
+        let count = || api_keys::count(pool, org, &filter);
         let sort = request.sort;
-        Ok(Some(page(
-            &request,
-            rows,
-            total,
-            |row| (sort.value_of(row), row.id.clone()),
-            ApiKey::view,
-            ApiKey,
-        )))
+        Ok(Some(
+            page(
+                ctx,
+                &request,
+                rows,
+                count,
+                |row| (sort.value_of(row), row.id.clone()),
+                ApiKey::view,
+                ApiKey,
+            )
+            .await?,
+        ))
     }
 }
 

@@ -6,9 +6,8 @@ use pwnbook_projections::list::SortValue;
 use pwnbook_projections::webhooks::{self, WebhookRow};
 use serde::Serialize;
 
-use crate::error::ApiError;
 use crate::extract::QueryParams;
-use crate::graphql::connection::{self, page, wants_total, Connection, Filters, ListArgs, SortOrder};
+use crate::graphql::connection::{self, page, Connection, Filters, ListArgs, SortOrder};
 use crate::graphql::context::{allowed, route};
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
@@ -182,22 +181,21 @@ impl WebhookQuery {
         let request = args.request(rest::SORTS, &[], |_, value| matches!(value, SortValue::Int(_)))?;
         request.filters().finish()?;
         let (pool, org) = (session.state.store.pool(), session.organization_id());
-        let rows = webhooks::list(pool, org, request.order, &request.probe_window())
-            .await
-            .map_err(ApiError::from)?;
-        let total = if wants_total(ctx) {
-            Some(webhooks::count(pool, org).await.map_err(ApiError::from)?)
-        } else {
-            None
-        };
-        Ok(Some(page(
-            &request,
-            rows,
-            total,
-            |row| (row.sort_value(), row.id.clone()),
-            Webhook::view,
-            Webhook,
-        )))
+        let window = request.probe_window();
+        let rows = webhooks::list(pool, org, request.order, &window);
+        let count = || webhooks::count(pool, org);
+        Ok(Some(
+            page(
+                ctx,
+                &request,
+                rows,
+                count,
+                |row| (row.sort_value(), row.id.clone()),
+                Webhook::view,
+                Webhook,
+            )
+            .await?,
+        ))
     }
 }
 
