@@ -4,9 +4,11 @@
 //! - `POST /api/v1/graphql` runs queries and mutations with the same API keys (`Authorization:
 //!   Bearer …`; without a valid key the same 401 envelope as REST), the same permissions per
 //!   field (`context`), the same organization scoping and the same rate limit (the outer
-//!   layer).
+//!   layer; `guard` charges what one request does beyond that: a mutation's extra fields).
 //! - `GET /api/v1/graphql` upgrades to a WebSocket (`graphql-transport-ws`, or the older
-//!   `graphql-ws`) for the `events` subscription; the key is in the `connection_init` payload.
+//!   `graphql-ws`) for the `events` subscription; the key is in the `connection_init` payload
+//!   and is checked again while the socket is open (`context::Socket`), and each operation is
+//!   held to what a request is (`guard`).
 //! - `GET /api/v1/graphql/schema.graphql` serves the SDL (committed as
 //!   `services/api/schema.graphql`; `pwnbook graphql-schema` prints it).
 //!
