@@ -76,7 +76,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         Some(Some(secret)) => authenticate_secret(&state.store, secret).await,
     };
     let rate_key = match &outcome {
-        Ok(AuthOutcome::Valid(principal)) => format!("key:{}", principal.key_id),
+        Ok(AuthOutcome::Valid(principal)) => rate_key(principal),
         _ => {
             let address = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
             format!("ip:{}", address.unwrap_or_default())
@@ -104,6 +104,22 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     };
     decision.apply(response.headers_mut());
     response
+}
+
+fn rate_key(principal: &Principal) -> String {
+    format!("key:{}", principal.key_id)
+}
+
+/// Charges `count` more requests to the key's rate-limit bucket: what one HTTP request does
+/// beyond the one `authenticate` charged (GraphQL's operations over a WebSocket, its extra
+/// mutation fields).
+pub fn charge(state: &AppState, principal: &Principal, count: usize) -> Result<(), ApiError> {
+    for _ in 0..count {
+        if let Some(retry_after) = state.rate_limits.check(&rate_key(principal)).retry_after {
+            return Err(ApiError::RateLimited { retry_after });
+        }
+    }
+    Ok(())
 }
 
 /// The authenticated principal of a request, once `authenticate` ran.

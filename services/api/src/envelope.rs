@@ -15,7 +15,10 @@ pub async fn ensure(request: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        // GraphQL over HTTP answers its request errors as a 4xx in its own JSON media type.
+        .is_some_and(|v| {
+            v.starts_with("application/json") || v.starts_with("application/graphql-response+json")
+        });
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }

@@ -10,7 +10,10 @@
 
 use async_graphql::connection::{Edge, EmptyFields};
 use async_graphql::{Enum, OutputType, SimpleObject};
+use std::future::Future;
+
 use pwnbook_projections::list::SortValue;
+use pwnbook_projections::ProjectionError;
 
 use crate::error::ApiError;
 use crate::extract::QueryParams;
@@ -26,6 +29,13 @@ pub const MAX_FIRST: i32 = 100;
 pub fn complexity(first: Option<i32>, child: usize) -> usize {
     let first = first.unwrap_or(DEFAULT_FIRST).clamp(1, MAX_FIRST);
     usize::try_from(first).unwrap_or(1).saturating_mul(child).saturating_add(1)
+}
+
+/// The complexity of a field of up to `limit` items (1 to 1000, default 100): a page of events
+/// (`events`, every `history`) or `webhook.deliveries`.
+pub fn per_item(limit: Option<i64>, child: usize) -> usize {
+    let limit = limit.unwrap_or(100).clamp(1, 1000);
+    usize::try_from(limit).unwrap_or(1).saturating_mul(child.max(1)).saturating_add(1)
 }
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -162,19 +172,27 @@ pub fn connect<S: Copy, I, T: OutputType>(
     connection
 }
 
-/// A connection of a top-level list: its rows become one group of siblings (their nested
-/// fields are loaded together).
-pub fn page<S: Copy, R, T: OutputType>(
+/// A connection of a top-level list: the rows `rows` reads (with `request.probe_window()`)
+/// and, when the query asks for it, the total `count` gives. The rows become one group of
+/// siblings (their nested fields are loaded together).
+pub async fn page<S: Copy, R, T: OutputType, C, Counted>(
+    ctx: &async_graphql::Context<'_>,
     request: &ListRequest<S>,
-    rows: Vec<R>,
-    total: Option<i64>,
+    rows: impl Future<Output = Result<Vec<R>, ProjectionError>>,
+    count: C,
     key_of: impl Fn(&R) -> (SortValue, String),
     view_of: impl Fn(&R) -> View,
     wrap: impl Fn(Node) -> T,
-) -> Connection<T> {
+) -> Result<Connection<T>, ApiError>
+where
+    C: FnOnce() -> Counted,
+    Counted: Future<Output = Result<i64, ProjectionError>>,
+{
+    let rows = rows.await?;
+    let total = if wants_total(ctx) { Some(count().await?) } else { None };
     let nodes = Siblings::group(rows.iter().map(view_of).collect());
     let items: Vec<(R, Node)> = rows.into_iter().zip(nodes).collect();
-    connect(request, items, total, |(row, _)| key_of(row), |(_, node)| wrap(node))
+    Ok(connect(request, items, total, |(row, _)| key_of(row), |(_, node)| wrap(node)))
 }
 
 /// Whether the query asks for `totalCount` of the connection being resolved.

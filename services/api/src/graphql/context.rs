@@ -7,6 +7,9 @@
 //! without it gets a `FORBIDDEN` error on that field (and `null` there); the rest of the query
 //! is answered.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use async_graphql::dataloader::DataLoader;
 use async_graphql::Context;
 use futures::future::BoxFuture;
@@ -14,7 +17,7 @@ use pwnbook_commands::permissions::grants;
 use pwnbook_commands::Permission;
 use tracing::Instrument;
 
-use crate::auth::{Caller, Principal};
+use crate::auth::{self, Caller, Principal};
 use crate::error::ApiError;
 use crate::graphql::errors::Result;
 use crate::graphql::loaders::Batch;
@@ -27,6 +30,8 @@ pub struct Session {
     pub caller: Caller,
     /// Batches the nested reads of one request (or of one subscription event) per kind.
     pub loader: DataLoader<Batch>,
+    /// The WebSocket the session belongs to (`None` over HTTP).
+    pub socket: Option<Arc<Socket>>,
 }
 
 impl Session {
@@ -37,11 +42,73 @@ impl Session {
         let loader = DataLoader::new(batch, |task: BoxFuture<'static, ()>| {
             tokio::spawn(task.instrument(tracing::Span::current()))
         });
-        Self { state, caller: Caller { principal, idempotency_key: None }, loader }
+        Self { state, caller: Caller { principal, idempotency_key: None }, loader, socket: None }
+    }
+
+    pub fn on_socket(mut self, socket: Arc<Socket>) -> Self {
+        self.socket = Some(socket);
+        self
     }
 
     pub fn organization_id(&self) -> &str {
         self.caller.organization_id()
+    }
+}
+
+/// The most subscriptions one WebSocket may run at once.
+pub const MAX_SUBSCRIPTIONS: usize = 16;
+
+/// A WebSocket's hold on its key: a key revoked or expired after `connection_init` must stop
+/// working on the open socket too, so the key is checked again at each `subscribe`, at each
+/// event and on a timer, and a failed check closes the connection (4403).
+pub struct Socket {
+    secret: String,
+    active: AtomicUsize,
+    closing: tokio::sync::watch::Sender<Option<String>>,
+}
+
+impl Socket {
+    pub fn new(secret: String, closing: tokio::sync::watch::Sender<Option<String>>) -> Self {
+        Self { secret, active: AtomicUsize::new(0), closing }
+    }
+
+    /// Checks the key again; when it no longer works, the connection is closed.
+    pub async fn check_key(&self, state: &AppState) -> std::result::Result<(), ApiError> {
+        match auth::principal_for_secret(state, &self.secret).await {
+            Ok(_) => Ok(()),
+            Err(ApiError::Unauthorized(reason)) => {
+                self.close(&reason);
+                Err(ApiError::Unauthorized(reason))
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Closes the connection (4403) for `reason`.
+    pub fn close(&self, reason: &str) {
+        self.closing.send_replace(Some(reason.to_owned()));
+    }
+
+    /// A place for one more subscription, given back when the slot is dropped.
+    pub fn slot(self: &Arc<Self>) -> std::result::Result<Slot, ApiError> {
+        let taken = self
+            .active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_SUBSCRIPTIONS).then_some(n + 1));
+        match taken {
+            Ok(_) => Ok(Slot(self.clone())),
+            Err(_) => Err(ApiError::BadRequest(format!(
+                "a WebSocket runs at most {MAX_SUBSCRIPTIONS} subscriptions at once; complete one first"
+            ))),
+        }
+    }
+}
+
+/// One running operation of a WebSocket.
+pub struct Slot(Arc<Socket>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

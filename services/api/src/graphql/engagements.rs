@@ -5,7 +5,7 @@ use async_graphql::{Context, Enum, InputObject, MaybeUndefined, Object, ID};
 use pwnbook_projections::engagements::{self, EngagementRow};
 use serde::Serialize;
 
-use crate::graphql::connection::{self, page, wants_total, Connection, Filters, ListArgs, SortOrder};
+use crate::graphql::connection::{self, page, Connection, Filters, ListArgs, SortOrder};
 use crate::graphql::context::{allowed, route};
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
@@ -32,7 +32,7 @@ impl Engagement {
         View::of(rest::render(row))
     }
 
-    fn id_str(&self) -> &str {
+    fn id_str(&self) -> Result<&str> {
         self.0.str("id")
     }
 }
@@ -40,11 +40,11 @@ impl Engagement {
 /// An engagement.
 #[Object]
 impl Engagement {
-    async fn id(&self) -> ID {
+    async fn id(&self) -> Result<ID> {
         self.0.id()
     }
 
-    async fn name(&self) -> &str {
+    async fn name(&self) -> Result<&str> {
         self.0.str("name")
     }
 
@@ -53,7 +53,7 @@ impl Engagement {
     }
 
     /// `active` or `archived`.
-    async fn status(&self) -> &str {
+    async fn status(&self) -> Result<&str> {
         self.0.str("status")
     }
 
@@ -78,15 +78,15 @@ impl Engagement {
         self.0.opt_str("archivedAt")
     }
 
-    async fn created_at(&self) -> &str {
+    async fn created_at(&self) -> Result<&str> {
         self.0.str("createdAt")
     }
 
-    async fn updated_at(&self) -> &str {
+    async fn updated_at(&self) -> Result<&str> {
         self.0.str("updatedAt")
     }
 
-    async fn version(&self) -> i64 {
+    async fn version(&self) -> Result<i64> {
         self.0.int("version")
     }
 
@@ -191,14 +191,14 @@ impl Engagement {
     }
 
     /// The engagement's events and those of everything in it (audit:read).
-    #[graphql(complexity = 20)]
+    #[graphql(complexity = "connection::per_item(limit, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
         after: Option<i64>,
         limit: Option<i64>,
     ) -> Result<Option<EventFeed>> {
-        history_of::<rest::Tracked>(ctx, route::ENGAGEMENT_HISTORY, self.id_str(), after, limit).await
+        history_of::<rest::Tracked>(ctx, route::ENGAGEMENT_HISTORY, self.id_str()?, after, limit).await
     }
 }
 
@@ -296,24 +296,22 @@ impl EngagementQuery {
         let request = args.request(rest::SORTS, rest::FILTERS, engagements::EngagementSort::accepts)?;
         let filter = rest::filter_of(&request)?;
         let (pool, org) = (session.state.store.pool(), session.organization_id());
-        let rows =
-            engagements::list(pool, org, &filter, request.sort, request.order, &request.probe_window())
-                .await
-                .map_err(crate::error::ApiError::from)?;
-        let total = if wants_total(ctx) {
-            Some(engagements::count(pool, org, &filter).await.map_err(crate::error::ApiError::from)?)
-        } else {
-            None
-        };
+        let window = request.probe_window();
+        let rows = engagements::list(pool, org, &filter, request.sort, request.order, &window);
+        let count = || engagements::count(pool, org, &filter);
         let sort = request.sort;
-        Ok(Some(page(
-            &request,
-            rows,
-            total,
-            |row| (sort.value_of(row), row.id.clone()),
-            Engagement::view,
-            Engagement,
-        )))
+        Ok(Some(
+            page(
+                ctx,
+                &request,
+                rows,
+                count,
+                |row| (sort.value_of(row), row.id.clone()),
+                Engagement::view,
+                Engagement,
+            )
+            .await?,
+        ))
     }
 }
 
@@ -321,8 +319,9 @@ impl EngagementQuery {
 #[derive(InputObject, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateEngagementInput {
-    /// 1 to 200 characters, unique in the organization (case-insensitively).
-    pub name: String,
+    /// Required: 1 to 200 characters, unique in the organization (case-insensitively).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

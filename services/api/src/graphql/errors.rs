@@ -4,7 +4,7 @@
 //! validation `details` and the `requestId`. Errors of the GraphQL layer itself (a query that
 //! does not parse or validate, or is too deep or too complex) get `BAD_REQUEST`.
 
-use async_graphql::{ErrorExtensionValues, Response, ServerError, Value};
+use async_graphql::{ErrorExtensionValues, Response, Value};
 
 use crate::error::ApiError;
 
@@ -29,21 +29,18 @@ impl From<ApiError> for async_graphql::Error {
 pub type Result<T> = std::result::Result<T, async_graphql::Error>;
 
 /// Gives every error without a code (parse and validation errors, depth and complexity limits)
-/// the code `BAD_REQUEST` and the request id.
-pub fn with_codes(mut response: Response) -> Response {
+/// the code `BAD_REQUEST`, and every error without a request id the operation's.
+pub fn with_codes(mut response: Response, request_id: &str) -> Response {
     for error in &mut response.errors {
-        add_code(error);
-    }
-    response
-}
-
-pub fn add_code(error: &mut ServerError) {
-    let extensions = error.extensions.get_or_insert_with(ErrorExtensionValues::default);
-    if extensions.get("code").is_none() {
-        extensions.set("code", "BAD_REQUEST");
-        extensions.set("statusCode", 400);
-        if let Some(id) = crate::request_id::current() {
-            extensions.set("requestId", id);
+        let extensions = error.extensions.get_or_insert_with(ErrorExtensionValues::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", "BAD_REQUEST");
+            extensions.set("statusCode", 400);
+        }
+        let has_id = matches!(extensions.get("requestId"), Some(Value::String(id)) if !id.is_empty());
+        if !has_id {
+            extensions.set("requestId", request_id);
         }
     }
+    response
 }

@@ -8,9 +8,10 @@ use pwnbook_events::log;
 use pwnbook_projections::feed::EventFilter;
 
 use crate::extract::QueryParams;
-use crate::graphql::connection::Filters;
+use crate::graphql::connection::{self, Filters};
 use crate::graphql::context::{allowed, route};
 use crate::graphql::errors::Result;
+use crate::graphql::shared::id_strings;
 use crate::graphql::view::View;
 use crate::openapi::to_json;
 use crate::routes::events::{event_object, feed_page, take_filter, take_limit, take_position, Follow};
@@ -42,27 +43,27 @@ pub struct Event(pub View);
 /// An event of the organization's log (the event object of `GET /events`).
 #[Object]
 impl Event {
-    async fn id(&self) -> ID {
+    async fn id(&self) -> Result<ID> {
         self.0.id()
     }
 
     /// Place in the global log: dense, strictly increasing.
-    async fn position(&self) -> i64 {
+    async fn position(&self) -> Result<i64> {
         self.0.int("position")
     }
 
     /// `engagement.created`, `finding.status_changed`, …
     #[graphql(name = "type")]
-    async fn kind(&self) -> &str {
+    async fn kind(&self) -> Result<&str> {
         self.0.str("type")
     }
 
-    async fn resource_type(&self) -> &str {
+    async fn resource_type(&self) -> Result<&str> {
         self.0.str("resourceType")
     }
 
-    async fn resource_id(&self) -> ID {
-        ID(self.0.str("resourceId").to_owned())
+    async fn resource_id(&self) -> Result<ID> {
+        Ok(ID(self.0.str("resourceId")?.to_owned()))
     }
 
     async fn engagement_id(&self) -> Option<ID> {
@@ -70,16 +71,16 @@ impl Event {
     }
 
     /// Place in the resource's own stream (its version after this event).
-    async fn sequence(&self) -> i64 {
+    async fn sequence(&self) -> Result<i64> {
         self.0.int("sequence")
     }
 
-    async fn occurred_at(&self) -> &str {
+    async fn occurred_at(&self) -> Result<&str> {
         self.0.str("occurredAt")
     }
 
-    async fn actor(&self) -> Actor {
-        Actor(self.0.object("actor").unwrap_or_default())
+    async fn actor(&self) -> Result<Actor> {
+        Ok(Actor(self.0.required_object("actor")?))
     }
 
     async fn request_id(&self) -> Option<&str> {
@@ -102,28 +103,28 @@ impl EventFeed {
         self.0.objects("data").into_iter().map(Event).collect()
     }
 
-    async fn after(&self) -> i64 {
-        self.meta().int("after")
+    async fn after(&self) -> Result<i64> {
+        self.meta()?.int("after")
     }
 
-    async fn limit(&self) -> i64 {
-        self.meta().int("limit")
+    async fn limit(&self) -> Result<i64> {
+        self.meta()?.int("limit")
     }
 
     /// The highest position this page examined: pass it as `after` to continue.
-    async fn next_after(&self) -> i64 {
-        self.meta().int("nextAfter")
+    async fn next_after(&self) -> Result<i64> {
+        self.meta()?.int("nextAfter")
     }
 
     /// Whether the log goes further than `nextAfter`.
-    async fn has_more(&self) -> bool {
-        self.meta().boolean("hasMore")
+    async fn has_more(&self) -> Result<bool> {
+        self.meta()?.boolean("hasMore")
     }
 }
 
 impl EventFeed {
-    fn meta(&self) -> View {
-        self.0.object("meta").unwrap_or_default()
+    fn meta(&self) -> Result<View> {
+        self.0.required_object("meta")
     }
 }
 
@@ -133,12 +134,12 @@ pub struct ChainReport(View);
 /// The result of recomputing the organization's hash chain.
 #[Object]
 impl ChainReport {
-    async fn valid(&self) -> bool {
+    async fn valid(&self) -> Result<bool> {
         self.0.boolean("valid")
     }
 
     /// Events checked.
-    async fn checked(&self) -> i64 {
+    async fn checked(&self) -> Result<i64> {
         self.0.int("checked")
     }
 
@@ -163,18 +164,14 @@ pub struct EventFilterInput {
     pub until: Option<String>,
 }
 
-fn ids(values: Option<Vec<ID>>) -> Option<Vec<String>> {
-    values.map(|v| v.into_iter().map(|id| id.0).collect())
-}
-
 impl EventFilterInput {
     /// The filter REST parses from the same parameters.
     fn parse(self) -> Result<EventFilter> {
         let pairs = Filters::default()
             .list("type", self.kind)
             .list("resourceType", self.resource_type)
-            .list("resourceId", ids(self.resource_id))
-            .list("engagementId", ids(self.engagement_id))
+            .list("resourceId", id_strings(self.resource_id))
+            .list("engagementId", id_strings(self.engagement_id))
             .list("actorId", self.actor_id)
             .one("since", self.since)
             .one("until", self.until)
@@ -186,25 +183,21 @@ impl EventFilterInput {
     }
 }
 
-/// `after`/`limit` as REST parses them (`None` when not given).
-pub fn paging(after: Option<i64>, limit: Option<i64>) -> Result<(Option<i64>, Option<i64>)> {
-    let pairs = Filters::default()
-        .one("after", after.map(|a| a.to_string()))
-        .one("limit", limit.map(|l| l.to_string()))
-        .done();
-    let mut params = QueryParams::from_pairs(&pairs);
-    let after = take_position(&mut params, "after")?;
-    let limit = take_limit(&mut params)?;
-    Ok((after, limit))
-}
-
-/// The query string of a history page.
+/// The query string of a page of events.
 pub fn history_params(after: Option<i64>, limit: Option<i64>) -> QueryParams {
     let pairs = Filters::default()
         .one("after", after.map(|a| a.to_string()))
         .one("limit", limit.map(|l| l.to_string()))
         .done();
     QueryParams::from_pairs(&pairs)
+}
+
+/// `after`/`limit` as REST parses them (`None` when not given).
+pub fn paging(after: Option<i64>, limit: Option<i64>) -> Result<(Option<i64>, Option<i64>)> {
+    let mut params = history_params(after, limit);
+    let after = take_position(&mut params, "after")?;
+    let limit = take_limit(&mut params)?;
+    Ok((after, limit))
 }
 
 #[derive(Default)]
@@ -214,6 +207,7 @@ pub struct EventQuery;
 impl EventQuery {
     /// The organization's events in log order (`GET /events`; audit:read): after the position
     /// `after` (default 0), at most `limit` (1 to 1000, default 100).
+    #[graphql(complexity = "connection::per_item(limit, child_complexity)")]
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -235,7 +229,9 @@ impl EventQuery {
         Ok(Some(EventFeed(View::of(page))))
     }
 
-    /// Recomputes the organization's hash chain (`GET /events/verify`; audit:read).
+    /// Recomputes the organization's hash chain (`GET /events/verify`; audit:read). It reads
+    /// the whole log, so it costs more than half the limit: one per request.
+    #[graphql(complexity = "crate::graphql::VERIFY_EVENTS_COST")]
     async fn verify_events(&self, ctx: &Context<'_>) -> Result<Option<ChainReport>> {
         let session = allowed(ctx, route::VERIFY_EVENTS)?;
         let report = log::verify_chain(&session.state.store, Some(session.organization_id()))
@@ -273,7 +269,27 @@ impl Subscription {
             None => log::head(&session.state.store).await.map_err(crate::error::ApiError::from)?,
         };
         let follow = Follow::new(&session.state, session.organization_id().to_owned(), filter, start);
-        Ok(follow.into_stream().map(|event| Event(View::from_value(event_object(&event)))))
+        // Over a WebSocket the key is checked again before each event: a revoked or expired key
+        // ends the stream (and the connection, with 4403).
+        let (state, socket) = (session.state.clone(), session.socket.clone());
+        let key_id = session.caller.principal.key_id.clone();
+        let checked = follow.into_stream().then(move |event| {
+            let (state, socket, key_id) = (state.clone(), socket.clone(), key_id.clone());
+            async move {
+                let object = event_object(&event);
+                let Some(socket) = socket else { return Some(object) };
+                // The log may show the revocation before the key table does.
+                if object["type"] == "api_key.revoked" && object["resourceId"] == key_id.as_str() {
+                    socket.close("the API key has been revoked");
+                    return None;
+                }
+                socket.check_key(&state).await.ok().map(|()| object)
+            }
+        });
+        Ok(checked
+            .take_while(|object| futures::future::ready(object.is_some()))
+            .filter_map(futures::future::ready)
+            .map(|object| Event(View::from_value(object))))
     }
 }
 

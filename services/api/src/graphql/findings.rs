@@ -11,7 +11,7 @@ use serde::Serialize;
 use sqlx::AnyPool;
 
 use crate::error::ApiError;
-use crate::graphql::connection::{self, page, wants_total, Connection, Filters, ListArgs, SortOrder};
+use crate::graphql::connection::{self, page, Connection, Filters, ListArgs, SortOrder};
 use crate::graphql::context::{allowed, route};
 use crate::graphql::engagements::Engagement;
 use crate::graphql::errors::Result;
@@ -31,16 +31,16 @@ pub struct Cvss(View);
 /// A finding's CVSS vector and the score the server computed from it.
 #[Object]
 impl Cvss {
-    async fn vector(&self) -> &str {
+    async fn vector(&self) -> Result<&str> {
         self.0.str("vector")
     }
 
-    async fn score(&self) -> f64 {
+    async fn score(&self) -> Result<f64> {
         self.0.float("score")
     }
 
     /// `3.0`, `3.1` or `4.0`.
-    async fn version(&self) -> &str {
+    async fn version(&self) -> Result<&str> {
         self.0.str("version")
     }
 }
@@ -62,20 +62,20 @@ impl Finding {
 /// A finding.
 #[Object]
 impl Finding {
-    async fn id(&self) -> ID {
+    async fn id(&self) -> Result<ID> {
         self.0.id()
     }
 
-    async fn engagement_id(&self) -> ID {
-        ID(self.0.str("engagementId").to_owned())
+    async fn engagement_id(&self) -> Result<ID> {
+        Ok(ID(self.0.str("engagementId")?.to_owned()))
     }
 
-    async fn title(&self) -> &str {
+    async fn title(&self) -> Result<&str> {
         self.0.str("title")
     }
 
     /// `critical`, `high`, `medium`, `low` or `info`.
-    async fn severity(&self) -> &str {
+    async fn severity(&self) -> Result<&str> {
         self.0.str("severity")
     }
 
@@ -116,12 +116,12 @@ impl Finding {
     }
 
     /// `draft`, `open`, `remediated`, `accepted_risk`, `false_positive` or `closed`.
-    async fn status(&self) -> &str {
+    async fn status(&self) -> Result<&str> {
         self.0.str("status")
     }
 
     /// `in_progress`, `ready_for_review`, `approved` or `needs_improvement`.
-    async fn review_status(&self) -> &str {
+    async fn review_status(&self) -> Result<&str> {
         self.0.str("reviewStatus")
     }
 
@@ -133,11 +133,11 @@ impl Finding {
         self.0.strings("tags")
     }
 
-    async fn created_at(&self) -> &str {
+    async fn created_at(&self) -> Result<&str> {
         self.0.str("createdAt")
     }
 
-    async fn updated_at(&self) -> &str {
+    async fn updated_at(&self) -> Result<&str> {
         self.0.str("updatedAt")
     }
 
@@ -153,7 +153,7 @@ impl Finding {
         self.0.opt_str("closedAt")
     }
 
-    async fn version(&self) -> i64 {
+    async fn version(&self) -> Result<i64> {
         self.0.int("version")
     }
 
@@ -181,14 +181,14 @@ impl Finding {
     }
 
     /// Its events (audit:read).
-    #[graphql(complexity = 20)]
+    #[graphql(complexity = "connection::per_item(limit, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
         after: Option<i64>,
         limit: Option<i64>,
     ) -> Result<Option<EventFeed>> {
-        history_of::<rest::Tracked>(ctx, route::FINDING_HISTORY, self.0.str("id"), after, limit).await
+        history_of::<rest::Tracked>(ctx, route::FINDING_HISTORY, self.0.str("id")?, after, limit).await
     }
 }
 
@@ -346,30 +346,31 @@ impl FindingQuery {
         let request = args.request(rest::SORTS, rest::FLAT_FILTERS, FindingSort::accepts)?;
         let filter = rest::filter_of(&request, true)?;
         let (pool, org) = (session.state.store.pool(), session.organization_id());
-        let rows = findings::list(pool, org, &filter, request.sort, request.order, &request.probe_window())
-            .await
-            .map_err(ApiError::from)?;
-        let total = if wants_total(ctx) {
-            Some(findings::count(pool, org, &filter).await.map_err(ApiError::from)?)
-        } else {
-            None
-        };
+        let window = request.probe_window();
+        let rows = findings::list(pool, org, &filter, request.sort, request.order, &window);
+        let count = || findings::count(pool, org, &filter);
         let sort = request.sort;
-        Ok(Some(page(
-            &request,
-            rows,
-            total,
-            |row| (sort.value_of(row), row.id.clone()),
-            Finding::view,
-            Finding,
-        )))
+        Ok(Some(
+            page(
+                ctx,
+                &request,
+                rows,
+                count,
+                |row| (sort.value_of(row), row.id.clone()),
+                Finding::view,
+                Finding,
+            )
+            .await?,
+        ))
     }
 }
 
 /// A CVSS vector (v3.0, v3.1 or v4.0); the server computes the score.
 #[derive(InputObject, Serialize)]
 pub struct CvssInput {
-    pub vector: String,
+    /// Required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector: Option<String>,
 }
 
 /// A new finding (the body of `POST /engagements/{id}/findings`); it starts as a `draft` in
@@ -377,7 +378,9 @@ pub struct CvssInput {
 #[derive(InputObject, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateFindingInput {
-    pub title: String,
+    /// Required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
     /// Without it, the CVSS score's rating (`info` for None); one of the two is required.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub severity: Option<String>,
@@ -470,8 +473,12 @@ pub struct BulkFindingSetInput {
 /// `PATCH /engagements/{id}/findings/bulk`).
 #[derive(InputObject, Serialize)]
 pub struct BulkUpdateFindingsInput {
-    pub ids: Vec<ID>,
-    pub set: BulkFindingSetInput,
+    /// Required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<ID>>,
+    /// Required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set: Option<BulkFindingSetInput>,
 }
 
 /// One invalid field.
@@ -487,33 +494,31 @@ pub struct ErrorDetail(View);
 /// The error of one item of a bulk update (REST's error envelope).
 #[Object]
 impl ErrorDetail {
-    async fn code(&self) -> &str {
+    async fn code(&self) -> Result<&str> {
         self.0.str("code")
     }
 
-    async fn message(&self) -> &str {
+    async fn message(&self) -> Result<&str> {
         self.0.str("message")
     }
 
-    async fn status_code(&self) -> i64 {
+    async fn status_code(&self) -> Result<i64> {
         self.0.int("statusCode")
     }
 
     /// For `VALIDATION_ERROR`: every invalid field.
-    async fn details(&self) -> Option<Vec<FieldError>> {
+    async fn details(&self) -> Result<Option<Vec<FieldError>>> {
         let items = self.0.objects("details");
-        (!items.is_empty()).then(|| {
-            items
-                .iter()
-                .map(|d| FieldError {
-                    field: d.str("field").to_owned(),
-                    message: d.str("message").to_owned(),
-                })
-                .collect()
-        })
+        if items.is_empty() {
+            return Ok(None);
+        }
+        let fields = items.iter().map(|d| {
+            Ok(FieldError { field: d.str("field")?.to_owned(), message: d.str("message")?.to_owned() })
+        });
+        fields.collect::<Result<Vec<_>>>().map(Some)
     }
 
-    async fn request_id(&self) -> &str {
+    async fn request_id(&self) -> Result<&str> {
         self.0.str("requestId")
     }
 }
@@ -524,12 +529,12 @@ pub struct BulkFindingResult(View);
 /// One item of a bulk update: its own status and either the finding or the error.
 #[Object]
 impl BulkFindingResult {
-    async fn id(&self) -> ID {
+    async fn id(&self) -> Result<ID> {
         self.0.id()
     }
 
     /// The HTTP status this item alone would have had.
-    async fn status(&self) -> i64 {
+    async fn status(&self) -> Result<i64> {
         self.0.int("status")
     }
 

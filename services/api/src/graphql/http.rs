@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_graphql::http::{WebSocketProtocols, WsMessage, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::Data;
@@ -11,7 +11,7 @@ use async_graphql_axum::GraphQLResponse;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
@@ -22,17 +22,22 @@ use utoipa::ToSchema;
 use crate::auth;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-use crate::graphql::context::Session;
+use crate::graphql::context::{Session, Socket};
 use crate::graphql::{schema, sdl};
 use crate::request_id;
 use crate::state::AppState;
 
-/// Close code of a WebSocket whose `connection_init` carried no valid key (graphql-ws).
+/// Close code of a WebSocket whose `connection_init` carried no valid key, or whose key was
+/// revoked or expired since (graphql-ws).
 const FORBIDDEN_CLOSE: u16 = 4403;
+/// The media type of GraphQL over HTTP.
+const GRAPHQL_JSON: &str = "application/graphql-response+json";
 /// Close code when the server shuts down.
 const GOING_AWAY: u16 = 1001;
 /// Close code of a WebSocket whose `connection_init` did not come in time (graphql-ws).
 const INIT_TIMEOUT_CLOSE: u16 = 4408;
+/// How often an open WebSocket checks its key again (besides at each `subscribe` and event).
+const KEY_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long a new WebSocket may wait before its `connection_init`.
 const INIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -93,15 +98,34 @@ pub async fn execute(State(state): State<AppState>, request: Request) -> Result<
     // One span per execution: the loaders' batches run inside it too.
     let span = tracing::info_span!("graphql", request_id = request_id::current().unwrap_or_default());
     let response = schema().execute(query.data(session)).instrument(span).await;
-    let mut response = GraphQLResponse::from(response).into_response();
+    let mut response = if media_type == GRAPHQL_JSON && response.data == async_graphql::Value::Null {
+        request_error(&response.errors)
+    } else {
+        GraphQLResponse::from(response).into_response()
+    };
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));
     Ok(response)
+}
+
+/// A request that did not run (it did not parse or validate, or was over a limit), for a
+/// client of GraphQL over HTTP: a 4xx (the first error's status, 400 by default) and no `data`.
+fn request_error(errors: &[async_graphql::ServerError]) -> Response {
+    let status = errors
+        .first()
+        .and_then(|e| e.extensions.as_ref())
+        .and_then(|e| match e.get("statusCode") {
+            Some(async_graphql::Value::Number(n)) => n.as_u64(),
+            _ => None,
+        })
+        .and_then(|code| StatusCode::from_u16(u16::try_from(code).ok()?).ok())
+        .filter(StatusCode::is_client_error)
+        .unwrap_or(StatusCode::BAD_REQUEST);
+    (status, axum::Json(serde_json::json!({ "errors": errors }))).into_response()
 }
 
 /// `application/graphql-response+json` for clients that ask for it (GraphQL over HTTP),
 /// `application/json` for everyone else.
 fn response_media_type(headers: &HeaderMap) -> &'static str {
-    const GRAPHQL_JSON: &str = "application/graphql-response+json";
     let asks = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|accept| {
         accept
             .split(',')
@@ -173,19 +197,24 @@ async fn serve(state: AppState, socket: WebSocket, protocol: WebSocketProtocols)
         });
     let refused = Arc::new(AtomicBool::new(false));
     let initialized = Arc::new(AtomicBool::new(false));
+    // The socket's key checks ask for the close through `closing`.
+    let (closing, mut closed) = tokio::sync::watch::channel(None::<String>);
+    let socket_of = Arc::new(OnceLock::<Arc<Socket>>::new());
     let (init_state, init_refused, init_done) = (state.clone(), refused.clone(), initialized.clone());
+    let (init_closing, init_socket) = (closing.clone(), socket_of.clone());
     let on_init = move |payload: Value| async move {
-        let principal = match key_of(&payload) {
-            Some(secret) => auth::principal_for_secret(&init_state, &secret).await,
-            None => Err(ApiError::Unauthorized(
-                "an API key is required: connection_init payload {\"apiKey\": \"<api key>\"}".to_owned(),
-            )),
+        let Some(secret) = key_of(&payload) else {
+            init_refused.store(true, Ordering::SeqCst);
+            return Err(async_graphql::Error::new(
+                "an API key is required: connection_init payload {\"apiKey\": \"<api key>\"}",
+            ));
         };
-        match principal {
+        match auth::principal_for_secret(&init_state, &secret).await {
             Ok(principal) => {
                 init_done.store(true, Ordering::SeqCst);
+                let socket = init_socket.get_or_init(|| Arc::new(Socket::new(secret, init_closing))).clone();
                 let mut data = Data::default();
-                data.insert(Session::new(init_state, principal));
+                data.insert(Session::new(init_state, principal).on_socket(socket));
                 Ok(data)
             }
             Err(error) => {
@@ -199,9 +228,23 @@ async fn serve(state: AppState, socket: WebSocket, protocol: WebSocketProtocols)
     let mut output = std::pin::pin!(output);
     let init_deadline = tokio::time::sleep(INIT_TIMEOUT);
     let mut init_deadline = std::pin::pin!(init_deadline);
+    let mut key_check = tokio::time::interval(KEY_CHECK_INTERVAL);
     loop {
         let message = tokio::select! {
             message = output.next() => message,
+            _ = closed.changed() => {
+                let reason = closed.borrow().clone().unwrap_or_default();
+                let _ = sink.send(Message::Close(Some(CloseFrame { code: FORBIDDEN_CLOSE, reason: reason.into() }))).await;
+                return;
+            }
+            _ = key_check.tick() => {
+                if let Some(socket) = socket_of.get() {
+                    if let Err(error) = socket.check_key(&state).await {
+                        tracing::debug!(%error, "key check of a WebSocket");
+                    }
+                }
+                continue;
+            }
             () = &mut init_deadline, if !initialized.load(Ordering::SeqCst) => {
                 let close = CloseFrame { code: INIT_TIMEOUT_CLOSE, reason: "connection_init did not come in time".into() };
                 let _ = sink.send(Message::Close(Some(close))).await;

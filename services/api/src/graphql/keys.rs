@@ -5,8 +5,7 @@ use async_graphql::{Context, Enum, InputObject, Object, ID};
 use pwnbook_projections::api_keys::{self, ApiKeyRow, ApiKeySort};
 use serde::Serialize;
 
-use crate::error::ApiError;
-use crate::graphql::connection::{self, page, wants_total, Connection, Filters, ListArgs, SortOrder};
+use crate::graphql::connection::{self, page, Connection, Filters, ListArgs, SortOrder};
 use crate::graphql::context::{allowed, route};
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
@@ -32,20 +31,20 @@ impl ApiKey {
 /// An API key (never its secret, except once in `createApiKey`'s answer as `key`).
 #[Object]
 impl ApiKey {
-    async fn id(&self) -> ID {
+    async fn id(&self) -> Result<ID> {
         self.0.id()
     }
 
-    async fn name(&self) -> &str {
+    async fn name(&self) -> Result<&str> {
         self.0.str("name")
     }
 
     /// `pwbk_live_` or `pwbk_test_`.
-    async fn prefix(&self) -> &str {
+    async fn prefix(&self) -> Result<&str> {
         self.0.str("prefix")
     }
 
-    async fn last_four(&self) -> &str {
+    async fn last_four(&self) -> Result<&str> {
         self.0.str("lastFour")
     }
 
@@ -54,11 +53,11 @@ impl ApiKey {
     }
 
     /// `live` or `test`.
-    async fn environment(&self) -> &str {
+    async fn environment(&self) -> Result<&str> {
         self.0.str("environment")
     }
 
-    async fn created_at(&self) -> &str {
+    async fn created_at(&self) -> Result<&str> {
         self.0.str("createdAt")
     }
 
@@ -80,14 +79,14 @@ impl ApiKey {
     }
 
     /// Its events (audit:read).
-    #[graphql(complexity = 20)]
+    #[graphql(complexity = "connection::per_item(limit, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
         after: Option<i64>,
         limit: Option<i64>,
     ) -> Result<Option<EventFeed>> {
-        history_of::<rest::Tracked>(ctx, route::API_KEY_HISTORY, self.0.str("id"), after, limit).await
+        history_of::<rest::Tracked>(ctx, route::API_KEY_HISTORY, self.0.str("id")?, after, limit).await
     }
 }
 
@@ -156,23 +155,22 @@ impl ApiKeyQuery {
         let request = args.request(rest::SORTS, rest::FILTERS, ApiKeySort::accepts)?;
         let filter = rest::filter_of(&request)?;
         let (pool, org) = (session.state.store.pool(), session.organization_id());
-        let rows = api_keys::list(pool, org, &filter, request.sort, request.order, &request.probe_window())
-            .await
-            .map_err(ApiError::from)?;
-        let total = if wants_total(ctx) {
-            Some(api_keys::count(pool, org, &filter).await.map_err(ApiError::from)?)
-        } else {
-            None
-        };
+        let window = request.probe_window();
+        let rows = api_keys::list(pool, org, &filter, request.sort, request.order, &window);
+        let count = || api_keys::count(pool, org, &filter);
         let sort = request.sort;
-        Ok(Some(page(
-            &request,
-            rows,
-            total,
-            |row| (sort.value_of(row), row.id.clone()),
-            ApiKey::view,
-            ApiKey,
-        )))
+        Ok(Some(
+            page(
+                ctx,
+                &request,
+                rows,
+                count,
+                |row| (sort.value_of(row), row.id.clone()),
+                ApiKey::view,
+                ApiKey,
+            )
+            .await?,
+        ))
     }
 }
 
@@ -180,9 +178,12 @@ impl ApiKeyQuery {
 #[derive(InputObject, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateApiKeyInput {
-    pub name: String,
-    /// Permission names; a key cannot grant one it does not hold.
-    pub permissions: Vec<String>,
+    /// Required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Required: permission names; a key cannot grant one it does not hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Vec<String>>,
     /// `live` (default) or `test`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,

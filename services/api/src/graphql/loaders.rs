@@ -263,6 +263,10 @@ impl Siblings {
         Self::group(vec![view]).pop().unwrap_or_default()
     }
 
+    pub fn members(&self) -> usize {
+        self.views.len()
+    }
+
     /// Every value `of` gives for the members, without repeats, in order.
     pub fn all(&self, of: impl Fn(&View) -> Vec<String>) -> Vec<String> {
         let mut seen = std::collections::HashSet::new();

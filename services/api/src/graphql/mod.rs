@@ -4,9 +4,11 @@
 //! - `POST /api/v1/graphql` runs queries and mutations with the same API keys (`Authorization:
 //!   Bearer …`; without a valid key the same 401 envelope as REST), the same permissions per
 //!   field (`context`), the same organization scoping and the same rate limit (the outer
-//!   layer).
+//!   layer; `guard` charges what one request does beyond that: a mutation's extra fields).
 //! - `GET /api/v1/graphql` upgrades to a WebSocket (`graphql-transport-ws`, or the older
-//!   `graphql-ws`) for the `events` subscription; the key is in the `connection_init` payload.
+//!   `graphql-ws`) for the `events` subscription; the key is in the `connection_init` payload
+//!   and is checked again while the socket is open (`context::Socket`), and each operation is
+//!   held to what a request is (`guard`).
 //! - `GET /api/v1/graphql/schema.graphql` serves the SDL (committed as
 //!   `services/api/schema.graphql`; `pwnbook graphql-schema` prints it).
 //!
@@ -20,6 +22,7 @@ mod engagements;
 mod errors;
 mod events;
 mod findings;
+mod guard;
 pub mod http;
 mod keys;
 mod loaders;
@@ -32,12 +35,9 @@ mod view;
 mod webhooks;
 mod wiki;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextRequest, NextSubscribe};
-use async_graphql::futures_util::stream::BoxStream;
-use async_graphql::{MergedObject, Response, SDLExportOptions, Schema};
-use futures::StreamExt;
+use async_graphql::{MergedObject, SDLExportOptions, Schema};
 
 use crate::graphql::engagements::{EngagementMutation, EngagementQuery};
 use crate::graphql::events::{EventQuery, Subscription};
@@ -53,12 +53,16 @@ use crate::graphql::wiki::{WikiMutation, WikiQuery};
 /// The deepest selection a query may nest (the standard introspection query fits).
 pub const MAX_DEPTH: usize = 15;
 /// The most a query may cost: a field costs 1 plus its children, a connection `first` times
-/// its edge (default 20, at most 100), `affectedTargets` 10 times a target, `history` 20.
+/// its edge (default 20, at most 100), `affectedTargets` 10 times a target, a page of events
+/// (`events`, every `history`) and `webhook.deliveries` `limit` times an item (default 100, at
+/// most 1000), `verifyEvents` more than half the limit (one per request).
 /// Fifty engagements with their findings (and those findings' targets), targets, tasks, wiki
 /// pages and reports fit (about 24 000); a hundred engagements with a hundred findings each and
 /// their targets do not (about 140 000). A query over either limit is refused before anything
 /// runs.
 pub const MAX_COMPLEXITY: usize = 50_000;
+/// `verifyEvents` reads the organization's whole log: at most one fits a request.
+pub const VERIFY_EVENTS_COST: usize = MAX_COMPLEXITY / 2 + 1;
 
 #[derive(MergedObject, Default)]
 pub struct Query(
@@ -96,7 +100,7 @@ pub fn schema() -> &'static PwnbookSchema {
         Schema::build(Query::default(), Mutation::default(), Subscription)
             .limit_depth(MAX_DEPTH)
             .limit_complexity(MAX_COMPLEXITY)
-            .extension(ErrorCodes)
+            .extension(guard::Guard)
             .finish()
     })
 }
@@ -104,30 +108,4 @@ pub fn schema() -> &'static PwnbookSchema {
 /// The schema in SDL, as served and as committed in `services/api/schema.graphql`.
 pub fn sdl() -> String {
     schema().sdl_with_options(SDLExportOptions::new())
-}
-
-/// Gives errors of the GraphQL layer itself a code (`errors::add_code`), in answers to
-/// queries and in subscription streams alike.
-struct ErrorCodes;
-
-impl ExtensionFactory for ErrorCodes {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(ErrorCodes)
-    }
-}
-
-#[async_trait::async_trait]
-impl Extension for ErrorCodes {
-    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        errors::with_codes(next.run(ctx).await)
-    }
-
-    fn subscribe<'s>(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        stream: BoxStream<'s, Response>,
-        next: NextSubscribe<'_>,
-    ) -> BoxStream<'s, Response> {
-        next.run(ctx, stream).map(errors::with_codes).boxed()
-    }
 }

@@ -3,6 +3,7 @@
 use async_graphql::{Context, InputObject, Object, ID};
 use serde::Serialize;
 
+use crate::graphql::connection;
 use crate::graphql::context::{allowed, route};
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
@@ -16,40 +17,40 @@ pub struct Organization(View);
 /// The caller's organization.
 #[Object]
 impl Organization {
-    async fn id(&self) -> ID {
+    async fn id(&self) -> Result<ID> {
         self.0.id()
     }
 
-    async fn name(&self) -> &str {
+    async fn name(&self) -> Result<&str> {
         self.0.str("name")
     }
 
-    async fn slug(&self) -> &str {
+    async fn slug(&self) -> Result<&str> {
         self.0.str("slug")
     }
 
-    async fn created_at(&self) -> &str {
+    async fn created_at(&self) -> Result<&str> {
         self.0.str("createdAt")
     }
 
-    async fn updated_at(&self) -> &str {
+    async fn updated_at(&self) -> Result<&str> {
         self.0.str("updatedAt")
     }
 
     /// Live (not deleted) engagements.
-    async fn engagement_count(&self) -> i64 {
+    async fn engagement_count(&self) -> Result<i64> {
         self.0.int("engagementCount")
     }
 
     /// The organization's own events (audit:read).
-    #[graphql(complexity = 20)]
+    #[graphql(complexity = "connection::per_item(limit, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
         after: Option<i64>,
         limit: Option<i64>,
     ) -> Result<Option<EventFeed>> {
-        history_of::<rest::Tracked>(ctx, route::ORGANIZATION_HISTORY, self.0.str("id"), after, limit).await
+        history_of::<rest::Tracked>(ctx, route::ORGANIZATION_HISTORY, self.0.str("id")?, after, limit).await
     }
 }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use sqlx::AnyPool;
 
 use crate::error::ApiError;
-use crate::graphql::connection::{self, page, wants_total, Connection, Filters, ListArgs, SortOrder};
+use crate::graphql::connection::{self, page, Connection, Filters, ListArgs, SortOrder};
 use crate::graphql::context::{allowed, route};
 use crate::graphql::engagements::Engagement;
 use crate::graphql::errors::Result;
@@ -41,25 +41,25 @@ impl Report {
 /// A report of an engagement's findings.
 #[Object]
 impl Report {
-    async fn id(&self) -> ID {
+    async fn id(&self) -> Result<ID> {
         self.0.id()
     }
 
-    async fn engagement_id(&self) -> ID {
-        ID(self.0.str("engagementId").to_owned())
+    async fn engagement_id(&self) -> Result<ID> {
+        Ok(ID(self.0.str("engagementId")?.to_owned()))
     }
 
-    async fn title(&self) -> &str {
+    async fn title(&self) -> Result<&str> {
         self.0.str("title")
     }
 
     /// `markdown`, `html` or `json`.
-    async fn format(&self) -> &str {
+    async fn format(&self) -> Result<&str> {
         self.0.str("format")
     }
 
     /// `draft`, `in_review`, `approved` or `published` (immutable).
-    async fn status(&self) -> &str {
+    async fn status(&self) -> Result<&str> {
         self.0.str("status")
     }
 
@@ -76,15 +76,15 @@ impl Report {
         self.0.opt_str("publishedAt")
     }
 
-    async fn created_at(&self) -> &str {
+    async fn created_at(&self) -> Result<&str> {
         self.0.str("createdAt")
     }
 
-    async fn updated_at(&self) -> &str {
+    async fn updated_at(&self) -> Result<&str> {
         self.0.str("updatedAt")
     }
 
-    async fn version(&self) -> i64 {
+    async fn version(&self) -> Result<i64> {
         self.0.int("version")
     }
 
@@ -95,7 +95,7 @@ impl Report {
         let siblings = self.0.siblings();
         let documents = siblings
             .once(LoadKey::Field("content"), || async {
-                let ids = siblings.all(|view| vec![view.str("id").to_owned()]);
+                let ids = siblings.all(|view| view.opt_str("id").map(str::to_owned).into_iter().collect());
                 let found = session.loader.load_many(ids.into_iter().map(ReportContent)).await?;
                 Ok(found
                     .into_iter()
@@ -103,7 +103,7 @@ impl Report {
                     .collect::<HashMap<String, String>>())
             })
             .await?;
-        Ok(documents.get(self.0.str("id")).cloned())
+        Ok(documents.get(self.0.str("id")?).cloned())
     }
 
     /// The engagement it belongs to (engagements:read).
@@ -112,14 +112,14 @@ impl Report {
     }
 
     /// Its events (audit:read).
-    #[graphql(complexity = 20)]
+    #[graphql(complexity = "connection::per_item(limit, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
         after: Option<i64>,
         limit: Option<i64>,
     ) -> Result<Option<EventFeed>> {
-        history_of::<rest::Tracked>(ctx, route::REPORT_HISTORY, self.0.str("id"), after, limit).await
+        history_of::<rest::Tracked>(ctx, route::REPORT_HISTORY, self.0.str("id")?, after, limit).await
     }
 }
 
@@ -253,30 +253,31 @@ impl ReportQuery {
         let request = args.request(rest::SORTS, rest::FLAT_FILTERS, ReportSort::accepts)?;
         let filter = rest::filter_of(&request, None)?;
         let (pool, org) = (session.state.store.pool(), session.organization_id());
-        let rows = reports::list(pool, org, &filter, request.sort, request.order, &request.probe_window())
-            .await
-            .map_err(ApiError::from)?;
-        let total = if wants_total(ctx) {
-            Some(reports::count(pool, org, &filter).await.map_err(ApiError::from)?)
-        } else {
-            None
-        };
+        let window = request.probe_window();
+        let rows = reports::list(pool, org, &filter, request.sort, request.order, &window);
+        let count = || reports::count(pool, org, &filter);
         let sort = request.sort;
-        Ok(Some(page(
-            &request,
-            rows,
-            total,
-            |row| (sort.value_of(row), row.id.clone()),
-            Report::view,
-            Report,
-        )))
+        Ok(Some(
+            page(
+                ctx,
+                &request,
+                rows,
+                count,
+                |row| (sort.value_of(row), row.id.clone()),
+                Report::view,
+                Report,
+            )
+            .await?,
+        ))
     }
 }
 
 /// A new report, always a `draft` (the body of `POST /engagements/{id}/reports`).
 #[derive(InputObject, Serialize)]
 pub struct CreateReportInput {
-    pub title: String,
+    /// Required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
     /// `markdown` (default), `html` or `json`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,

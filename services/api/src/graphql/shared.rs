@@ -59,12 +59,22 @@ pub async fn children<C: ChildKind, T: OutputType>(
 ) -> Result<Connection<T>> {
     // Bad arguments fail here, on this field, before anything is read.
     let request = args.request(C::SORTS, C::FILTERS, C::accepts)?;
-    let (args, total) = (Arc::new(args), wants_total(ctx));
     let siblings = engagement.siblings();
+    // A cursor belongs to one parent's list: applied to the whole group it would skip rows of
+    // the others.
+    if args.after.is_some() && siblings.members() > 1 {
+        return Err(ApiError::BadRequest(
+            "after is accepted on a nested list of a single parent only (e.g. under engagement(id:)); \
+             read the next page of this one there"
+                .to_owned(),
+        )
+        .into());
+    }
+    let (args, total) = (Arc::new(args), wants_total(ctx));
     let key = LoadKey::Children(TypeId::of::<C>(), args.clone(), total);
     let pages = siblings
         .once(key, || async {
-            let parents = siblings.all(|view| vec![view.str("id").to_owned()]);
+            let parents = siblings.all(|view| view.opt_str("id").map(str::to_owned).into_iter().collect());
             let keys = parents.iter().map(|parent| Children::<C>::new(parent.clone(), args.clone(), total));
             let found = session.loader.load_many(keys).await?;
             let mut rows: Vec<(String, C::Row)> = Vec::new();
@@ -82,7 +92,7 @@ pub async fn children<C: ChildKind, T: OutputType>(
             Ok(pages)
         })
         .await?;
-    let (items, total) = match pages.get(engagement.str("id")) {
+    let (items, total) = match pages.get(engagement.str("id")?) {
         Some(page) => (page.rows.clone(), page.total),
         None => (Vec::new(), total.then_some(0)),
     };

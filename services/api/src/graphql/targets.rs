@@ -10,7 +10,7 @@ use serde::Serialize;
 use sqlx::AnyPool;
 
 use crate::error::ApiError;
-use crate::graphql::connection::Filters;
+use crate::graphql::connection::{self, Filters};
 use crate::graphql::context::{allowed, route};
 use crate::graphql::engagements::Engagement;
 use crate::graphql::errors::Result;
@@ -39,21 +39,21 @@ impl Target {
 /// A target in an engagement's scope.
 #[Object]
 impl Target {
-    async fn id(&self) -> ID {
+    async fn id(&self) -> Result<ID> {
         self.0.id()
     }
 
-    async fn engagement_id(&self) -> ID {
-        ID(self.0.str("engagementId").to_owned())
+    async fn engagement_id(&self) -> Result<ID> {
+        Ok(ID(self.0.str("engagementId")?.to_owned()))
     }
 
     /// `domain`, `hostname`, `ip`, `cidr`, `url` or `service`.
     #[graphql(name = "type")]
-    async fn kind(&self) -> &str {
+    async fn kind(&self) -> Result<&str> {
         self.0.str("type")
     }
 
-    async fn value(&self) -> &str {
+    async fn value(&self) -> Result<&str> {
         self.0.str("value")
     }
 
@@ -66,7 +66,7 @@ impl Target {
         self.0.opt_str("protocol")
     }
 
-    async fn in_scope(&self) -> bool {
+    async fn in_scope(&self) -> Result<bool> {
         self.0.boolean("inScope")
     }
 
@@ -78,15 +78,15 @@ impl Target {
         self.0.opt_str("notes")
     }
 
-    async fn created_at(&self) -> &str {
+    async fn created_at(&self) -> Result<&str> {
         self.0.str("createdAt")
     }
 
-    async fn updated_at(&self) -> &str {
+    async fn updated_at(&self) -> Result<&str> {
         self.0.str("updatedAt")
     }
 
-    async fn version(&self) -> i64 {
+    async fn version(&self) -> Result<i64> {
         self.0.int("version")
     }
 
@@ -96,14 +96,14 @@ impl Target {
     }
 
     /// Its events (audit:read).
-    #[graphql(complexity = 20)]
+    #[graphql(complexity = "connection::per_item(limit, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
         after: Option<i64>,
         limit: Option<i64>,
     ) -> Result<Option<EventFeed>> {
-        history_of::<rest::Tracked>(ctx, route::TARGET_HISTORY, self.0.str("id"), after, limit).await
+        history_of::<rest::Tracked>(ctx, route::TARGET_HISTORY, self.0.str("id")?, after, limit).await
     }
 }
 
@@ -113,14 +113,14 @@ pub async fn engagement_of(ctx: &Context<'_>, child: &Node) -> Result<Option<Eng
     let found = related(
         child,
         "engagement",
-        |view| vec![view.str("engagementId").to_owned()],
+        |view| view.opt_str("engagementId").map(str::to_owned).into_iter().collect(),
         |ids| async move {
             let rows = session.loader.load_many(ids.into_iter().map(EngagementById)).await?;
             Ok(rows.into_values().map(|row| (row.id.clone(), Engagement::view(&row))).collect())
         },
     )
     .await?;
-    let node = found.get(child.str("engagementId")).cloned().ok_or(ApiError::NotFound)?;
+    let node = found.get(child.str("engagementId")?).cloned().ok_or(ApiError::NotFound)?;
     Ok(Some(Engagement(node)))
 }
 
@@ -239,11 +239,13 @@ impl TargetQuery {
 #[derive(InputObject, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateTargetInput {
-    /// `domain`, `hostname`, `ip`, `cidr`, `url` or `service`.
+    /// Required: `domain`, `hostname`, `ip`, `cidr`, `url` or `service`.
     #[graphql(name = "type")]
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub value: String,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -10,7 +10,7 @@ use serde::Serialize;
 use sqlx::AnyPool;
 
 use crate::error::ApiError;
-use crate::graphql::connection::{self, page, wants_total, Connection, Filters, ListArgs, SortOrder};
+use crate::graphql::connection::{self, page, Connection, Filters, ListArgs, SortOrder};
 use crate::graphql::context::{allowed, route};
 use crate::graphql::engagements::Engagement;
 use crate::graphql::errors::Result;
@@ -40,15 +40,15 @@ impl Task {
 /// A task of an engagement.
 #[Object]
 impl Task {
-    async fn id(&self) -> ID {
+    async fn id(&self) -> Result<ID> {
         self.0.id()
     }
 
-    async fn engagement_id(&self) -> ID {
-        ID(self.0.str("engagementId").to_owned())
+    async fn engagement_id(&self) -> Result<ID> {
+        Ok(ID(self.0.str("engagementId")?.to_owned()))
     }
 
-    async fn title(&self) -> &str {
+    async fn title(&self) -> Result<&str> {
         self.0.str("title")
     }
 
@@ -57,12 +57,12 @@ impl Task {
     }
 
     /// `open`, `in_progress` or `closed`.
-    async fn status(&self) -> &str {
+    async fn status(&self) -> Result<&str> {
         self.0.str("status")
     }
 
     /// `low`, `medium` or `high`.
-    async fn priority(&self) -> &str {
+    async fn priority(&self) -> Result<&str> {
         self.0.str("priority")
     }
 
@@ -76,15 +76,15 @@ impl Task {
         self.0.opt_str("closedAt")
     }
 
-    async fn created_at(&self) -> &str {
+    async fn created_at(&self) -> Result<&str> {
         self.0.str("createdAt")
     }
 
-    async fn updated_at(&self) -> &str {
+    async fn updated_at(&self) -> Result<&str> {
         self.0.str("updatedAt")
     }
 
-    async fn version(&self) -> i64 {
+    async fn version(&self) -> Result<i64> {
         self.0.int("version")
     }
 
@@ -94,14 +94,14 @@ impl Task {
     }
 
     /// Its events (audit:read).
-    #[graphql(complexity = 20)]
+    #[graphql(complexity = "connection::per_item(limit, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
         after: Option<i64>,
         limit: Option<i64>,
     ) -> Result<Option<EventFeed>> {
-        history_of::<rest::Tracked>(ctx, route::TASK_HISTORY, self.0.str("id"), after, limit).await
+        history_of::<rest::Tracked>(ctx, route::TASK_HISTORY, self.0.str("id")?, after, limit).await
     }
 }
 
@@ -245,16 +245,14 @@ impl TaskQuery {
         let request = args.request(rest::SORTS, rest::FLAT_FILTERS, TaskSort::accepts)?;
         let filter = rest::filter_of(&request, None)?;
         let (pool, org) = (session.state.store.pool(), session.organization_id());
-        let rows = tasks::list(pool, org, &filter, request.sort, request.order, &request.probe_window())
-            .await
-            .map_err(ApiError::from)?;
-        let total = if wants_total(ctx) {
-            Some(tasks::count(pool, org, &filter).await.map_err(ApiError::from)?)
-        } else {
-            None
-        };
+        let window = request.probe_window();
+        let rows = tasks::list(pool, org, &filter, request.sort, request.order, &window);
+        let count = || tasks::count(pool, org, &filter);
         let sort = request.sort;
-        Ok(Some(page(&request, rows, total, |row| (sort.value_of(row), row.id.clone()), Task::view, Task)))
+        Ok(Some(
+            page(ctx, &request, rows, count, |row| (sort.value_of(row), row.id.clone()), Task::view, Task)
+                .await?,
+        ))
     }
 }
 
@@ -262,7 +260,9 @@ impl TaskQuery {
 #[derive(InputObject, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateTaskInput {
-    pub title: String,
+    /// Required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// `low`, `medium` (default) or `high`.

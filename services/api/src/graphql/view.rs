@@ -7,7 +7,13 @@ use async_graphql::ID;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::error::ApiError;
+use crate::graphql::errors::Result;
 use crate::openapi::to_json;
+
+fn missing(key: &str) -> async_graphql::Error {
+    ApiError::Internal(format!("a GraphQL object lacks its field {key}")).into()
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct View(Map<String, Value>);
@@ -25,12 +31,14 @@ impl View {
         }
     }
 
-    pub fn id(&self) -> ID {
-        ID(self.str("id").to_owned())
+    pub fn id(&self) -> Result<ID> {
+        Ok(ID(self.str("id")?.to_owned()))
     }
 
-    pub fn str(&self, key: &str) -> &str {
-        self.0.get(key).and_then(Value::as_str).unwrap_or_default()
+    /// A field the REST view always has: missing (or of another type), it is an internal
+    /// error, never a made-up value.
+    pub fn str(&self, key: &str) -> Result<&str> {
+        self.opt_str(key).ok_or_else(|| missing(key))
     }
 
     pub fn opt_str(&self, key: &str) -> Option<&str> {
@@ -41,20 +49,20 @@ impl View {
         self.opt_str(key).map(|id| ID(id.to_owned()))
     }
 
-    pub fn int(&self, key: &str) -> i64 {
-        self.opt_int(key).unwrap_or_default()
+    pub fn int(&self, key: &str) -> Result<i64> {
+        self.opt_int(key).ok_or_else(|| missing(key))
     }
 
     pub fn opt_int(&self, key: &str) -> Option<i64> {
         self.0.get(key).and_then(Value::as_i64)
     }
 
-    pub fn float(&self, key: &str) -> f64 {
-        self.0.get(key).and_then(Value::as_f64).unwrap_or_default()
+    pub fn float(&self, key: &str) -> Result<f64> {
+        self.0.get(key).and_then(Value::as_f64).ok_or_else(|| missing(key))
     }
 
-    pub fn boolean(&self, key: &str) -> bool {
-        self.0.get(key).and_then(Value::as_bool).unwrap_or_default()
+    pub fn boolean(&self, key: &str) -> Result<bool> {
+        self.0.get(key).and_then(Value::as_bool).ok_or_else(|| missing(key))
     }
 
     pub fn strings(&self, key: &str) -> Vec<String> {
@@ -77,6 +85,11 @@ impl View {
         }
     }
 
+    /// A nested object the REST view always has.
+    pub fn required_object(&self, key: &str) -> Result<View> {
+        self.object(key).ok_or_else(|| missing(key))
+    }
+
     /// The items of a list of objects.
     pub fn objects(&self, key: &str) -> Vec<View> {
         self.0
@@ -88,5 +101,25 @@ impl View {
 
     pub fn value(&self, key: &str) -> Value {
         self.0.get(key).cloned().unwrap_or(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_field_is_an_error_not_a_default() {
+        let view = View::from_value(serde_json::json!({"name": "n", "count": 0, "done": false, "meta": {}}));
+        assert_eq!(view.str("name").ok(), Some("n"));
+        assert_eq!(view.int("count").ok(), Some(0));
+        assert_eq!(view.boolean("done").ok(), Some(false));
+        assert!(view.required_object("meta").is_ok());
+        assert!(view.str("count").is_err(), "another type is no value");
+        assert!(view.id().is_err());
+        assert!(view.int("missing").is_err());
+        assert!(view.float("missing").is_err());
+        assert!(view.boolean("missing").is_err());
+        assert!(view.required_object("actor").is_err());
     }
 }

@@ -6,9 +6,8 @@ use pwnbook_projections::list::SortValue;
 use pwnbook_projections::webhooks::{self, WebhookRow};
 use serde::Serialize;
 
-use crate::error::ApiError;
 use crate::extract::QueryParams;
-use crate::graphql::connection::{self, page, wants_total, Connection, Filters, ListArgs, SortOrder};
+use crate::graphql::connection::{self, page, Connection, Filters, ListArgs, SortOrder};
 use crate::graphql::context::{allowed, route};
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
@@ -35,11 +34,11 @@ impl Webhook {
 /// A webhook: events matching `events` are POSTed to `url`, signed with its secret.
 #[Object]
 impl Webhook {
-    async fn id(&self) -> ID {
+    async fn id(&self) -> Result<ID> {
         self.0.id()
     }
 
-    async fn url(&self) -> &str {
+    async fn url(&self) -> Result<&str> {
         self.0.str("url")
     }
 
@@ -48,15 +47,15 @@ impl Webhook {
         self.0.strings("events")
     }
 
-    async fn created_at(&self) -> &str {
+    async fn created_at(&self) -> Result<&str> {
         self.0.str("createdAt")
     }
 
-    async fn updated_at(&self) -> &str {
+    async fn updated_at(&self) -> Result<&str> {
         self.0.str("updatedAt")
     }
 
-    async fn version(&self) -> i64 {
+    async fn version(&self) -> Result<i64> {
         self.0.int("version")
     }
 
@@ -67,7 +66,7 @@ impl Webhook {
 
     /// The newest `limit` delivery attempts (1 to 1000, default 100), oldest first
     /// (webhooks:manage).
-    #[graphql(complexity = 20)]
+    #[graphql(complexity = "connection::per_item(limit, child_complexity)")]
     async fn deliveries(
         &self,
         ctx: &Context<'_>,
@@ -76,19 +75,19 @@ impl Webhook {
         let session = allowed(ctx, route::WEBHOOK_DELIVERIES)?;
         let pairs = Filters::default().one("limit", limit.map(|l| l.to_string())).done();
         let params = QueryParams::from_pairs(&pairs);
-        let page = rest::deliveries_page(&session.state, &session.caller, self.0.str("id"), params).await?;
+        let page = rest::deliveries_page(&session.state, &session.caller, self.0.str("id")?, params).await?;
         Ok(Some(View::from_value(to_json(page)).objects("data").into_iter().map(WebhookDelivery).collect()))
     }
 
     /// Its events (audit:read).
-    #[graphql(complexity = 20)]
+    #[graphql(complexity = "connection::per_item(limit, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
         after: Option<i64>,
         limit: Option<i64>,
     ) -> Result<Option<EventFeed>> {
-        history_of::<rest::Tracked>(ctx, route::WEBHOOK_HISTORY, self.0.str("id"), after, limit).await
+        history_of::<rest::Tracked>(ctx, route::WEBHOOK_HISTORY, self.0.str("id")?, after, limit).await
     }
 }
 
@@ -99,23 +98,23 @@ pub struct WebhookDelivery(View);
 #[Object]
 impl WebhookDelivery {
     /// The same across the retries of one event (`X-Pwnbook-Delivery`).
-    async fn id(&self) -> ID {
+    async fn id(&self) -> Result<ID> {
         self.0.id()
     }
 
-    async fn event_id(&self) -> ID {
-        ID(self.0.str("eventId").to_owned())
+    async fn event_id(&self) -> Result<ID> {
+        Ok(ID(self.0.str("eventId")?.to_owned()))
     }
 
-    async fn event_type(&self) -> &str {
+    async fn event_type(&self) -> Result<&str> {
         self.0.str("eventType")
     }
 
-    async fn position(&self) -> i64 {
+    async fn position(&self) -> Result<i64> {
         self.0.int("position")
     }
 
-    async fn attempt(&self) -> i64 {
+    async fn attempt(&self) -> Result<i64> {
         self.0.int("attempt")
     }
 
@@ -124,7 +123,7 @@ impl WebhookDelivery {
         self.0.opt_int("statusCode")
     }
 
-    async fn success(&self) -> bool {
+    async fn success(&self) -> Result<bool> {
         self.0.boolean("success")
     }
 
@@ -132,11 +131,11 @@ impl WebhookDelivery {
         self.0.opt_str("error")
     }
 
-    async fn duration_ms(&self) -> i64 {
+    async fn duration_ms(&self) -> Result<i64> {
         self.0.int("durationMs")
     }
 
-    async fn attempted_at(&self) -> &str {
+    async fn attempted_at(&self) -> Result<&str> {
         self.0.str("attemptedAt")
     }
 }
@@ -182,32 +181,33 @@ impl WebhookQuery {
         let request = args.request(rest::SORTS, &[], |_, value| matches!(value, SortValue::Int(_)))?;
         request.filters().finish()?;
         let (pool, org) = (session.state.store.pool(), session.organization_id());
-        let rows = webhooks::list(pool, org, request.order, &request.probe_window())
-            .await
-            .map_err(ApiError::from)?;
-        let total = if wants_total(ctx) {
-            Some(webhooks::count(pool, org).await.map_err(ApiError::from)?)
-        } else {
-            None
-        };
-        Ok(Some(page(
-            &request,
-            rows,
-            total,
-            |row| (row.sort_value(), row.id.clone()),
-            Webhook::view,
-            Webhook,
-        )))
+        let window = request.probe_window();
+        let rows = webhooks::list(pool, org, request.order, &window);
+        let count = || webhooks::count(pool, org);
+        Ok(Some(
+            page(
+                ctx,
+                &request,
+                rows,
+                count,
+                |row| (row.sort_value(), row.id.clone()),
+                Webhook::view,
+                Webhook,
+            )
+            .await?,
+        ))
     }
 }
 
 /// A new webhook (the body of `POST /webhooks`).
 #[derive(InputObject, Serialize)]
 pub struct CreateWebhookInput {
-    /// http(s) URL; loopback, private and link-local addresses are refused.
-    pub url: String,
-    /// Event types, `prefix.*` allowed.
-    pub events: Vec<String>,
+    /// Required: an http(s) URL; loopback, private and link-local addresses are refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Required: event types, `prefix.*` allowed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
     /// The signing secret; generated (and returned once) when omitted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,

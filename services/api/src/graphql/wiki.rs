@@ -11,7 +11,7 @@ use serde::Serialize;
 use sqlx::AnyPool;
 
 use crate::error::ApiError;
-use crate::graphql::connection::Filters;
+use crate::graphql::connection::{self, Filters};
 use crate::graphql::context::{allowed, route};
 use crate::graphql::engagements::Engagement;
 use crate::graphql::errors::Result;
@@ -41,25 +41,25 @@ impl WikiPage {
 /// A wiki page of an engagement.
 #[Object]
 impl WikiPage {
-    async fn id(&self) -> ID {
+    async fn id(&self) -> Result<ID> {
         self.0.id()
     }
 
-    async fn engagement_id(&self) -> ID {
-        ID(self.0.str("engagementId").to_owned())
+    async fn engagement_id(&self) -> Result<ID> {
+        Ok(ID(self.0.str("engagementId")?.to_owned()))
     }
 
-    async fn title(&self) -> &str {
+    async fn title(&self) -> Result<&str> {
         self.0.str("title")
     }
 
     /// Unique in the engagement; derived from the title when not given.
-    async fn slug(&self) -> &str {
+    async fn slug(&self) -> Result<&str> {
         self.0.str("slug")
     }
 
     /// Markdown.
-    async fn content(&self) -> &str {
+    async fn content(&self) -> Result<&str> {
         self.0.str("content")
     }
 
@@ -67,15 +67,15 @@ impl WikiPage {
         self.0.opt_id("parentId")
     }
 
-    async fn created_at(&self) -> &str {
+    async fn created_at(&self) -> Result<&str> {
         self.0.str("createdAt")
     }
 
-    async fn updated_at(&self) -> &str {
+    async fn updated_at(&self) -> Result<&str> {
         self.0.str("updatedAt")
     }
 
-    async fn version(&self) -> i64 {
+    async fn version(&self) -> Result<i64> {
         self.0.int("version")
     }
 
@@ -98,14 +98,14 @@ impl WikiPage {
     }
 
     /// Its events (audit:read).
-    #[graphql(complexity = 20)]
+    #[graphql(complexity = "connection::per_item(limit, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
         after: Option<i64>,
         limit: Option<i64>,
     ) -> Result<Option<EventFeed>> {
-        history_of::<rest::Tracked>(ctx, route::WIKI_HISTORY, self.0.str("id"), after, limit).await
+        history_of::<rest::Tracked>(ctx, route::WIKI_HISTORY, self.0.str("id")?, after, limit).await
     }
 }
 
@@ -218,7 +218,9 @@ impl WikiQuery {
 #[derive(InputObject, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateWikiPageInput {
-    pub title: String,
+    /// Required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
     /// Derived from the title when not given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slug: Option<String>,

@@ -185,6 +185,34 @@ backend_tests! {
             ("finding.affectedTargets".to_owned(), "FORBIDDEN".to_owned()),
             ("finding.engagement".to_owned(), "FORBIDDEN".to_owned()),
         ]);
+        // A task or report reader may not follow it to its engagement; a report's content, a
+        // page's parent and a webhook's deliveries need what their object needs.
+        let worker = app.key_with(&["tasks:read", "reports:read", "wiki:read", "webhooks:manage"]).await;
+        let query = "query($t: ID!, $r: ID!, $p: ID!, $w: ID!) { task(id: $t) { title engagement { id } } report(id: $r) { content engagement { id } }
+            wikiPage(id: $p) { parent { id } } webhook(id: $w) { deliveries { id } } }";
+        let variables = json!({"t": w.task, "r": w.report, "p": w.child_page, "w": w.webhook});
+        let (_, body) = gql_with(&app, &worker, query, variables.clone()).await;
+        assert_eq!(body["data"]["task"]["title"], "Scan the DMZ", "{body}");
+        assert!(body["data"]["report"]["content"].as_str().is_some_and(|c| c.contains("Final")), "{body}");
+        assert_eq!(body["data"]["wikiPage"]["parent"]["id"], w.page.as_str(), "{body}");
+        assert!(body["data"]["webhook"]["deliveries"].is_array(), "{body}");
+        let mut found = errors(&body);
+        found.sort();
+        assert_eq!(found, vec![
+            ("report.engagement".to_owned(), "FORBIDDEN".to_owned()),
+            ("task.engagement".to_owned(), "FORBIDDEN".to_owned()),
+        ]);
+        // Without those permissions, each nested field is refused on its own (reached here
+        // through the engagement, which the key may read).
+        let reader_query = "query($e: ID!) { engagement(id: $e) { reports { nodes { content } } wikiPages { nodes { parent { id } } } } webhooks { nodes { deliveries { id } } } }";
+        let (_, body) = gql_with(&app, &reader, reader_query, json!({"e": w.engagement})).await;
+        let mut found = errors(&body);
+        found.sort();
+        assert_eq!(found, vec![
+            ("engagement.reports".to_owned(), "FORBIDDEN".to_owned()),
+            ("engagement.wikiPages".to_owned(), "FORBIDDEN".to_owned()),
+            ("webhooks".to_owned(), "FORBIDDEN".to_owned()),
+        ]);
         // Every root field and mutation needs its route's permission: a key without any gets
         // FORBIDDEN on each.
         let nobody = app.key_with(&["api-requests:read"]).await;
@@ -228,6 +256,9 @@ backend_tests! {
             let (_, body) = gql_with(&app, &stranger, &format!("query($id: ID!) {{ {field}(id: $id) {{ id }} }}"), json!({"id": id})).await;
             assert_eq!(only_code(&body), "NOT_FOUND", "{field}");
         }
+        let own_key = gql(&app, "{ apiKeys(first: 1) { nodes { id } } }", json!({})).await["apiKeys"]["nodes"][0]["id"].clone();
+        let (_, body) = gql_with(&app, &stranger, "query($id: ID!) { apiKey(id: $id) { id } }", json!({"id": own_key})).await;
+        assert_eq!(only_code(&body), "NOT_FOUND", "apiKey");
         let (_, body) = gql_with(&app, &stranger, "query($e: ID!) { engagements { totalCount } findings { totalCount } tasks { totalCount } reports { totalCount }
             webhooks { totalCount } organization { engagementCount } events(filter: {engagementId: [$e]}) { events { id } } }", json!({"e": w.engagement})).await;
         assert_eq!(body["data"], json!({"engagements": {"totalCount": 0}, "findings": {"totalCount": 0}, "tasks": {"totalCount": 0},
@@ -293,5 +324,108 @@ backend_tests! {
         // A sensible nested query is well within the limits, and so is introspection.
         gql(&app, "{ engagements(first: 50) { nodes { findings(first: 10) { nodes { id affectedTargets { id } } } } } }", json!({})).await;
         gql(&app, "{ __schema { types { name fields { name type { name kind ofType { name kind ofType { name kind ofType { name } } } } } } } }", json!({})).await;
+    }
+
+    async fn amplification_by_aliases_is_refused_before_it_runs(db) {
+        let app = TestApp::spawn(db).await;
+        app.create_engagement(json!({"name": "One"})).await;
+        // Lists of events and deliveries cost `limit` times an item; verifyEvents reads the
+        // whole log, so one fits a request and two do not.
+        gql(&app, "{ verifyEvents { valid } }", json!({})).await;
+        let aliased = |count: usize, field: &str| format!("{{ {} }}", (0..count).map(|i| format!("a{i}: {field} ")).collect::<String>());
+        for (what, query) in [
+            ("verifyEvents", aliased(2, "verifyEvents { valid }")),
+            ("events", aliased(30, "events(limit: 1000) { events { id } }")),
+            ("events by default", aliased(300, "events { events { id } }")),
+            ("history", "{ engagements(first: 100) { nodes { history(limit: 1000) { events { id } } } } }".to_owned()),
+            ("deliveries", "{ webhooks(first: 100) { nodes { deliveries(limit: 1000) { id } } } }".to_owned()),
+        ] {
+            let (status, body) = gql_with(&app, &app.key, &query, json!({})).await;
+            assert_eq!(status, 200, "{what}: {body}");
+            assert!(body["data"].is_null(), "{what}: {body}");
+            assert_eq!(only_code(&body), "BAD_REQUEST", "{what}");
+            assert!(body["errors"][0]["message"].as_str().unwrap().contains("complex"), "{what}: {body}");
+        }
+        gql(&app, &aliased(10, "events(limit: 1000) { events { id } }"), json!({})).await;
+
+        // A mutation runs at most 20 fields, fragments included.
+        let creates = |count: usize| (0..count).map(|i| format!("m{i}: createEngagement(input: {{name: \"Alias {i}\"}}) {{ id }} ")).collect::<String>();
+        for query in [format!("mutation {{ {} }}", creates(21)), format!("mutation {{ ...M }} fragment M on Mutation {{ {} }}", creates(21))] {
+            let (_, body) = gql_with(&app, &app.key, &query, json!({})).await;
+            assert!(body["data"].is_null(), "{body}");
+            assert_eq!(only_code(&body), "BAD_REQUEST");
+            assert!(body["errors"][0]["message"].as_str().unwrap().contains("at most 20"), "{body}");
+        }
+        let count = "{ engagements(filter: {q: \"alias\"}) { totalCount } }";
+        assert_eq!(gql(&app, count, json!({})).await["engagements"]["totalCount"], 0);
+        gql(&app, &format!("mutation {{ {} }}", creates(20)), json!({})).await;
+        assert_eq!(gql(&app, count, json!({})).await["engagements"]["totalCount"], 20);
+    }
+
+    async fn each_mutation_field_is_charged_to_the_rate_limit(db) {
+        let app = TestApp::spawn_with(db, |s| s.rate_limit_per_minute = NonZeroU32::new(5).unwrap()).await;
+        let key = app.key_with(&["*"]).await;
+        let creates: String = (0..6).map(|i| format!("m{i}: createEngagement(input: {{name: \"Charged {i}\"}}) {{ id }} ")).collect();
+        let (status, body) = gql_with(&app, &key, &format!("mutation {{ {creates} }}"), json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body["data"].is_null(), "{body}");
+        assert_eq!(only_code(&body), "RATE_LIMITED");
+        // Nothing ran, and the key's allowance is spent.
+        let (status, _) = gql_with(&app, &key, "{ engagements { totalCount } }", json!({})).await;
+        assert_eq!(status, 429);
+        let other = app.key_with(&["*"]).await;
+        let (_, body) = gql_with(&app, &other, "{ engagements(filter: {q: \"charged\"}) { totalCount } }", json!({})).await;
+        assert_eq!(body["data"]["engagements"]["totalCount"], 0, "{body}");
+    }
+
+    async fn a_nested_cursor_belongs_to_a_single_parent(db) {
+        let app = TestApp::spawn(db).await;
+        let mut engagements = Vec::new();
+        for name in ["A", "B"] {
+            let id = app.create_engagement(json!({"name": name})).await["id"].as_str().unwrap().to_owned();
+            for i in 0..3 {
+                create_target(&app, &id, json!({"type": "domain", "value": format!("{name}{i}.example.com")})).await;
+            }
+            engagements.push(id);
+        }
+        let first = gql(&app, "query($id: ID!) { engagement(id: $id) { targets(first: 1) { pageInfo { endCursor } } } }", json!({"id": engagements[0]})).await;
+        let cursor = first["engagement"]["targets"]["pageInfo"]["endCursor"].clone();
+        // Under one parent the cursor continues that parent's list.
+        let next = gql(&app, "query($id: ID!, $after: String) { engagement(id: $id) { targets(after: $after) { nodes { id } } } }", json!({"id": engagements[0], "after": cursor})).await;
+        assert_eq!(next["engagement"]["targets"]["nodes"].as_array().unwrap().len(), 2, "{next}");
+        // Under a group of parents it would skip rows of the others: refused, on each field.
+        let (status, body) = gql_with(&app, &app.key, "query($after: String) { engagements { nodes { id targets(after: $after) { nodes { id } } } } }", json!({"after": cursor})).await;
+        assert_eq!(status, 200);
+        let codes = errors(&body);
+        assert_eq!(codes.len(), 2, "{body}");
+        assert!(codes.iter().all(|(path, code)| path.ends_with("targets") && code == "BAD_REQUEST"), "{body}");
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains("single parent"), "{body}");
+        assert_eq!(body["data"]["engagements"]["nodes"][0]["targets"], Value::Null);
+    }
+
+    async fn graphql_over_http_answers_request_errors_with_a_4xx(db) {
+        let app = TestApp::spawn(db).await;
+        let costly = "{ engagements(first: 100) { nodes { findings(first: 100) { nodes { id affectedTargets { id } } } } } }";
+        for query in ["{ engagements(", "{ nope }", costly] {
+            let body = json!({ "query": query });
+            let response = app.request(Method::POST, "/api/v1/graphql", &app.key).header("accept", "application/graphql-response+json").json(&body).send().await.unwrap();
+            assert_eq!(response.headers()["content-type"], "application/graphql-response+json");
+            let (status, answer) = parts(response).await;
+            assert_eq!(status, 400, "{query}: {answer}");
+            assert!(answer.get("data").is_none(), "{query}: {answer}");
+            assert_eq!(only_code(&answer), "BAD_REQUEST", "{query}");
+            // application/json keeps answering 200 with `data: null`.
+            let (status, answer) = gql_with(&app, &app.key, query, json!({})).await;
+            assert_eq!(status, 200, "{query}: {answer}");
+            assert!(answer.get("data").is_some_and(Value::is_null), "{query}: {answer}");
+        }
+        // A field's error is no request error: 200 with data.
+        let reader = app.key_with(&["engagements:read"]).await;
+        let body = json!({ "query": "{ engagements { totalCount } events { limit } }" });
+        let response = app.request(Method::POST, "/api/v1/graphql", &reader).header("accept", "application/graphql-response+json").json(&body).send().await.unwrap();
+        let (status, answer) = parts(response).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["data"]["engagements"]["totalCount"], 0, "{answer}");
+        assert_eq!(only_code(&answer), "FORBIDDEN");
     }
 }

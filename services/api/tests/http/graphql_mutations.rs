@@ -202,4 +202,25 @@ backend_tests! {
         let (status, _) = parts(app.get(&format!("/api/v1/webhooks/{hook}")).send().await.unwrap()).await;
         assert_eq!(status, 404);
     }
+
+    async fn missing_input_fields_are_the_rest_validation_errors(db) {
+        let app = TestApp::spawn(db).await;
+        let engagement = app.create_engagement(json!({"name": "Inputs"})).await["id"].as_str().unwrap().to_owned();
+        let cases = [
+            ("createEngagement(input: {}) { id }".to_owned(), "/api/v1/engagements".to_owned(), json!({})),
+            (format!("createTarget(engagementId: \"{engagement}\", input: {{value: \"a.example.com\"}}) {{ id }}"), format!("/api/v1/engagements/{engagement}/targets"), json!({"value": "a.example.com"})),
+            (format!("createTask(engagementId: \"{engagement}\", input: {{}}) {{ id }}"), format!("/api/v1/engagements/{engagement}/tasks"), json!({})),
+            ("createApiKey(input: {name: \"k\"}) { id }".to_owned(), "/api/v1/api-keys".to_owned(), json!({"name": "k"})),
+            ("createWebhook(input: {}) { id }".to_owned(), "/api/v1/webhooks".to_owned(), json!({})),
+        ];
+        for (mutation, path, rest_body) in cases {
+            let (status, rest_answer) = parts(app.post(&path, &rest_body).send().await.unwrap()).await;
+            assert_eq!(status, 422, "{path}: {rest_answer}");
+            let (code, error) = refused(&app, &format!("mutation {{ {mutation} }}"), json!({})).await;
+            assert_eq!(code, "VALIDATION_ERROR", "{mutation}: {error}");
+            assert_eq!(error["message"], rest_answer["error"]["message"], "{mutation}");
+            assert_eq!(error["extensions"]["details"], rest_answer["error"]["details"], "{mutation}");
+            assert!(error["extensions"]["details"].as_array().is_some_and(|d| !d.is_empty()), "{error}");
+        }
+    }
 }

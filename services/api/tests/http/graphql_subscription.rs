@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::graphql::gql;
 use crate::harness::{settings, TestApp};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -74,19 +75,57 @@ impl Ws {
         .await;
     }
 
-    /// The next event of subscription `id`: `(position, resourceId)`.
+    /// The next event of subscription `id`: `(position, resourceId)` (the `complete` of an
+    /// operation that ended before is skipped).
     async fn event(&mut self, id: &str) -> (i64, String) {
-        match self.next().await {
-            Frame::Json(message) => {
-                assert_eq!(
-                    (message["type"].as_str(), message["id"].as_str()),
-                    (Some("next"), Some(id)),
-                    "{message}"
-                );
-                let event = &message["payload"]["data"]["events"];
-                (event["position"].as_i64().unwrap(), event["resourceId"].as_str().unwrap().to_owned())
+        let message = self.answer().await;
+        assert_eq!((message["type"].as_str(), message["id"].as_str()), (Some("next"), Some(id)), "{message}");
+        let event = &message["payload"]["data"]["events"];
+        (event["position"].as_i64().unwrap(), event["resourceId"].as_str().unwrap().to_owned())
+    }
+
+    /// The next message that is not a `complete`.
+    async fn answer(&mut self) -> Value {
+        loop {
+            match self.next().await {
+                Frame::Json(message) if message["type"] == "complete" => {}
+                Frame::Json(message) => return message,
+                Frame::Closed(code) => panic!("closed: {code:?}"),
             }
-            other => panic!("expected an event: {other:?}"),
+        }
+    }
+
+    /// The next refusal of an operation: its id and error.
+    async fn refusal(&mut self) -> (String, Value) {
+        let message = self.answer().await;
+        let errors =
+            if message["type"] == "error" { &message["payload"] } else { &message["payload"]["errors"] };
+        assert!(errors[0].is_object(), "{message}");
+        (message["id"].as_str().unwrap().to_owned(), errors[0].clone())
+    }
+}
+
+/// Revokes `key` with the admin key.
+async fn revoke(app: &TestApp, key: &str) {
+    let keys: Vec<Value> = app.get("/api/v1/api-keys").send().await.unwrap().json::<Value>().await.unwrap()
+        ["data"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let id = keys.iter().find(|k| key.ends_with(k["lastFour"].as_str().unwrap())).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let response = app.delete(&format!("/api/v1/api-keys/{id}")).send().await.unwrap();
+    assert!(response.status().is_success());
+}
+
+/// The code the connection closes with; no event may come before (an operation's refusal may).
+async fn closed(ws: &mut Ws) -> Option<u16> {
+    loop {
+        match ws.next().await {
+            Frame::Closed(code) => return code,
+            Frame::Json(message) => assert!(message["payload"]["data"]["events"].is_null(), "{message}"),
         }
     }
 }
@@ -105,11 +144,14 @@ backend_tests! {
         for i in 0..10 {
             expected.insert(create(&app, format!("Early {i}")).await);
         }
-        // Writers keep writing while the subscription replays and crosses into live.
+        // Writers start once the first replayed event arrived, and keep writing while the
+        // subscription replays and crosses into live.
+        let (go, started) = tokio::sync::watch::channel(false);
         let writers: Vec<_> = (0..3)
             .map(|w| {
-                let app = app.clone();
+                let (app, mut started) = (app.clone(), started.clone());
                 tokio::spawn(async move {
+                    started.wait_for(|go| *go).await.unwrap();
                     let mut ids = Vec::new();
                     for i in 0..10 {
                         ids.push(create(&app, format!("Live {w}-{i}")).await);
@@ -120,7 +162,8 @@ backend_tests! {
             .collect();
         let mut ws = Ws::init(&app.base, json!({"apiKey": app.key})).await;
         ws.subscribe("1", EVENTS, json!({"after": 0, "filter": {"type": ["engagement.created"]}})).await;
-        let mut received = Vec::new();
+        let mut received = vec![ws.event("1").await];
+        go.send_replace(true);
         while received.len() < 40 {
             received.push(ws.event("1").await);
         }
@@ -239,5 +282,118 @@ backend_tests! {
         .await;
         assert_eq!(ended.expect("the connection did not end on shutdown"), Some(u16::from(CloseCode::Away)));
         tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("shutdown hung").unwrap().unwrap();
+    }
+
+    async fn a_socket_runs_only_subscriptions_and_stops_with_its_key(db) {
+        let app = TestApp::spawn(db).await;
+        let key = app.key_with(&["*"]).await;
+        let mut ws = Ws::init(&app.base, json!({"apiKey": key})).await;
+        // Queries and mutations go over HTTP (where each is a request, with its rate limit and
+        // its request id); every refusal carries a request id of its own.
+        let mut request_ids = HashSet::new();
+        for (id, document) in [("q", "{ engagements { totalCount } }"), ("m", "mutation { createEngagement(input: {name: \"Socket\"}) { id } }")] {
+            ws.subscribe(id, document, json!({})).await;
+            let (refused, error) = ws.refusal().await;
+            assert_eq!(refused, id);
+            let message = &error;
+            assert_eq!(error["extensions"]["code"], "BAD_REQUEST", "{message}");
+            assert!(error["message"].as_str().unwrap().contains("only subscriptions"), "{message}");
+            let request_id = error["extensions"]["requestId"].as_str().unwrap().to_owned();
+            assert!(request_id.starts_with("req_"), "{message}");
+            request_ids.insert(request_id);
+        }
+        assert_eq!(request_ids.len(), 2, "one request id per operation");
+        assert_eq!(gql(&app, "{ engagements(filter: {q: \"socket\"}) { totalCount } }", json!({})).await["engagements"]["totalCount"], 0);
+
+        // A subscription runs until its key is revoked: the connection closes with 4403.
+        ws.subscribe("1", EVENTS, json!({})).await;
+        let created = create(&app, "Seen".to_owned()).await;
+        assert_eq!(ws.event("1").await.1, created);
+        revoke(&app, &key).await;
+        create(&app, "Not seen".to_owned()).await;
+        assert_eq!(closed(&mut ws).await, Some(4403));
+
+        // A `subscribe` checks the key again too (here no event would).
+        let other = app.key_with(&["*"]).await;
+        let mut idle = Ws::init(&app.base, json!({"apiKey": other})).await;
+        revoke(&app, &other).await;
+        idle.subscribe("2", EVENTS, json!({"filter": {"resourceId": ["eng_none"]}})).await;
+        assert_eq!(closed(&mut idle).await, Some(4403));
+    }
+
+    async fn a_socket_runs_at_most_sixteen_subscriptions(db) {
+        let app = TestApp::spawn(db).await;
+        let mut ws = Ws::init(&app.base, json!({"apiKey": app.key})).await;
+        for i in 1..=17 {
+            ws.subscribe(&i.to_string(), EVENTS, json!({})).await;
+        }
+        // They start concurrently: one of them, whichever came last, is refused.
+        let (refused, error) = ws.refusal().await;
+        assert_eq!(error["extensions"]["code"], "BAD_REQUEST", "{error}");
+        assert!(error["message"].as_str().unwrap().contains("at most 16"), "{error}");
+        // Completing one gives its place back.
+        let done = if refused == "1" { "2" } else { "1" };
+        ws.send(json!({"id": done, "type": "complete"})).await;
+        let created = create(&app, "After".to_owned()).await;
+        ws.subscribe("18", EVENTS, json!({"after": 0, "filter": {"resourceId": [created]}})).await;
+        loop {
+            let message = ws.answer().await;
+            assert_eq!(message["type"], "next", "{message}");
+            assert!(message["id"] != done && message["id"] != refused.as_str(), "{message}");
+            if message["id"] == "18" {
+                assert_eq!(message["payload"]["data"]["events"]["resourceId"], created.as_str());
+                break;
+            }
+        }
+    }
+
+    async fn a_socket_is_held_to_the_rate_limit(db) {
+        // Each operation over the socket is charged to the key's bucket, as a request is.
+        let limited = TestApp::spawn_with(db, |s| s.rate_limit_per_minute = std::num::NonZeroU32::new(3).unwrap()).await;
+        let key = limited.key_with(&["*"]).await;
+        let mut ws = Ws::init(&limited.base, json!({"apiKey": key})).await;
+        for id in ["1", "2", "3", "4"] {
+            ws.subscribe(id, EVENTS, json!({})).await;
+        }
+        // They start concurrently: one of them, whichever came last, is refused.
+        let (_, error) = ws.refusal().await;
+        assert_eq!(error["extensions"]["code"], "RATE_LIMITED", "{error}");
+        assert_eq!(error["extensions"]["statusCode"], 429, "{error}");
+    }
+
+    async fn a_subscription_sees_only_its_organization(db) {
+        let app = TestApp::spawn(db).await;
+        let ours = create(&app, "Ours".to_owned()).await;
+        let stranger = app.org_with_key(&["*"]).await;
+        let mut ws = Ws::init(&app.base, json!({"apiKey": stranger})).await;
+        // From the start of the log: replay and live show the stranger's events only.
+        ws.subscribe("s", EVENTS, json!({"after": 0, "filter": {"type": ["engagement.created"]}})).await;
+        create(&app, "Ours later".to_owned()).await;
+        let (status, body) = crate::graphql::gql_with(&app, &stranger, "mutation { createEngagement(input: {name: \"Theirs\"}) { id } }", json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        let theirs = body["data"]["createEngagement"]["id"].as_str().unwrap().to_owned();
+        let (_, first) = ws.event("s").await;
+        assert_ne!(first, ours);
+        assert_eq!(first, theirs);
+    }
+
+    async fn a_subscription_ends_when_its_key_expires(db) {
+        let app = TestApp::spawn(db).await;
+        let expires = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+        let body = json!({"name": "short-lived", "permissions": ["audit:read"], "expiresAt": expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)});
+        let created: Value = app.post("/api/v1/api-keys", &body).send().await.unwrap().json().await.unwrap();
+        let secret = created["data"]["key"].as_str().unwrap().to_owned();
+        let mut ws = Ws::init(&app.base, json!({"apiKey": secret})).await;
+        ws.subscribe("1", EVENTS, json!({"filter": {"type": ["engagement.created"]}})).await;
+        let before = create(&app, "Before expiry".to_owned()).await;
+        assert_eq!(ws.event("1").await.1, before);
+        // Once the key has expired (REST refuses it), the next event closes the socket instead.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while app.request(reqwest::Method::GET, "/api/v1/events", &secret).send().await.unwrap().status() != 401 {
+            assert!(tokio::time::Instant::now() < deadline, "the key never expired");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        create(&app, "After expiry".to_owned()).await;
+        assert_eq!(closed(&mut ws).await, Some(4403));
     }
 }
