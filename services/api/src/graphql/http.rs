@@ -80,7 +80,8 @@ pub struct ResponseDoc {
     responses(
         (status = 200, description = "The GraphQL response (errors included); `application/graphql-response+json` when the request's `Accept` names it",
             content((ResponseDoc = "application/json"), (ResponseDoc = "application/graphql-response+json"))),
-        (status = 400, description = "Malformed request: not a JSON object with a `query`", body = crate::openapi::ErrorBody),
+        (status = 400, description = "Malformed request (not a JSON object with a `query`): the error envelope. With `Accept: application/graphql-response+json`, a request that did not run (parse or validation error, depth, complexity or mutation limits) also answers 4xx, with a GraphQL response that has `errors` and no `data`",
+            content((crate::openapi::ErrorBody = "application/json"), (ResponseDoc = "application/graphql-response+json"))),
         (status = 401, description = "No key, or an unknown, revoked or expired key", body = crate::openapi::ErrorBody),
         (status = 413, description = "The body is larger than the limit", body = crate::openapi::ErrorBody),
         (status = 415, description = "The body is not application/json", body = crate::openapi::ErrorBody),
