@@ -15,7 +15,8 @@ pub trait Projector: Send + Sync {
     /// version makes the runner rebuild this projector from the start.
     fn schema_version(&self) -> i64;
 
-    /// The read tables this projector owns, children before parents (emptied by a rebuild).
+    /// The read tables this projector owns, children before parents. A rebuild replays into
+    /// temporary copies of them and compares rows by primary key, so each needs one.
     fn tables(&self) -> &'static [&'static str];
 
     /// Applies a batch of events in log order inside the runner's transaction, which also

@@ -385,12 +385,14 @@ impl Shadow {
         ))
         .execute(&mut **tx)
         .await?;
-        // What is left of the real table is in the shadow: insert the rest.
-        sqlx::query(&format!(
-            "INSERT INTO {real} SELECT * FROM {shadow} AS s WHERE NOT EXISTS (SELECT 1 FROM {real} AS r WHERE {same_key})"
-        ))
-        .execute(&mut **tx)
-        .await?;
+        // What is left of the real table is in the shadow: insert the rest. A conflict can only
+        // be with that same row (the shadow satisfies its own unique indexes), so it is skipped.
+        // (Not an anti-join: with the table nearly empty, PostgreSQL may plan it as a nested
+        // loop over the rows the statement itself is appending.) SQLite needs the WHERE to
+        // parse ON CONFLICT after a SELECT.
+        sqlx::query(&format!("INSERT INTO {real} SELECT * FROM {shadow} WHERE true ON CONFLICT DO NOTHING"))
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 }
