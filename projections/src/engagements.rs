@@ -28,7 +28,7 @@ pub struct EngagementRow {
 }
 
 impl EngagementRow {
-    fn from_row(row: &AnyRow) -> Result<Self, ProjectionError> {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, ProjectionError> {
         let tags: String = row.try_get("tags")?;
         Ok(Self {
             id: row.try_get("id")?,
@@ -48,7 +48,7 @@ impl EngagementRow {
     }
 }
 
-const COLUMNS: &str =
+pub(crate) const COLUMNS: &str =
     "id, organization_id, name, description, status, client_name, start_date, end_date, tags, \
      archived_at, created_at, updated_at, version";
 

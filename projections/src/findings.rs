@@ -47,7 +47,7 @@ fn json_list(row: &AnyRow, column: &str) -> Result<Vec<String>, ProjectionError>
 }
 
 impl FindingRow {
-    fn from_row(row: &AnyRow) -> Result<Self, ProjectionError> {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, ProjectionError> {
         let vector: Option<String> = row.try_get("cvss_vector")?;
         let version: Option<String> = row.try_get("cvss_version")?;
         let score: i64 = row.try_get("cvss_score")?;
@@ -84,7 +84,7 @@ impl FindingRow {
     }
 }
 
-const COLUMNS: &str = "id, organization_id, engagement_id, title, severity, cvss_vector, cvss_version, cvss_score, \
+pub(crate) const COLUMNS: &str = "id, organization_id, engagement_id, title, severity, cvss_vector, cvss_version, cvss_score, \
                        cwe, cve, description, impact, remediation, steps_to_reproduce, refs, affected_target_ids, \
                        status, review_status, retest_notes, tags, opened_at, remediated_at, closed_at, \
                        created_at, updated_at, version";
@@ -116,7 +116,7 @@ pub enum FindingSort {
 }
 
 impl FindingSort {
-    fn column(self) -> &'static str {
+    pub(crate) fn column(self) -> &'static str {
         match self {
             Self::CreatedAt => "created_at",
             Self::UpdatedAt => "updated_at",
@@ -173,6 +173,11 @@ fn push_child(query: &mut Sql, table: &str, column: &str, values: &[String]) {
 
 fn push_filter(query: &mut Sql, filter: &FindingFilter) {
     list::push_in(query, "engagement_id", &filter.engagement_ids);
+    push_conditions(query, filter);
+}
+
+/// The conditions other than the engagement scope, shared with GraphQL's batched reads of many engagements.
+pub(crate) fn push_conditions(query: &mut Sql, filter: &FindingFilter) {
     list::push_in(query, "status", &filter.status);
     list::push_in(query, "severity", &filter.severity);
     list::push_in(query, "review_status", &filter.review_status);

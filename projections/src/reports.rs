@@ -28,7 +28,7 @@ pub struct ReportRow {
 }
 
 impl ReportRow {
-    fn from_row(row: &AnyRow) -> Result<Self, ProjectionError> {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, ProjectionError> {
         Ok(Self {
             id: row.try_get("id")?,
             organization_id: row.try_get("organization_id")?,
@@ -47,7 +47,7 @@ impl ReportRow {
     }
 }
 
-const COLUMNS: &str =
+pub(crate) const COLUMNS: &str =
     "id, organization_id, engagement_id, title, format, status, content_format, finding_count, \
                        generated_at, published_at, created_at, updated_at, version";
 
@@ -59,7 +59,7 @@ pub enum ReportSort {
 }
 
 impl ReportSort {
-    fn column(self) -> &'static str {
+    pub(crate) fn column(self) -> &'static str {
         match self {
             Self::CreatedAt => "created_at",
             Self::UpdatedAt => "updated_at",
@@ -93,6 +93,11 @@ pub struct ReportFilter {
 
 fn push_filter(query: &mut Sql, filter: &ReportFilter) {
     list::push_in(query, "engagement_id", &filter.engagement_ids);
+    push_conditions(query, filter);
+}
+
+/// The conditions other than the engagement scope, shared with GraphQL's batched reads of many engagements.
+pub(crate) fn push_conditions(query: &mut Sql, filter: &ReportFilter) {
     list::push_in(query, "status", &filter.status);
     list::push_in(query, "format", &filter.format);
     if let Some(q) = &filter.q {

@@ -28,7 +28,7 @@ pub struct TargetRow {
 }
 
 impl TargetRow {
-    fn from_row(row: &AnyRow) -> Result<Self, ProjectionError> {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, ProjectionError> {
         let tags: String = row.try_get("tags")?;
         let in_scope: i64 = row.try_get("in_scope")?;
         Ok(Self {
@@ -49,7 +49,7 @@ impl TargetRow {
     }
 }
 
-const COLUMNS: &str =
+pub(crate) const COLUMNS: &str =
     "id, organization_id, engagement_id, type, value, port, protocol, in_scope, tags, notes, \
                        created_at, updated_at, version";
 
@@ -61,7 +61,7 @@ pub enum TargetSort {
 }
 
 impl TargetSort {
-    fn column(self) -> &'static str {
+    pub(crate) fn column(self) -> &'static str {
         match self {
             Self::CreatedAt => "created_at",
             Self::UpdatedAt => "updated_at",
@@ -96,6 +96,11 @@ pub struct TargetFilter {
 
 fn push_filter(query: &mut Sql, filter: &TargetFilter) {
     query.push(" AND engagement_id = ").bind(filter.engagement_id.as_str());
+    push_conditions(query, filter);
+}
+
+/// The conditions other than the engagement scope, shared with GraphQL's batched reads of many engagements.
+pub(crate) fn push_conditions(query: &mut Sql, filter: &TargetFilter) {
     list::push_in(query, "type", &filter.kinds);
     if let Some(in_scope) = filter.in_scope {
         query.push(" AND in_scope = ").bind(i64::from(in_scope));

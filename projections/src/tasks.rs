@@ -27,7 +27,7 @@ pub struct TaskRow {
 }
 
 impl TaskRow {
-    fn from_row(row: &AnyRow) -> Result<Self, ProjectionError> {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, ProjectionError> {
         Ok(Self {
             id: row.try_get("id")?,
             organization_id: row.try_get("organization_id")?,
@@ -45,7 +45,8 @@ impl TaskRow {
     }
 }
 
-const COLUMNS: &str = "id, organization_id, engagement_id, title, description, status, priority, due_date, \
+pub(crate) const COLUMNS: &str =
+    "id, organization_id, engagement_id, title, description, status, priority, due_date, \
                        closed_at, created_at, updated_at, version";
 
 /// low 0, medium 1, high 2.
@@ -67,7 +68,7 @@ pub enum TaskSort {
 }
 
 impl TaskSort {
-    fn column(self) -> &'static str {
+    pub(crate) fn column(self) -> &'static str {
         match self {
             Self::CreatedAt => "created_at",
             Self::UpdatedAt => "updated_at",
@@ -109,6 +110,11 @@ pub struct TaskFilter {
 
 fn push_filter(query: &mut Sql, filter: &TaskFilter) {
     list::push_in(query, "engagement_id", &filter.engagement_ids);
+    push_conditions(query, filter);
+}
+
+/// The conditions other than the engagement scope, shared with GraphQL's batched reads of many engagements.
+pub(crate) fn push_conditions(query: &mut Sql, filter: &TaskFilter) {
     list::push_in(query, "status", &filter.status);
     list::push_in(query, "priority", &filter.priority);
     if let Some(q) = &filter.q {

@@ -25,7 +25,7 @@ pub struct WikiPageRow {
 }
 
 impl WikiPageRow {
-    fn from_row(row: &AnyRow) -> Result<Self, ProjectionError> {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, ProjectionError> {
         Ok(Self {
             id: row.try_get("id")?,
             organization_id: row.try_get("organization_id")?,
@@ -41,7 +41,7 @@ impl WikiPageRow {
     }
 }
 
-const COLUMNS: &str =
+pub(crate) const COLUMNS: &str =
     "id, organization_id, engagement_id, title, slug, content, parent_id, created_at, updated_at, version";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub enum WikiSort {
 }
 
 impl WikiSort {
-    fn column(self) -> &'static str {
+    pub(crate) fn column(self) -> &'static str {
         match self {
             Self::CreatedAt => "created_at",
             Self::UpdatedAt => "updated_at",
@@ -90,6 +90,11 @@ pub struct WikiFilter {
 
 fn push_filter(query: &mut Sql, filter: &WikiFilter) {
     query.push(" AND engagement_id = ").bind(filter.engagement_id.as_str());
+    push_conditions(query, filter);
+}
+
+/// The conditions other than the engagement scope, shared with GraphQL's batched reads of many engagements.
+pub(crate) fn push_conditions(query: &mut Sql, filter: &WikiFilter) {
     list::push_in(query, "parent_id", &filter.parent_ids);
     list::push_in(query, "slug", &filter.slugs);
     if let Some(q) = &filter.q {
