@@ -6,10 +6,12 @@
 //! PostgreSQL, the write lock on SQLite), so batches never interleave.
 //!
 //! PostgreSQL assigns transaction ids (and identity values) before commit, and transactions
-//! commit in any order. A row is therefore only sequenced once its transaction id is below
-//! `pg_snapshot_xmin(pg_current_snapshot())`: every transaction below that bound has finished, so
-//! no row can later appear before the sequencer's cursor. SQLite has one writer at a time, so its
-//! rowid order is commit order.
+//! commit in any order. A row is therefore only sequenced once its transaction id is below that
+//! of every open transaction that writes `events`: those finish before anything can appear
+//! before the sequencer's cursor. Writers announce themselves with a shared advisory lock taken
+//! before their first row (migration 1006), so transactions that never write events (in this or
+//! another database) hold nothing back. SQLite has one writer at a time, so its rowid order is
+//! commit order.
 //!
 //! A batch costs a fixed number of statements whatever its size: the state row holds the cursor
 //! and the log head together, the chain heads of the organizations seen by the previous batch are
@@ -34,6 +36,8 @@ use crate::{Backend, Store, StoreError};
 
 /// Key of the PostgreSQL advisory lock that serializes sequencer batches.
 const SEQUENCER_LOCK: i64 = 0x7077_6e62_6f6f_6b01;
+/// The two keys of the shared advisory lock every writer of `events` holds (migration 1006).
+const WRITERS_LOCK: (i64, i64) = (0x7077_6e62, 0x6f6f_6b02);
 const DEFAULT_BATCH: i64 = 1_000;
 /// Rows per INSERT statement: 14 parameters each stays far below both backends' limits.
 const INSERT_CHUNK: usize = 200;
@@ -109,7 +113,7 @@ pub struct BatchOutcome {
     pub appended: Vec<LogEvent>,
     /// The log head after the batch.
     pub head: i64,
-    /// Committed events are waiting behind an older transaction that is still open (PostgreSQL).
+    /// Committed events are waiting behind an older writer that is still open (PostgreSQL).
     pub held_back: bool,
 }
 
@@ -258,17 +262,35 @@ async fn run_hook(
 async fn claim(tx: &mut Transaction<'_, Any>, backend: Backend, limit: i64) -> Result<Claimed, StoreError> {
     match backend {
         Backend::Postgres => {
-            // An advisory lock takes no transaction id, so this transaction does not hold back
-            // the xmin horizon it is about to read. The next statement's snapshot is taken after
-            // the lock is granted, so it sees the state the previous batch committed.
-            sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
-                .bind(SEQUENCER_LOCK)
-                .execute(&mut **tx)
-                .await?;
+            // The bound: the oldest transaction id among open writers of `events` (see
+            // migration 1006), else the first id not yet assigned. It is read before the next
+            // statement's snapshot, so a writer older than it has ended by then and its rows are
+            // visible; one that took its id later sorts after every visible row. Writers are
+            // matched to the snapshot's running ids by their low 32 bits (what pg_locks shows).
+            // The next statement also runs after the sequencer lock is granted, so it sees the
+            // state the previous batch committed.
+            let bound: String = sqlx::query_scalar(
+                "SELECT COALESCE( \
+                          (SELECT min(x) FROM pg_snapshot_xip(pg_current_snapshot()) x \
+                            WHERE x::text::bigint % 4294967296 IN ( \
+                              SELECT t.transactionid::text::bigint \
+                                FROM pg_locks w JOIN pg_locks t ON t.pid = w.pid \
+                               WHERE w.locktype = 'advisory' AND w.classid::bigint = $2 \
+                                 AND w.objid::bigint = $3 AND w.objsubid = 2 \
+                                 AND w.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                                 AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted)), \
+                          pg_snapshot_xmax(pg_current_snapshot()))::text AS bound, \
+                        (SELECT 1 FROM pg_advisory_xact_lock($1)) AS locked",
+            )
+            .bind(SEQUENCER_LOCK)
+            .bind(WRITERS_LOCK.0)
+            .bind(WRITERS_LOCK.1)
+            .fetch_one(&mut **tx)
+            .await?;
             let rows = sqlx::query(
                 "SELECT s.head, e.* FROM sequencer_state s LEFT JOIN LATERAL ( \
                      SELECT tx_id::text AS cursor_tx, seq_no AS cursor_no, \
-                            tx_id < pg_snapshot_xmin(pg_current_snapshot()) AS ready, \
+                            tx_id < $2::text::xid8 AS ready, \
                             aggregate_type, aggregate_id, sequence, event_type, event_version, \
                             payload::text AS payload, metadata::text AS metadata, recorded_at \
                        FROM events \
@@ -278,6 +300,7 @@ async fn claim(tx: &mut Transaction<'_, Any>, backend: Backend, limit: i64) -> R
                  WHERE s.id = 1",
             )
             .bind(limit)
+            .bind(bound)
             .fetch_all(&mut **tx)
             .await?;
             let mut claimed = Claimed { head: 0, pending: Vec::with_capacity(rows.len()), held_back: false };
@@ -441,6 +464,8 @@ async fn insert(tx: &mut Transaction<'_, Any>, rows: &[LogEvent]) -> Result<(), 
 struct RecentPositions {
     current: HashMap<(String, String), (i64, i64)>,
     previous: HashMap<(String, String), (i64, i64)>,
+    /// The newest position of each aggregate type (a handful of entries).
+    newest: HashMap<String, i64>,
 }
 
 const RECENT_GENERATION: usize = 50_000;
@@ -455,6 +480,7 @@ impl RecentPositions {
                 (event.aggregate_type.clone(), event.aggregate_id.clone()),
                 (event.sequence, event.position),
             );
+            self.newest.insert(event.aggregate_type.clone(), event.position);
         }
     }
 
@@ -491,6 +517,12 @@ impl SequencerHandle {
     /// position of the stream's newest event known here, so waiting for it covers the event.
     pub fn sequenced_at(&self, aggregate_type: &str, aggregate_id: &str, sequence: i64) -> Option<i64> {
         self.recent.lock().ok()?.position_of(aggregate_type, aggregate_id, sequence)
+    }
+
+    /// The position of the newest event of `aggregate_type` this process's sequencer appended
+    /// (0 if none), for caches of what those events change.
+    pub fn newest_of(&self, aggregate_type: &str) -> i64 {
+        self.recent.lock().ok().and_then(|recent| recent.newest.get(aggregate_type).copied()).unwrap_or(0)
     }
 }
 
@@ -583,6 +615,7 @@ mod tests {
         assert_eq!(recent.position_of("finding", "a", 3), None);
         assert_eq!(recent.position_of("finding", "b", 1), Some(11));
         assert_eq!(recent.position_of("task", "a", 1), None);
+        assert_eq!(recent.newest.get("finding"), Some(&12));
     }
 
     #[test]
