@@ -464,8 +464,6 @@ async fn insert(tx: &mut Transaction<'_, Any>, rows: &[LogEvent]) -> Result<(), 
 struct RecentPositions {
     current: HashMap<(String, String), (i64, i64)>,
     previous: HashMap<(String, String), (i64, i64)>,
-    /// The newest position of each aggregate type (a handful of entries).
-    newest: HashMap<String, i64>,
 }
 
 const RECENT_GENERATION: usize = 50_000;
@@ -480,7 +478,6 @@ impl RecentPositions {
                 (event.aggregate_type.clone(), event.aggregate_id.clone()),
                 (event.sequence, event.position),
             );
-            self.newest.insert(event.aggregate_type.clone(), event.position);
         }
     }
 
@@ -517,12 +514,6 @@ impl SequencerHandle {
     /// position of the stream's newest event known here, so waiting for it covers the event.
     pub fn sequenced_at(&self, aggregate_type: &str, aggregate_id: &str, sequence: i64) -> Option<i64> {
         self.recent.lock().ok()?.position_of(aggregate_type, aggregate_id, sequence)
-    }
-
-    /// The position of the newest event of `aggregate_type` this process's sequencer appended
-    /// (0 if none), for caches of what those events change.
-    pub fn newest_of(&self, aggregate_type: &str) -> i64 {
-        self.recent.lock().ok().and_then(|recent| recent.newest.get(aggregate_type).copied()).unwrap_or(0)
     }
 }
 
@@ -615,7 +606,6 @@ mod tests {
         assert_eq!(recent.position_of("finding", "a", 3), None);
         assert_eq!(recent.position_of("finding", "b", 1), Some(11));
         assert_eq!(recent.position_of("task", "a", 1), None);
-        assert_eq!(recent.newest.get("finding"), Some(&12));
     }
 
     #[test]

@@ -39,9 +39,9 @@ enum AuthOutcome {
     Missing,
 }
 
-async fn authenticate_secret(state: &AppState, secret: &str) -> Result<AuthOutcome, ApiError> {
+async fn authenticate_secret(store: &Store, secret: &str) -> Result<AuthOutcome, ApiError> {
     let hash = hash_secret(secret);
-    let Some(key) = state.keys.find(&state.store, &state.visibility, &hash).await? else {
+    let Some(key) = api_keys::find_by_secret_hash(store.pool(), &hash).await? else {
         return Ok(AuthOutcome::Invalid("the API key is not valid"));
     };
     if !hashes_match(&key.secret_hash, &hash) {
@@ -73,7 +73,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     let outcome = match bearer {
         None => Ok(AuthOutcome::Missing),
         Some(None) => Ok(AuthOutcome::Invalid("the Authorization header must be Bearer <api key>")),
-        Some(Some(secret)) => authenticate_secret(&state, secret).await,
+        Some(Some(secret)) => authenticate_secret(&state.store, secret).await,
     };
     let rate_key = match &outcome {
         Ok(AuthOutcome::Valid(principal)) => format!("key:{}", principal.key_id),

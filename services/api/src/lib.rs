@@ -9,7 +9,6 @@ mod envelope;
 pub mod error;
 mod extract;
 mod idempotency;
-mod key_cache;
 mod metrics;
 pub mod openapi;
 mod pagination;

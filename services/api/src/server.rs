@@ -18,7 +18,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::auth::{self, UsageTracker};
 use crate::bootstrap::{first_start, open_store, sync_read_side};
 use crate::config::Settings;
-use crate::key_cache::KeyCache;
 use crate::rate_limit::RateLimits;
 use crate::state::AppState;
 use crate::visibility::Visibility;
@@ -78,7 +77,6 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
         projections: projection_runner,
         rate_limits,
         usage: Arc::new(UsageTracker::default()),
-        keys: Arc::new(KeyCache::default()),
         body_limit: settings.body_limit,
         shutdown: shutdown_rx.clone(),
         sse_heartbeat: Duration::from_secs(settings.sse_heartbeat_seconds.get().into()),

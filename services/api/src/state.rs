@@ -9,7 +9,6 @@ use pwnbook_projections::ProjectionRunner;
 use tokio::sync::watch;
 
 use crate::auth::UsageTracker;
-use crate::key_cache::KeyCache;
 use crate::rate_limit::RateLimits;
 use crate::visibility::Visibility;
 
@@ -20,7 +19,6 @@ pub struct AppState {
     pub visibility: Visibility,
     pub rate_limits: Arc<RateLimits>,
     pub usage: Arc<UsageTracker>,
-    pub keys: Arc<KeyCache>,
     pub projections: ProjectionRunner,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,

@@ -40,16 +40,6 @@ impl Visibility {
         self.sequencer.head()
     }
 
-    /// What this process knows to be projected (a lower bound of the lowest checkpoint).
-    pub fn projected(&self) -> i64 {
-        *self.projections.checkpoint().borrow()
-    }
-
-    /// The position of the newest event of `aggregate_type` this process sequenced (0 if none).
-    pub fn newest_of(&self, aggregate_type: &str) -> i64 {
-        self.sequencer.newest_of(aggregate_type)
-    }
-
     pub async fn wait(&self, committed: &Committed) -> Result<(), ApiError> {
         if !committed.changed {
             return Ok(());
