@@ -1,6 +1,8 @@
 //! The `findings` read table (with child tables for the tag, CWE, CVE and target filters) and
 //! its list query.
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 use pwnbook_events::finding::{Cvss, FindingCreated, FindingEvent};
 use pwnbook_events::LogEvent;
@@ -8,7 +10,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::list::{self, Order, SortValue, Window};
-use crate::sql::{replace_set, Sql};
+use crate::sql::{deletes_engagement, purge_engagement, replace_set, Param, Sql};
 use crate::{ProjectionError, Projector};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,8 +88,6 @@ const COLUMNS: &str = "id, organization_id, engagement_id, title, severity, cvss
                        cwe, cve, description, impact, remediation, steps_to_reproduce, refs, affected_target_ids, \
                        status, review_status, retest_notes, tags, opened_at, remediated_at, closed_at, \
                        created_at, updated_at, version";
-/// Rows of a deleted engagement are hidden: its `engagements` row is gone.
-const LIVE: &str = " AND EXISTS (SELECT 1 FROM engagements e WHERE e.id = findings.engagement_id)";
 
 /// critical 4 … info 0, so severity sorts by rank.
 pub fn severity_rank(severity: &str) -> i64 {
@@ -173,7 +173,6 @@ fn push_child(query: &mut Sql, table: &str, column: &str, values: &[String]) {
 
 fn push_filter(query: &mut Sql, filter: &FindingFilter) {
     list::push_in(query, "engagement_id", &filter.engagement_ids);
-    query.push(LIVE);
     list::push_in(query, "status", &filter.status);
     list::push_in(query, "severity", &filter.severity);
     list::push_in(query, "review_status", &filter.review_status);
@@ -219,7 +218,45 @@ pub async fn count(
     organization_id: &str,
     filter: &FindingFilter,
 ) -> Result<i64, ProjectionError> {
-    Ok(count_query(organization_id, filter).query().fetch_one(pool).await?.try_get(0)?)
+    let query =
+        counter_query(organization_id, filter).unwrap_or_else(|| count_query(organization_id, filter));
+    Ok(query.query().fetch_one(pool).await?.try_get(0)?)
+}
+
+/// The total from the projector's counters when the filter only names counted columns: a sum
+/// over a few rows per engagement instead of a count of every matching finding.
+pub fn counter_query(organization_id: &str, filter: &FindingFilter) -> Option<Sql> {
+    let FindingFilter {
+        engagement_ids,
+        status,
+        severity,
+        review_status,
+        target_ids,
+        cwe,
+        cve,
+        tags,
+        q,
+        created_after,
+        created_before,
+    } = filter;
+    let counted = target_ids.is_empty()
+        && cwe.is_empty()
+        && cve.is_empty()
+        && tags.is_empty()
+        && q.is_none()
+        && created_after.is_none()
+        && created_before.is_none();
+    if !counted {
+        return None;
+    }
+    // PostgreSQL sums BIGINT into NUMERIC, which the Any driver does not decode.
+    let mut query =
+        list::select("SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM finding_counts", organization_id);
+    list::push_in(&mut query, "engagement_id", engagement_ids);
+    list::push_in(&mut query, "status", status);
+    list::push_in(&mut query, "severity", severity);
+    list::push_in(&mut query, "review_status", review_status);
+    Some(query)
 }
 
 /// The total of a filter, which page mode reports next to the rows.
@@ -234,12 +271,11 @@ pub async fn get(
     organization_id: &str,
     id: &str,
 ) -> Result<Option<FindingRow>, ProjectionError> {
-    let row =
-        sqlx::query(&format!("SELECT {COLUMNS} FROM findings WHERE id = $1 AND organization_id = $2{LIVE}"))
-            .bind(id)
-            .bind(organization_id)
-            .fetch_optional(pool)
-            .await?;
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM findings WHERE id = $1 AND organization_id = $2"))
+        .bind(id)
+        .bind(organization_id)
+        .fetch_optional(pool)
+        .await?;
     row.as_ref().map(FindingRow::from_row).transpose()
 }
 
@@ -249,10 +285,10 @@ pub async fn reference_target(
     organization_id: &str,
     target_id: &str,
 ) -> Result<bool, ProjectionError> {
-    let row = sqlx::query(&format!(
-        "SELECT 1 FROM findings WHERE organization_id = $1{LIVE} \
-         AND EXISTS (SELECT 1 FROM finding_targets c WHERE c.finding_id = findings.id AND c.target_id = $2) LIMIT 1"
-    ))
+    let row = sqlx::query(
+        "SELECT 1 FROM findings WHERE organization_id = $1 \
+         AND EXISTS (SELECT 1 FROM finding_targets c WHERE c.finding_id = findings.id AND c.target_id = $2) LIMIT 1",
+    )
     .bind(organization_id)
     .bind(target_id)
     .fetch_optional(pool)
@@ -267,7 +303,7 @@ pub async fn for_report(
     engagement_id: &str,
 ) -> Result<Vec<FindingRow>, ProjectionError> {
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM findings WHERE organization_id = $1 AND engagement_id = $2{LIVE} \
+        "SELECT {COLUMNS} FROM findings WHERE organization_id = $1 AND engagement_id = $2 \
          ORDER BY severity_rank DESC, cvss_score DESC, id ASC"
     ))
     .bind(organization_id)
@@ -279,48 +315,358 @@ pub async fn for_report(
 
 pub struct FindingsProjector;
 
-async fn insert(
+/// Counter rows per multi-row upsert: 6 parameters each stays under SQLite's 32 766.
+const INSERT_ROWS: usize = 400;
+
+/// `rows` in chunks of `size`, then `size / 10`, then 1 rows: multi-row statements of only three
+/// shapes per table, which stay in the connection's prepared statement cache instead of being
+/// parsed and planned anew for every batch size.
+fn fixed_chunks<T>(rows: &[T], size: usize) -> impl Iterator<Item = &[T]> {
+    let small = (size / 10).max(1);
+    let large_end = rows.len() / size * size;
+    let small_end = large_end + (rows.len() - large_end) / small * small;
+    rows[..large_end]
+        .chunks(size)
+        .chain(rows[large_end..small_end].chunks(small))
+        .chain(rows[small_end..].chunks(1))
+}
+
+/// The facet a finding is counted under in `finding_counts`: page mode's exact total for the
+/// filters on these columns is a sum over a few counter rows instead of a count of every match.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Bucket {
+    organization_id: String,
+    engagement_id: String,
+    severity: String,
+    status: String,
+    review_status: String,
+}
+
+const BUCKET_COLUMNS: &str = "organization_id, engagement_id, severity, status, review_status";
+
+impl Bucket {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            organization_id: row.try_get("organization_id")?,
+            engagement_id: row.try_get("engagement_id")?,
+            severity: row.try_get("severity")?,
+            status: row.try_get("status")?,
+            review_status: row.try_get("review_status")?,
+        })
+    }
+
+    fn of(c: &FindingCreated) -> Self {
+        Self {
+            organization_id: c.organization_id.clone(),
+            engagement_id: c.engagement_id.clone(),
+            severity: c.severity.clone(),
+            status: c.status.clone(),
+            review_status: c.review_status.clone(),
+        }
+    }
+}
+
+/// Changes to the counters, added up over a batch and written once: one multi-row upsert
+/// instead of a statement per finding.
+type Counts = HashMap<Bucket, i64>;
+
+/// Writes the counted changes (each bucket once per statement, as PostgreSQL requires); emptied
+/// counter rows are removed, so the table is the same whether built live or by a rebuild.
+async fn flush_counts(tx: &mut Transaction<'_, Any>, counts: &mut Counts) -> Result<(), ProjectionError> {
+    counts.retain(|_, n| *n != 0);
+    let changes: Vec<(Bucket, i64)> = counts.drain().collect();
+    for chunk in changes.chunks(INSERT_ROWS) {
+        let mut rows = Sql::new("");
+        for (i, (bucket, n)) in chunk.iter().enumerate() {
+            rows.push(if i == 0 { "(" } else { ", (" });
+            rows.bind(bucket.organization_id.as_str()).push(", ");
+            rows.bind(bucket.engagement_id.as_str()).push(", ");
+            rows.bind(bucket.severity.as_str()).push(", ");
+            rows.bind(bucket.status.as_str()).push(", ");
+            rows.bind(bucket.review_status.as_str()).push(", ").bind(*n).push(")");
+        }
+        let upsert = format!(
+            "INSERT INTO finding_counts ({BUCKET_COLUMNS}, n) VALUES {} \
+             ON CONFLICT ({BUCKET_COLUMNS}) DO UPDATE SET n = finding_counts.n + excluded.n",
+            rows.text()
+        );
+        rows.query_with_text(&upsert).execute(&mut **tx).await?;
+        if chunk.iter().any(|(_, n)| *n < 0) {
+            let mut keys =
+                Sql::new(&format!("DELETE FROM finding_counts WHERE n = 0 AND ({BUCKET_COLUMNS}) IN ("));
+            for (i, (bucket, _)) in chunk.iter().enumerate() {
+                keys.push(if i == 0 { "(" } else { ", (" });
+                keys.bind(bucket.organization_id.as_str()).push(", ");
+                keys.bind(bucket.engagement_id.as_str()).push(", ");
+                keys.bind(bucket.severity.as_str()).push(", ");
+                keys.bind(bucket.status.as_str()).push(", ");
+                keys.bind(bucket.review_status.as_str()).push(")");
+            }
+            keys.push(")");
+            keys.query().execute(&mut **tx).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `(finding, value)` rows of a child table in multi-row INSERTs.
+async fn insert_set(
     tx: &mut Transaction<'_, Any>,
-    id: &str,
-    c: &FindingCreated,
-    event: &LogEvent,
+    table: &str,
+    value_column: &str,
+    rows: &[(&str, &str)],
 ) -> Result<(), ProjectionError> {
-    let inserted = sqlx::query(&format!(
-        "INSERT INTO findings ({COLUMNS}, title_key, severity_rank) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, NULL, NULL, NULL, $21, $21, $22, $23, $24) \
-         ON CONFLICT (id) DO NOTHING"
-    ))
-    .bind(id)
-    .bind(&c.organization_id)
-    .bind(&c.engagement_id)
-    .bind(&c.title)
-    .bind(&c.severity)
-    .bind(c.cvss.as_ref().map(|v| v.vector.clone()))
-    .bind(c.cvss.as_ref().map(|v| v.version.clone()))
-    .bind(score_key(c.cvss.as_ref()))
-    .bind(serde_json::to_string(&c.cwe)?)
-    .bind(serde_json::to_string(&c.cve)?)
-    .bind(&c.description)
-    .bind(&c.impact)
-    .bind(&c.remediation)
-    .bind(&c.steps_to_reproduce)
-    .bind(serde_json::to_string(&c.references)?)
-    .bind(serde_json::to_string(&c.affected_target_ids)?)
-    .bind(&c.status)
-    .bind(&c.review_status)
-    .bind(&c.retest_notes)
-    .bind(serde_json::to_string(&c.tags)?)
-    .bind(event.recorded_at)
-    .bind(event.sequence)
-    .bind(c.title.to_lowercase())
-    .bind(severity_rank(&c.severity))
-    .execute(&mut **tx)
-    .await?;
-    if inserted.rows_affected() == 1 {
-        replace_set(tx, "finding_tags", "finding_id", "tag", id, &c.tags).await?;
-        replace_set(tx, "finding_cwes", "finding_id", "cwe", id, &c.cwe).await?;
-        replace_set(tx, "finding_cves", "finding_id", "cve", id, &c.cve).await?;
-        replace_set(tx, "finding_targets", "finding_id", "target_id", id, &c.affected_target_ids).await?;
+    for chunk in fixed_chunks(rows, 1_000) {
+        let mut query = Sql::new(&format!("INSERT INTO {table} (finding_id, {value_column}) VALUES "));
+        for (i, (owner, value)) in chunk.iter().enumerate() {
+            query.push(if i == 0 { "(" } else { ", (" });
+            query.bind(*owner).push(", ").bind(*value).push(")");
+        }
+        query.push(" ON CONFLICT DO NOTHING");
+        query.query().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// A child table, its value column, and the values a creation gives it.
+type ChildSet = (&'static str, &'static str, fn(&FindingCreated) -> &[String]);
+
+/// Inserts created findings with multi-row INSERTs (a rebuild is mostly creations), with their
+/// child rows and counters. A finding already present is left as it is.
+async fn insert_created(
+    tx: &mut Transaction<'_, Any>,
+    created: &[(&LogEvent, FindingCreated)],
+    counts: &mut Counts,
+) -> Result<(), ProjectionError> {
+    for chunk in fixed_chunks(created, 100) {
+        let mut query =
+            Sql::new(&format!("INSERT INTO findings ({COLUMNS}, title_key, severity_rank) VALUES "));
+        for (i, (event, c)) in chunk.iter().enumerate() {
+            let values: [Param; 28] = [
+                event.aggregate_id.as_str().into(),
+                c.organization_id.as_str().into(),
+                c.engagement_id.as_str().into(),
+                c.title.as_str().into(),
+                c.severity.as_str().into(),
+                c.cvss.as_ref().map(|v| v.vector.clone()).into(),
+                c.cvss.as_ref().map(|v| v.version.clone()).into(),
+                score_key(c.cvss.as_ref()).into(),
+                serde_json::to_string(&c.cwe)?.into(),
+                serde_json::to_string(&c.cve)?.into(),
+                c.description.clone().into(),
+                c.impact.clone().into(),
+                c.remediation.clone().into(),
+                c.steps_to_reproduce.clone().into(),
+                serde_json::to_string(&c.references)?.into(),
+                serde_json::to_string(&c.affected_target_ids)?.into(),
+                c.status.as_str().into(),
+                c.review_status.as_str().into(),
+                c.retest_notes.clone().into(),
+                serde_json::to_string(&c.tags)?.into(),
+                // Only transitions set the opened, remediated and closed times.
+                None::<i64>.into(),
+                None::<i64>.into(),
+                None::<i64>.into(),
+                event.recorded_at.into(),
+                event.recorded_at.into(),
+                event.sequence.into(),
+                c.title.to_lowercase().into(),
+                severity_rank(&c.severity).into(),
+            ];
+            query.push(if i == 0 { "(" } else { ", (" });
+            for (j, value) in values.into_iter().enumerate() {
+                if j > 0 {
+                    query.push(", ");
+                }
+                query.bind(value);
+            }
+            query.push(")");
+        }
+        query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+        let inserted = query
+            .query()
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<String, _>("id"))
+            .collect::<Result<HashSet<_>, _>>()?;
+        let fresh: Vec<&(&LogEvent, FindingCreated)> =
+            chunk.iter().filter(|(event, _)| inserted.contains(&event.aggregate_id)).collect();
+        let sets: [ChildSet; 4] = [
+            ("finding_tags", "tag", |c| &c.tags),
+            ("finding_cwes", "cwe", |c| &c.cwe),
+            ("finding_cves", "cve", |c| &c.cve),
+            ("finding_targets", "target_id", |c| &c.affected_target_ids),
+        ];
+        for (table, column, values) in sets {
+            let rows: Vec<(&str, &str)> = fresh
+                .iter()
+                .flat_map(|(event, c)| values(c).iter().map(|v| (event.aggregate_id.as_str(), v.as_str())))
+                .collect();
+            insert_set(tx, table, column, &rows).await?;
+        }
+        for (_, c) in &fresh {
+            *counts.entry(Bucket::of(c)).or_default() += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a deleted engagement's findings, their child rows and their counters.
+async fn purge(tx: &mut Transaction<'_, Any>, event: &LogEvent) -> Result<(), ProjectionError> {
+    let children = [
+        ("finding_tags", "finding_id"),
+        ("finding_cwes", "finding_id"),
+        ("finding_cves", "finding_id"),
+        ("finding_targets", "finding_id"),
+    ];
+    purge_engagement(tx, event, "findings", &children).await?;
+    sqlx::query("DELETE FROM finding_counts WHERE organization_id = $1 AND engagement_id = $2")
+        .bind(&event.organization_id)
+        .bind(&event.aggregate_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The counted columns an event sets: severity, status, review status.
+#[derive(Default, PartialEq, Eq)]
+struct Moved {
+    severity: Option<String>,
+    status: Option<String>,
+    review_status: Option<String>,
+}
+
+/// Applies one event other than a creation.
+async fn apply_change(
+    tx: &mut Transaction<'_, Any>,
+    event: &LogEvent,
+    change: FindingEvent,
+    counts: &mut Counts,
+) -> Result<(), ProjectionError> {
+    let id = event.aggregate_id.as_str();
+    let mut query = Sql::new("UPDATE findings SET updated_at = ");
+    query.bind(event.recorded_at).push(", version = ").bind(event.sequence);
+    let mut children: Vec<(&str, &str, Vec<String>)> = Vec::new();
+    let mut moved = Moved::default();
+    match change {
+        FindingEvent::Created(c) => return insert_created(tx, &[(event, c)], counts).await,
+        FindingEvent::Deleted(_) => {
+            for (table, value) in [
+                ("finding_tags", "tag"),
+                ("finding_cwes", "cwe"),
+                ("finding_cves", "cve"),
+                ("finding_targets", "target_id"),
+            ] {
+                replace_set(tx, table, "finding_id", value, id, &[]).await?;
+            }
+            let gone = sqlx::query(&format!("DELETE FROM findings WHERE id = $1 RETURNING {BUCKET_COLUMNS}"))
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await?;
+            if let Some(row) = gone {
+                *counts.entry(Bucket::from_row(&row)?).or_default() -= 1;
+            }
+            return Ok(());
+        }
+        FindingEvent::Updated(u) => {
+            let texts = [
+                ("description", u.description),
+                ("impact", u.impact),
+                ("remediation", u.remediation),
+                ("steps_to_reproduce", u.steps_to_reproduce),
+                ("retest_notes", u.retest_notes),
+            ];
+            for (column, value) in texts {
+                if let Some(value) = value {
+                    query.push(", ").push(column).push(" = ").bind(value);
+                }
+            }
+            if let Some(title) = &u.title {
+                query
+                    .push(", title = ")
+                    .bind(title.as_str())
+                    .push(", title_key = ")
+                    .bind(title.to_lowercase());
+            }
+            if let Some(severity) = &u.severity {
+                query.push(", severity = ").bind(severity.as_str());
+                query.push(", severity_rank = ").bind(severity_rank(severity));
+                moved.severity = Some(severity.clone());
+            }
+            if let Some(cvss) = &u.cvss {
+                query.push(", cvss_vector = ").bind(cvss.as_ref().map(|c| c.vector.clone()));
+                query.push(", cvss_version = ").bind(cvss.as_ref().map(|c| c.version.clone()));
+                query.push(", cvss_score = ").bind(score_key(cvss.as_ref()));
+            }
+            let lists = [
+                ("cwe", u.cwe, Some(("finding_cwes", "cwe"))),
+                ("cve", u.cve, Some(("finding_cves", "cve"))),
+                ("refs", u.references, None),
+                ("affected_target_ids", u.affected_target_ids, Some(("finding_targets", "target_id"))),
+                ("tags", u.tags, Some(("finding_tags", "tag"))),
+            ];
+            for (column, value, child) in lists {
+                if let Some(value) = value {
+                    query.push(", ").push(column).push(" = ").bind(serde_json::to_string(&value)?);
+                    if let Some((table, child_column)) = child {
+                        children.push((table, child_column, value));
+                    }
+                }
+            }
+        }
+        FindingEvent::StatusChanged(t) => {
+            query.push(", status = ").bind(t.change.to.as_str());
+            // openedAt is the first opening; reopening clears remediatedAt and closedAt.
+            match t.change.to.as_str() {
+                "open" => {
+                    query.push(", opened_at = COALESCE(opened_at, ").bind(event.recorded_at).push(")");
+                    query.push(", remediated_at = NULL, closed_at = NULL");
+                }
+                "remediated" => {
+                    query.push(", remediated_at = ").bind(event.recorded_at);
+                }
+                "closed" => {
+                    query.push(", closed_at = ").bind(event.recorded_at);
+                }
+                _ => {}
+            }
+            moved.status = Some(t.change.to);
+        }
+        FindingEvent::ReviewStatusChanged(t) => {
+            query.push(", review_status = ").bind(t.change.to.as_str());
+            moved.review_status = Some(t.change.to);
+        }
+    }
+    let before = if moved == Moved::default() {
+        None
+    } else {
+        sqlx::query(&format!("SELECT {BUCKET_COLUMNS} FROM findings WHERE id = $1 AND version < $2"))
+            .bind(id)
+            .bind(event.sequence)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|row| Bucket::from_row(&row))
+            .transpose()?
+    };
+    query.push(" WHERE id = ").bind(id).push(" AND version < ").bind(event.sequence);
+    let updated = query.query().execute(&mut **tx).await?;
+    if updated.rows_affected() == 1 {
+        for (table, column, values) in children {
+            replace_set(tx, table, "finding_id", column, id, &values).await?;
+        }
+        if let Some(before) = before {
+            let after = Bucket {
+                severity: moved.severity.unwrap_or_else(|| before.severity.clone()),
+                status: moved.status.unwrap_or_else(|| before.status.clone()),
+                review_status: moved.review_status.unwrap_or_else(|| before.review_status.clone()),
+                ..before.clone()
+            };
+            if after != before {
+                *counts.entry(before).or_default() -= 1;
+                *counts.entry(after).or_default() += 1;
+            }
+        }
     }
     Ok(())
 }
@@ -332,118 +678,45 @@ impl Projector for FindingsProjector {
     }
 
     fn schema_version(&self) -> i64 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["finding_tags", "finding_cwes", "finding_cves", "finding_targets", "findings"]
+        &["finding_tags", "finding_cwes", "finding_cves", "finding_targets", "finding_counts", "findings"]
     }
 
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {
-        for event in events.iter().filter(|e| e.aggregate_type == "finding") {
-            let id = event.aggregate_id.as_str();
-            let mut query = Sql::new("UPDATE findings SET updated_at = ");
-            query.bind(event.recorded_at).push(", version = ").bind(event.sequence);
-            let mut children: Vec<(&str, &str, Vec<String>)> = Vec::new();
-            match serde_json::from_str::<FindingEvent>(&event.payload)? {
-                FindingEvent::Created(c) => {
-                    insert(tx, id, &c, event).await?;
-                    continue;
+        // Consecutive creations are inserted together; anything else flushes them first, since
+        // it may touch one of them.
+        let mut created: Vec<(&LogEvent, FindingCreated)> = Vec::new();
+        let mut counts = Counts::new();
+        for event in events {
+            let change = if deletes_engagement(event) {
+                None
+            } else if event.aggregate_type == "finding" {
+                match serde_json::from_str::<FindingEvent>(&event.payload)? {
+                    FindingEvent::Created(c) => {
+                        created.push((event, c));
+                        continue;
+                    }
+                    other => Some(other),
                 }
-                FindingEvent::Deleted(_) => {
-                    for (table, value) in [
-                        ("finding_tags", "tag"),
-                        ("finding_cwes", "cwe"),
-                        ("finding_cves", "cve"),
-                        ("finding_targets", "target_id"),
-                    ] {
-                        replace_set(tx, table, "finding_id", value, id, &[]).await?;
-                    }
-                    sqlx::query("DELETE FROM findings WHERE id = $1").bind(id).execute(&mut **tx).await?;
-                    continue;
-                }
-                FindingEvent::Updated(u) => {
-                    let texts = [
-                        ("description", u.description),
-                        ("impact", u.impact),
-                        ("remediation", u.remediation),
-                        ("steps_to_reproduce", u.steps_to_reproduce),
-                        ("retest_notes", u.retest_notes),
-                    ];
-                    for (column, value) in texts {
-                        if let Some(value) = value {
-                            query.push(", ").push(column).push(" = ").bind(value);
-                        }
-                    }
-                    if let Some(title) = &u.title {
-                        query
-                            .push(", title = ")
-                            .bind(title.as_str())
-                            .push(", title_key = ")
-                            .bind(title.to_lowercase());
-                    }
-                    if let Some(severity) = &u.severity {
-                        query.push(", severity = ").bind(severity.as_str());
-                        query.push(", severity_rank = ").bind(severity_rank(severity));
-                    }
-                    if let Some(cvss) = &u.cvss {
-                        query.push(", cvss_vector = ").bind(cvss.as_ref().map(|c| c.vector.clone()));
-                        query.push(", cvss_version = ").bind(cvss.as_ref().map(|c| c.version.clone()));
-                        query.push(", cvss_score = ").bind(score_key(cvss.as_ref()));
-                    }
-                    let lists = [
-                        ("cwe", u.cwe, Some(("finding_cwes", "cwe"))),
-                        ("cve", u.cve, Some(("finding_cves", "cve"))),
-                        ("refs", u.references, None),
-                        (
-                            "affected_target_ids",
-                            u.affected_target_ids,
-                            Some(("finding_targets", "target_id")),
-                        ),
-                        ("tags", u.tags, Some(("finding_tags", "tag"))),
-                    ];
-                    for (column, value, child) in lists {
-                        if let Some(value) = value {
-                            query.push(", ").push(column).push(" = ").bind(serde_json::to_string(&value)?);
-                            if let Some((table, child_column)) = child {
-                                children.push((table, child_column, value));
-                            }
-                        }
-                    }
-                }
-                FindingEvent::StatusChanged(t) => {
-                    query.push(", status = ").bind(t.change.to.as_str());
-                    // openedAt is the first opening; reopening clears remediatedAt and closedAt.
-                    match t.change.to.as_str() {
-                        "open" => {
-                            query
-                                .push(", opened_at = COALESCE(opened_at, ")
-                                .bind(event.recorded_at)
-                                .push(")");
-                            query.push(", remediated_at = NULL, closed_at = NULL");
-                        }
-                        "remediated" => {
-                            query.push(", remediated_at = ").bind(event.recorded_at);
-                        }
-                        "closed" => {
-                            query.push(", closed_at = ").bind(event.recorded_at);
-                        }
-                        _ => {}
-                    }
-                }
-                FindingEvent::ReviewStatusChanged(t) => {
-                    query.push(", review_status = ").bind(t.change.to.as_str());
-                }
-            }
-            query.push(" WHERE id = ").bind(id).push(" AND version < ").bind(event.sequence);
-            let updated = query.query().execute(&mut **tx).await?;
-            if updated.rows_affected() == 1 {
-                for (table, column, values) in children {
-                    replace_set(tx, table, "finding_id", column, id, &values).await?;
+            } else {
+                continue;
+            };
+            insert_created(tx, &created, &mut counts).await?;
+            created.clear();
+            match change {
+                Some(change) => apply_change(tx, event, change, &mut counts).await?,
+                None => {
+                    // The purge drops the engagement's counters: what is pending goes first.
+                    flush_counts(tx, &mut counts).await?;
+                    purge(tx, event).await?;
                 }
             }
         }
-        Ok(())
+        insert_created(tx, &created, &mut counts).await?;
+        flush_counts(tx, &mut counts).await
     }
 }
 
@@ -553,4 +826,20 @@ pub fn fold(events: &[LogEvent]) -> Result<Option<FindingRow>, ProjectionError> 
 /// The CVSS as the table gives it back: the score is stored in tenths.
 fn stored_cvss(cvss: Cvss) -> Cvss {
     Cvss { score: score_key(Some(&cvss)) as f64 / 10.0, ..cvss }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_chunks_cover_every_row_in_order_with_three_sizes() {
+        let rows: Vec<usize> = (0..1_234).collect();
+        let chunks: Vec<&[usize]> = fixed_chunks(&rows, 100).collect();
+        assert_eq!(chunks.concat(), rows);
+        let sizes: std::collections::BTreeSet<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes.into_iter().collect::<Vec<_>>(), vec![1, 10, 100]);
+        assert_eq!(chunks.len(), 12 + 3 + 4);
+        assert_eq!(fixed_chunks(&rows[..0], 100).count(), 0);
+    }
 }

@@ -2,6 +2,7 @@
 //! typed list query, and rebuilds. A read model is a function of the event log alone.
 
 pub mod api_keys;
+pub mod batch;
 pub mod engagements;
 pub mod feed;
 pub mod findings;
@@ -33,6 +34,8 @@ pub enum ProjectionError {
     Json(#[from] serde_json::Error),
     #[error("no checkpoint registered for projector {0}")]
     UnknownProjector(String),
+    #[error("read table {0} has no primary key, which a rebuild needs to compare rows")]
+    NoPrimaryKey(String),
 }
 
 /// Creates or updates the read tables of this crate on `store`.

@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::list::{self, Order, SortValue, Window};
-use crate::sql::Sql;
+use crate::sql::{deletes_engagement, purge_engagement, Sql};
 use crate::{ProjectionError, Projector};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,8 +50,6 @@ impl ReportRow {
 const COLUMNS: &str =
     "id, organization_id, engagement_id, title, format, status, content_format, finding_count, \
                        generated_at, published_at, created_at, updated_at, version";
-/// Rows of a deleted engagement are hidden: its `engagements` row is gone.
-const LIVE: &str = " AND EXISTS (SELECT 1 FROM engagements e WHERE e.id = reports.engagement_id)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportSort {
@@ -95,7 +93,6 @@ pub struct ReportFilter {
 
 fn push_filter(query: &mut Sql, filter: &ReportFilter) {
     list::push_in(query, "engagement_id", &filter.engagement_ids);
-    query.push(LIVE);
     list::push_in(query, "status", &filter.status);
     list::push_in(query, "format", &filter.format);
     if let Some(q) = &filter.q {
@@ -133,12 +130,11 @@ pub async fn get(
     organization_id: &str,
     id: &str,
 ) -> Result<Option<ReportRow>, ProjectionError> {
-    let row =
-        sqlx::query(&format!("SELECT {COLUMNS} FROM reports WHERE id = $1 AND organization_id = $2{LIVE}"))
-            .bind(id)
-            .bind(organization_id)
-            .fetch_optional(pool)
-            .await?;
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM reports WHERE id = $1 AND organization_id = $2"))
+        .bind(id)
+        .bind(organization_id)
+        .fetch_optional(pool)
+        .await?;
     row.as_ref().map(ReportRow::from_row).transpose()
 }
 
@@ -148,10 +144,10 @@ pub async fn content(
     organization_id: &str,
     id: &str,
 ) -> Result<Option<(String, String)>, ProjectionError> {
-    let row = sqlx::query(&format!(
+    let row = sqlx::query(
         "SELECT content_format, content FROM reports WHERE id = $1 AND organization_id = $2 \
-         AND content IS NOT NULL{LIVE}"
-    ))
+         AND content IS NOT NULL",
+    )
     .bind(id)
     .bind(organization_id)
     .fetch_optional(pool)
@@ -168,7 +164,7 @@ impl Projector for ReportsProjector {
     }
 
     fn schema_version(&self) -> i64 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -176,7 +172,14 @@ impl Projector for ReportsProjector {
     }
 
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {
-        for event in events.iter().filter(|e| e.aggregate_type == "report") {
+        for event in events {
+            if deletes_engagement(event) {
+                purge_engagement(tx, event, "reports", &[]).await?;
+                continue;
+            }
+            if event.aggregate_type != "report" {
+                continue;
+            }
             let id = event.aggregate_id.as_str();
             let mut query = Sql::new("UPDATE reports SET updated_at = ");
             query.bind(event.recorded_at).push(", version = ").bind(event.sequence);

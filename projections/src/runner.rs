@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use pwnbook_events::sequencer::{BatchHook, HookFuture};
 use pwnbook_events::{log, Backend, LogEvent, Store};
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, AnyConnection, Connection, Row, Transaction};
 use tokio::sync::watch;
 
 use crate::sql::Sql;
 use crate::{ProjectionError, Projector};
 
 const LIVE_BATCH: i64 = 500;
-const REBUILD_BATCH: i64 = 5_000;
+const REBUILD_BATCH: i64 = 10_000;
 
 #[derive(Clone)]
 pub struct ProjectionRunner {
@@ -32,6 +32,7 @@ impl ProjectionRunner {
 
     /// Registers every projector's checkpoint and rebuilds those whose schema version changed.
     pub async fn prepare(&self) -> Result<(), ProjectionError> {
+        let mut stale: Vec<&dyn Projector> = Vec::new();
         for projector in &self.projectors {
             sqlx::query(
                 "INSERT INTO projector_checkpoints (name, position, schema_version) VALUES ($1, 0, $2) \
@@ -48,8 +49,11 @@ impl ProjectionRunner {
                     .await?;
             if stored != projector.schema_version() {
                 tracing::info!(projector = projector.name(), "schema version changed; rebuilding");
-                self.rebuild(projector.as_ref()).await?;
+                stale.push(projector.as_ref());
             }
+        }
+        if !stale.is_empty() {
+            self.rebuild_all_with_progress(&stale, &mut |_| {}).await?;
         }
         Ok(())
     }
@@ -180,32 +184,68 @@ impl ProjectionRunner {
         self.rebuild_with_progress(projector, &mut |_| {}).await
     }
 
-    /// `rebuild`, calling `progress` with the position reached after each batch. The swap is
-    /// atomic: it is the commit of the one transaction, which also holds the projector's
-    /// checkpoint lock, so the live runner (of any process) waits instead of racing it.
+    /// `rebuild`, calling `progress` with the position reached after each batch.
     pub async fn rebuild_with_progress(
         &self,
         projector: &dyn Projector,
         progress: &mut (dyn FnMut(i64) + Send),
     ) -> Result<i64, ProjectionError> {
-        let mut tx = self.store.pool().begin().await?;
-        lock_checkpoint(&mut tx, projector.name()).await?;
-        for table in projector.tables() {
-            sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
+        self.rebuild_all_with_progress(&[projector], progress).await
+    }
+
+    /// Rebuilds several projectors in one pass over the log (each batch is read once and applied
+    /// to all of them). The replay writes into session-private shadow copies of their tables
+    /// (temporary tables, which unqualified names resolve to first on both backends; only their
+    /// unique indexes, and no WAL), without any lock: readers and the live runner carry on. Then
+    /// ONE transaction takes the projectors' checkpoint locks, replays the events written in the
+    /// meantime, and makes each real table equal to its shadow by deleting the rows that differ
+    /// and inserting the missing ones; readers see the old rows until that commit.
+    pub async fn rebuild_all_with_progress(
+        &self,
+        projectors: &[&dyn Projector],
+        progress: &mut (dyn FnMut(i64) + Send),
+    ) -> Result<i64, ProjectionError> {
+        // A connection of its own, never returned to the pool: the shadow tables shadow the real
+        // ones for every query on it, and they vanish when it closes, whatever happens here.
+        let mut conn = self.store.pool().acquire().await?.detach();
+        let tables: Vec<&str> = projectors.iter().flat_map(|p| p.tables().iter().copied()).collect();
+        let mut shadows = Vec::with_capacity(tables.len());
+        for table in &tables {
+            shadows.push(Shadow::create(&mut conn, self.store.backend(), table).await?);
         }
+        // The next batch is read (on another connection) while this one is applied.
+        let pool = self.store.pool();
         let mut position = 0;
+        let mut events = log::read_after(pool, position, REBUILD_BATCH).await?;
+        while let Some(last) = events.last() {
+            position = last.position;
+            let (next, applied) = tokio::join!(
+                log::read_after(pool, position, REBUILD_BATCH),
+                apply_shadow(&mut conn, projectors, &events)
+            );
+            applied?;
+            progress(position);
+            events = next?;
+        }
+        let mut tx = conn.begin().await?;
+        lock_checkpoints(&mut tx, projectors).await?;
         loop {
             let events = log::read_after(&mut *tx, position, REBUILD_BATCH).await?;
             let Some(last) = events.last() else { break };
             position = last.position;
-            projector.apply(&mut tx, &events).await?;
-            progress(position);
-            if events.len() < REBUILD_BATCH as usize {
-                break;
+            for projector in projectors {
+                projector.apply(&mut tx, &events).await?;
             }
+            progress(position);
         }
-        store_checkpoint(&mut tx, projector, position).await?;
+        for shadow in &shadows {
+            shadow.copy_changes(self.store.backend(), &mut tx).await?;
+        }
+        for projector in projectors {
+            store_checkpoint(&mut tx, *projector, position).await?;
+        }
         tx.commit().await?;
+        conn.close().await?;
         Ok(position)
     }
 
@@ -235,6 +275,176 @@ impl ProjectionRunner {
             lowest = lowest.min(position.unwrap_or(0));
         }
         Ok(if lowest == i64::MAX { 0 } else { lowest })
+    }
+}
+
+/// Applies a batch to every projector in one transaction on the rebuild's connection.
+async fn apply_shadow(
+    conn: &mut AnyConnection,
+    projectors: &[&dyn Projector],
+    events: &[pwnbook_events::LogEvent],
+) -> Result<(), ProjectionError> {
+    let mut tx = conn.begin().await?;
+    for projector in projectors {
+        projector.apply(&mut tx, events).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A read table's temporary copy, filled by a rebuild's replay.
+struct Shadow {
+    /// The real table, schema-qualified (the bare name means the shadow on the rebuild's connection).
+    real: String,
+    shadow: String,
+    /// The primary key's columns.
+    key: Vec<String>,
+    /// Every column, in table order.
+    columns: Vec<String>,
+}
+
+impl Shadow {
+    /// Creates the empty shadow of `table` with the same columns and unique indexes (what
+    /// `ON CONFLICT` needs) but none of the list indexes, which would only slow the replay.
+    async fn create(
+        conn: &mut AnyConnection,
+        backend: Backend,
+        table: &str,
+    ) -> Result<Self, ProjectionError> {
+        let (real, shadow, key, columns, statements) = match backend {
+            Backend::Postgres => {
+                let schema: String =
+                    sqlx::query_scalar("SELECT CAST(current_schema() AS TEXT)").fetch_one(&mut *conn).await?;
+                let real = format!("{schema}.{table}");
+                let key: Vec<String> = sqlx::query_scalar(
+                    "SELECT a.attname::text FROM pg_index i \
+                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                     WHERE i.indrelid = CAST($1 AS regclass) AND i.indisprimary ORDER BY a.attnum",
+                )
+                .bind(&real)
+                .fetch_all(&mut *conn)
+                .await?;
+                let columns: Vec<String> = sqlx::query_scalar(
+                    "SELECT attname::text FROM pg_attribute WHERE attrelid = CAST($1 AS regclass) \
+                     AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                )
+                .bind(&real)
+                .fetch_all(&mut *conn)
+                .await?;
+                let unique: Vec<String> = sqlx::query_scalar(
+                    "SELECT CAST(indexdef AS TEXT) FROM pg_indexes WHERE schemaname = CAST($1 AS name) AND tablename = CAST($2 AS name) \
+                     AND indexdef LIKE 'CREATE UNIQUE INDEX %'",
+                )
+                .bind(&schema)
+                .bind(table)
+                .fetch_all(&mut *conn)
+                .await?;
+                let mut statements =
+                    vec![format!("CREATE TEMP TABLE {table} (LIKE {real} INCLUDING DEFAULTS)")];
+                statements.extend(
+                    unique.iter().map(|def| {
+                        def.replacen(&format!(" ON {real} "), &format!(" ON pg_temp.{table} "), 1)
+                    }),
+                );
+                (real, format!("pg_temp.{table}"), key, columns, statements)
+            }
+            Backend::Sqlite => {
+                let definition: String = sqlx::query_scalar(
+                    "SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = $1",
+                )
+                .bind(table)
+                .fetch_one(&mut *conn)
+                .await?;
+                let key: Vec<String> = sqlx::query_scalar(
+                    "SELECT name FROM pragma_table_info($1, 'main') WHERE pk > 0 ORDER BY pk",
+                )
+                .bind(table)
+                .fetch_all(&mut *conn)
+                .await?;
+                let columns: Vec<String> =
+                    sqlx::query_scalar("SELECT name FROM pragma_table_info($1, 'main') ORDER BY cid")
+                        .bind(table)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                let unique: Vec<String> = sqlx::query_scalar(
+                    "SELECT sql FROM main.sqlite_master WHERE type = 'index' AND tbl_name = $1 \
+                     AND sql LIKE 'CREATE UNIQUE INDEX %'",
+                )
+                .bind(table)
+                .fetch_all(&mut *conn)
+                .await?;
+                let mut statements = vec![definition.replacen("CREATE TABLE ", "CREATE TEMP TABLE ", 1)];
+                statements.extend(
+                    unique
+                        .iter()
+                        .map(|def| def.replacen("CREATE UNIQUE INDEX ", "CREATE UNIQUE INDEX temp.", 1)),
+                );
+                (format!("main.{table}"), format!("temp.{table}"), key, columns, statements)
+            }
+        };
+        if key.is_empty() {
+            return Err(ProjectionError::NoPrimaryKey(table.to_owned()));
+        }
+        for statement in statements {
+            sqlx::query(&statement).execute(&mut *conn).await?;
+        }
+        Ok(Self { real, shadow, key, columns })
+    }
+
+    /// Makes the real table equal to the shadow, touching only the rows that differ: rows are
+    /// matched on the primary key (a hash join), then compared column by column, NULLs equal.
+    async fn copy_changes(
+        &self,
+        backend: Backend,
+        tx: &mut Transaction<'_, Any>,
+    ) -> Result<(), ProjectionError> {
+        let Self { real, shadow, key, columns } = self;
+        let same_key = key.iter().map(|c| format!("s.\"{c}\" = r.\"{c}\"")).collect::<Vec<_>>().join(" AND ");
+        let equal = match backend {
+            Backend::Postgres => "IS NOT DISTINCT FROM",
+            Backend::Sqlite => "IS",
+        };
+        let same_row =
+            columns.iter().map(|c| format!("s.\"{c}\" {equal} r.\"{c}\"")).collect::<Vec<_>>().join(" AND ");
+        sqlx::query(&format!(
+            "DELETE FROM {real} AS r WHERE NOT EXISTS (SELECT 1 FROM {shadow} AS s WHERE {same_key} AND {same_row})"
+        ))
+        .execute(&mut **tx)
+        .await?;
+        // What is left of the real table is in the shadow: insert the rest.
+        sqlx::query(&format!(
+            "INSERT INTO {real} SELECT * FROM {shadow} AS s WHERE NOT EXISTS (SELECT 1 FROM {real} AS r WHERE {same_key})"
+        ))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Takes the checkpoint row locks of `projectors` in one statement, as the live runner does,
+/// so the two never wait on each other in opposite orders.
+async fn lock_checkpoints(
+    tx: &mut Transaction<'_, Any>,
+    projectors: &[&dyn Projector],
+) -> Result<(), ProjectionError> {
+    let mut lock = Sql::new("UPDATE projector_checkpoints SET position = position WHERE name IN (");
+    for (i, projector) in projectors.iter().enumerate() {
+        if i > 0 {
+            lock.push(", ");
+        }
+        lock.bind(projector.name());
+    }
+    lock.push(") RETURNING name");
+    let locked: Vec<String> = lock
+        .query()
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|row| row.try_get("name"))
+        .collect::<Result<_, _>>()?;
+    match projectors.iter().find(|p| !locked.iter().any(|name| name == p.name())) {
+        Some(missing) => Err(ProjectionError::UnknownProjector(missing.name().to_owned())),
+        None => Ok(()),
     }
 }
 

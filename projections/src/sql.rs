@@ -1,6 +1,7 @@
 //! A small SQL builder that numbers its placeholders `$1, $2, …`. sqlx's `QueryBuilder` writes
 //! `?` for the `Any` driver, which PostgreSQL rejects; both backends accept `$n`.
 
+use pwnbook_events::LogEvent;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::Any;
@@ -113,6 +114,36 @@ pub async fn replace_set(
             .execute(&mut **tx)
             .await?;
     }
+    Ok(())
+}
+
+/// Whether `event` deletes an engagement. Its children leave the read tables with it, so reads
+/// need no per-row check that the engagement still exists.
+pub fn deletes_engagement(event: &LogEvent) -> bool {
+    event.aggregate_type == "engagement" && event.event_type == "engagement.deleted"
+}
+
+/// Deletes the rows of `table` that belong to the engagement `event` deletes, with their rows in
+/// the `children` tables (`(table, column naming the owner)`).
+pub async fn purge_engagement(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    event: &LogEvent,
+    table: &str,
+    children: &[(&str, &str)],
+) -> Result<(), sqlx::Error> {
+    let scope = "organization_id = $1 AND engagement_id = $2";
+    for (child, owner) in children {
+        sqlx::query(&format!("DELETE FROM {child} WHERE {owner} IN (SELECT id FROM {table} WHERE {scope})"))
+            .bind(&event.organization_id)
+            .bind(&event.aggregate_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query(&format!("DELETE FROM {table} WHERE {scope}"))
+        .bind(&event.organization_id)
+        .bind(&event.aggregate_id)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::list::{self, Order, SortValue, Window};
-use crate::sql::{replace_set, Sql};
+use crate::sql::{deletes_engagement, purge_engagement, replace_set, Sql};
 use crate::{ProjectionError, Projector};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,8 +52,6 @@ impl TargetRow {
 const COLUMNS: &str =
     "id, organization_id, engagement_id, type, value, port, protocol, in_scope, tags, notes, \
                        created_at, updated_at, version";
-/// Rows of a deleted engagement are hidden: its `engagements` row is gone.
-const LIVE: &str = " AND EXISTS (SELECT 1 FROM engagements e WHERE e.id = targets.engagement_id)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetSort {
@@ -98,7 +96,6 @@ pub struct TargetFilter {
 
 fn push_filter(query: &mut Sql, filter: &TargetFilter) {
     query.push(" AND engagement_id = ").bind(filter.engagement_id.as_str());
-    query.push(LIVE);
     list::push_in(query, "type", &filter.kinds);
     if let Some(in_scope) = filter.in_scope {
         query.push(" AND in_scope = ").bind(i64::from(in_scope));
@@ -143,12 +140,11 @@ pub async fn get(
     organization_id: &str,
     id: &str,
 ) -> Result<Option<TargetRow>, ProjectionError> {
-    let row =
-        sqlx::query(&format!("SELECT {COLUMNS} FROM targets WHERE id = $1 AND organization_id = $2{LIVE}"))
-            .bind(id)
-            .bind(organization_id)
-            .fetch_optional(pool)
-            .await?;
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM targets WHERE id = $1 AND organization_id = $2"))
+        .bind(id)
+        .bind(organization_id)
+        .fetch_optional(pool)
+        .await?;
     row.as_ref().map(TargetRow::from_row).transpose()
 }
 
@@ -178,7 +174,7 @@ impl Projector for TargetsProjector {
     }
 
     fn schema_version(&self) -> i64 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -186,7 +182,14 @@ impl Projector for TargetsProjector {
     }
 
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {
-        for event in events.iter().filter(|e| e.aggregate_type == "target") {
+        for event in events {
+            if deletes_engagement(event) {
+                purge_engagement(tx, event, "targets", &[("target_tags", "target_id")]).await?;
+                continue;
+            }
+            if event.aggregate_type != "target" {
+                continue;
+            }
             let id = event.aggregate_id.as_str();
             match serde_json::from_str::<TargetEvent>(&event.payload)? {
                 TargetEvent::Created(c) => {

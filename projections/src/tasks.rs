@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::list::{self, Order, SortValue, Window};
-use crate::sql::Sql;
+use crate::sql::{deletes_engagement, purge_engagement, Sql};
 use crate::{ProjectionError, Projector};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,8 +47,6 @@ impl TaskRow {
 
 const COLUMNS: &str = "id, organization_id, engagement_id, title, description, status, priority, due_date, \
                        closed_at, created_at, updated_at, version";
-/// Rows of a deleted engagement are hidden: its `engagements` row is gone.
-const LIVE: &str = " AND EXISTS (SELECT 1 FROM engagements e WHERE e.id = tasks.engagement_id)";
 
 /// low 0, medium 1, high 2.
 pub fn priority_rank(priority: &str) -> i64 {
@@ -111,7 +109,6 @@ pub struct TaskFilter {
 
 fn push_filter(query: &mut Sql, filter: &TaskFilter) {
     list::push_in(query, "engagement_id", &filter.engagement_ids);
-    query.push(LIVE);
     list::push_in(query, "status", &filter.status);
     list::push_in(query, "priority", &filter.priority);
     if let Some(q) = &filter.q {
@@ -150,12 +147,11 @@ pub async fn get(
     organization_id: &str,
     id: &str,
 ) -> Result<Option<TaskRow>, ProjectionError> {
-    let row =
-        sqlx::query(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1 AND organization_id = $2{LIVE}"))
-            .bind(id)
-            .bind(organization_id)
-            .fetch_optional(pool)
-            .await?;
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1 AND organization_id = $2"))
+        .bind(id)
+        .bind(organization_id)
+        .fetch_optional(pool)
+        .await?;
     row.as_ref().map(TaskRow::from_row).transpose()
 }
 
@@ -168,7 +164,7 @@ impl Projector for TasksProjector {
     }
 
     fn schema_version(&self) -> i64 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -176,7 +172,14 @@ impl Projector for TasksProjector {
     }
 
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {
-        for event in events.iter().filter(|e| e.aggregate_type == "task") {
+        for event in events {
+            if deletes_engagement(event) {
+                purge_engagement(tx, event, "tasks", &[]).await?;
+                continue;
+            }
+            if event.aggregate_type != "task" {
+                continue;
+            }
             let id = event.aggregate_id.as_str();
             let mut query = Sql::new("UPDATE tasks SET updated_at = ");
             query.bind(event.recorded_at).push(", version = ").bind(event.sequence);

@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::list::{self, Order, SortValue, Window};
-use crate::sql::Sql;
+use crate::sql::{deletes_engagement, purge_engagement, Sql};
 use crate::{ProjectionError, Projector};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,8 +43,6 @@ impl WikiPageRow {
 
 const COLUMNS: &str =
     "id, organization_id, engagement_id, title, slug, content, parent_id, created_at, updated_at, version";
-/// Rows of a deleted engagement are hidden: its `engagements` row is gone.
-const LIVE: &str = " AND EXISTS (SELECT 1 FROM engagements e WHERE e.id = wiki_pages.engagement_id)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WikiSort {
@@ -92,7 +90,6 @@ pub struct WikiFilter {
 
 fn push_filter(query: &mut Sql, filter: &WikiFilter) {
     query.push(" AND engagement_id = ").bind(filter.engagement_id.as_str());
-    query.push(LIVE);
     list::push_in(query, "parent_id", &filter.parent_ids);
     list::push_in(query, "slug", &filter.slugs);
     if let Some(q) = &filter.q {
@@ -130,13 +127,12 @@ pub async fn get(
     organization_id: &str,
     id: &str,
 ) -> Result<Option<WikiPageRow>, ProjectionError> {
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM wiki_pages WHERE id = $1 AND organization_id = $2{LIVE}"
-    ))
-    .bind(id)
-    .bind(organization_id)
-    .fetch_optional(pool)
-    .await?;
+    let row =
+        sqlx::query(&format!("SELECT {COLUMNS} FROM wiki_pages WHERE id = $1 AND organization_id = $2"))
+            .bind(id)
+            .bind(organization_id)
+            .fetch_optional(pool)
+            .await?;
     row.as_ref().map(WikiPageRow::from_row).transpose()
 }
 
@@ -159,7 +155,7 @@ impl Projector for WikiProjector {
     }
 
     fn schema_version(&self) -> i64 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -167,7 +163,14 @@ impl Projector for WikiProjector {
     }
 
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {
-        for event in events.iter().filter(|e| e.aggregate_type == "wiki_page") {
+        for event in events {
+            if deletes_engagement(event) {
+                purge_engagement(tx, event, "wiki_pages", &[]).await?;
+                continue;
+            }
+            if event.aggregate_type != "wiki_page" {
+                continue;
+            }
             let id = event.aggregate_id.as_str();
             match serde_json::from_str::<WikiPageEvent>(&event.payload)? {
                 WikiPageEvent::Created(c) => {

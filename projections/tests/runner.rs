@@ -202,6 +202,16 @@ backend_tests! {
         assert_eq!(runner.catch_up().await.unwrap(), log::head(&store).await.unwrap());
         let live = dump(&store).await;
         assert!(live.len() > 20);
+        // A rebuild repairs whatever the tables hold: rows lost, changed or left over.
+        for statement in [
+            "DELETE FROM engagement_tags WHERE tag = 'x'",
+            "UPDATE engagements SET name = 'tampered', version = version + 100 WHERE name LIKE '%1%'",
+            "DELETE FROM organizations",
+            "INSERT INTO engagement_tags (engagement_id, tag) VALUES ('eng_stray', 'stray')",
+        ] {
+            sqlx::query(statement).execute(store.pool()).await.unwrap();
+        }
+        assert_ne!(dump(&store).await, live);
 
         for projector in runner.projectors() {
             runner.rebuild(projector.as_ref()).await.unwrap();

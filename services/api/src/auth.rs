@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{header, Extensions};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use pwnbook_commands::permissions::grants;
@@ -123,19 +123,39 @@ pub async fn authorize(request: Request, next: Next) -> Response {
     let Some(route) = ROUTES.iter().find(|r| r.method == method && r.path == path) else {
         return next.run(request).await;
     };
-    let verdict = match request.extensions().get::<AuthOutcome>() {
-        Some(AuthOutcome::Valid(principal)) if grants(&principal.permissions, route.permission) => Ok(()),
-        Some(AuthOutcome::Valid(_)) => {
-            Err(ApiError::Forbidden(format!("the API key lacks the permission {}", route.permission)))
-        }
-        Some(AuthOutcome::Invalid(reason)) => Err(ApiError::Unauthorized((*reason).to_owned())),
-        Some(AuthOutcome::Missing) | None => {
-            Err(ApiError::Unauthorized("an API key is required: Authorization: Bearer <api key>".to_owned()))
-        }
+    let verdict = match authenticated(request.extensions()) {
+        Ok(principal) if grants(&principal.permissions, route.permission) => Ok(()),
+        Ok(_) => Err(ApiError::Forbidden(format!("the API key lacks the permission {}", route.permission))),
+        Err(error) => Err(error),
     };
     match verdict {
         Ok(()) => next.run(request).await,
         Err(error) => error.into_response(),
+    }
+}
+
+/// The principal `authenticate` found for a request, or the 401 that the route layer answers
+/// without one (also for handlers outside the route table, such as GraphQL's).
+pub fn authenticated(extensions: &Extensions) -> Result<&Principal, ApiError> {
+    match extensions.get::<AuthOutcome>() {
+        Some(AuthOutcome::Valid(principal)) => Ok(principal),
+        Some(AuthOutcome::Invalid(reason)) => Err(ApiError::Unauthorized((*reason).to_owned())),
+        Some(AuthOutcome::Missing) | None => {
+            Err(ApiError::Unauthorized("an API key is required: Authorization: Bearer <api key>".to_owned()))
+        }
+    }
+}
+
+/// Authenticates a key sent outside the `Authorization` header (the `connection_init` payload
+/// of a GraphQL WebSocket), with the same checks and the same 401 reasons; records its use.
+pub async fn principal_for_secret(state: &AppState, secret: &str) -> Result<Principal, ApiError> {
+    match authenticate_secret(&state.store, secret).await? {
+        AuthOutcome::Valid(principal) => {
+            state.usage.touch(&state.store, &principal.key_id).await;
+            Ok(principal)
+        }
+        AuthOutcome::Invalid(reason) => Err(ApiError::Unauthorized(reason.to_owned())),
+        AuthOutcome::Missing => Err(ApiError::Unauthorized("an API key is required".to_owned())),
     }
 }
 

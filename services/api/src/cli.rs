@@ -11,7 +11,7 @@ use pwnbook_commands::CommandService;
 use pwnbook_events::log::{self, ChainReport};
 use pwnbook_events::{Id, IdKind};
 use pwnbook_projections::feed::{self, EventFilter};
-use pwnbook_projections::{all_projectors, organizations, ProjectionRunner};
+use pwnbook_projections::{all_projectors, organizations, ProjectionRunner, Projector};
 
 use crate::bootstrap::{create_key, create_organization, open_store, sync_read_side};
 use crate::config::{KeysCommand, OrgsCommand, ProjectionsCommand};
@@ -113,19 +113,19 @@ pub async fn rebuild(
         "{msg:>14} [{elapsed_precise}] {wide_bar} {pos}/{len} events ({per_sec}, ETA {eta})",
     )
     .map_err(|e| StartError::Usage(e.to_string()))?;
-    let mut rebuilt = Vec::new();
-    for projector in chosen {
-        let bar = ProgressBar::new(u64::try_from(head).unwrap_or(0)).with_style(style.clone());
-        bar.set_message(projector.name());
-        bar.enable_steady_tick(Duration::from_millis(200));
-        let position = runner
-            .rebuild_with_progress(projector.as_ref(), &mut |position| {
-                bar.set_position(u64::try_from(position).unwrap_or(0));
-            })
-            .await?;
-        bar.finish();
-        rebuilt.push((projector.name().to_owned(), position));
-    }
+    // One pass over the log for every chosen projector: each batch is read once.
+    let bar = ProgressBar::new(u64::try_from(head).unwrap_or(0)).with_style(style);
+    let names: Vec<&str> = chosen.iter().map(|p| p.name()).collect();
+    bar.set_message(if chosen.len() == 1 { names.join("") } else { "projections".to_owned() });
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let projectors: Vec<&dyn Projector> = chosen.iter().map(|p| p.as_ref()).collect();
+    let position = runner
+        .rebuild_all_with_progress(&projectors, &mut |position| {
+            bar.set_position(u64::try_from(position).unwrap_or(0));
+        })
+        .await?;
+    bar.finish();
+    let rebuilt = names.into_iter().map(|name| (name.to_owned(), position)).collect();
     store.close().await;
     Ok(rebuilt)
 }

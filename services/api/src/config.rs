@@ -88,6 +88,8 @@ pub enum Command {
     Keys(KeysCommand),
     /// Print the OpenAPI 3.1 document.
     Openapi,
+    /// Print the GraphQL schema (SDL).
+    GraphqlSchema,
     /// Check and export the event log.
     #[command(subcommand)]
     Events(EventsCommand),

@@ -8,6 +8,7 @@ pub mod config;
 mod envelope;
 pub mod error;
 mod extract;
+pub mod graphql;
 mod idempotency;
 mod metrics;
 pub mod openapi;

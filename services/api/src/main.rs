@@ -33,6 +33,10 @@ async fn main() -> ExitCode {
             print(pwnbook_api::openapi::document_json());
             Ok(())
         }
+        Command::GraphqlSchema => {
+            print!("{}", pwnbook_api::graphql::sdl());
+            Ok(())
+        }
         Command::Keys(command) => {
             cli::keys(&args.settings.database_url, command).await.map(print).map_err(|e| e.to_string())
         }

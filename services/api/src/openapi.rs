@@ -248,6 +248,8 @@ impl Modify for FromRouteTable {
         routes::webhooks::delete,
         routes::webhooks::deliveries,
         routes::webhooks::history_page,
+        crate::graphql::http::execute,
+        crate::graphql::http::schema_sdl,
     ),
     components(schemas(ErrorBody, ErrorDetail, FieldErrorDoc, PageMeta)),
     modifiers(&FromRouteTable),
@@ -262,6 +264,7 @@ impl Modify for FromRouteTable {
         (name = "api-keys", description = "API keys and their permissions"),
         (name = "events", description = "The hash-chained event log: feed, live stream, verification"),
         (name = "webhooks", description = "Signed, ordered, at-least-once event deliveries"),
+        (name = "graphql", description = "GraphQL over the same data, keys and permissions; subscriptions over WebSocket"),
         (name = "operations", description = "Health and readiness"),
     )
 )]

@@ -148,11 +148,7 @@ impl<S: Copy> ListRequest<S> {
         };
         let next_cursor = rows.last().filter(|_| more).map(|row| {
             let (v, i) = key_of(row);
-            let order = match self.order {
-                Order::Asc => "asc",
-                Order::Desc => "desc",
-            };
-            encode(&Cursor { s: self.sort_name.clone(), o: order.to_owned(), f: self.filters.clone(), v, i })
+            self.cursor(v, i)
         });
         let data: Vec<Value> =
             rows.iter().map(|row| serde_json::to_value(render(row)).unwrap_or_default()).collect();
@@ -169,6 +165,38 @@ impl<S: Copy> ListRequest<S> {
             })
         };
         json!({ "data": data, "meta": meta })
+    }
+
+    /// The opaque cursor that continues this list after the row whose sort value is `value`.
+    pub fn cursor(&self, value: SortValue, id: String) -> String {
+        let order = match self.order {
+            Order::Asc => "asc",
+            Order::Desc => "desc",
+        };
+        encode(&Cursor {
+            s: self.sort_name.clone(),
+            o: order.to_owned(),
+            f: self.filters.clone(),
+            v: value,
+            i: id,
+        })
+    }
+
+    /// The window with one row more than a page, which tells whether a next page exists (in
+    /// both modes; GraphQL connections always need to know).
+    pub fn probe_window(&self) -> Window {
+        match &self.window {
+            Window::Offset { offset, .. } => Window::Offset { offset: *offset, limit: self.per_page + 1 },
+            after @ Window::After { .. } => after.clone(),
+        }
+    }
+
+    /// The last row of the previous page, in cursor mode.
+    pub fn after(&self) -> Option<&Keyset> {
+        match &self.window {
+            Window::After { key, .. } => Some(key),
+            Window::Offset { .. } => None,
+        }
     }
 
     /// Whether the response needs the total (page mode).

@@ -18,19 +18,19 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{etag, reject_unknown, ApiJson, QueryParams};
 use crate::openapi::{data, to_json, Data, Page};
-use crate::pagination;
+use crate::pagination::{self, ListRequest};
 use crate::routes::events::FeedPage;
 use crate::routes::history;
 use crate::secrets::Secret;
 use crate::state::AppState;
 use crate::time::{format_millis, now_millis};
 
-const SORTS: &[(&str, ApiKeySort)] = &[
+pub(crate) const SORTS: &[(&str, ApiKeySort)] = &[
     ("createdAt", ApiKeySort::CreatedAt),
     ("name", ApiKeySort::Name),
     ("lastUsedAt", ApiKeySort::LastUsedAt),
 ];
-const FILTERS: &[&str] = &["environment", "revoked"];
+pub(crate) const FILTERS: &[&str] = &["environment", "revoked"];
 const READ_ONLY: &[&str] = &["id", "key", "prefix", "lastFour", "createdAt", "lastUsedAt", "revokedAt"];
 
 /// An API key (never its secret, except once in the creation response as `key`).
@@ -98,6 +98,26 @@ async fn load(state: &AppState, caller: &Caller, id: &Id) -> Result<ApiKeyRow, A
     api_keys::get(state.store.pool(), caller.organization_id(), id.as_str()).await?.ok_or(ApiError::NotFound)
 }
 
+/// The key `id` of the caller's organization (404 otherwise).
+pub(crate) async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<ApiKeyRow, ApiError> {
+    load(state, caller, &parse_id(id)?).await
+}
+
+/// The filter of a key list request.
+pub(crate) fn filter_of(request: &ListRequest<ApiKeySort>) -> Result<ApiKeyFilter, ApiError> {
+    let mut filters = request.filters();
+    let revoked = match filters.take("revoked").as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => return Err(ApiError::BadRequest("revoked must be true or false".to_owned())),
+    };
+    let filter =
+        ApiKeyFilter { environment: filters.take_enum_list("environment", &["live", "test"])?, revoked };
+    filters.finish()?;
+    Ok(filter)
+}
+
 /// List API keys.
 #[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys", params(ListQuery),
     responses((status = 200, description = "A page of keys", body = Page<ApiKeyView>)))]
@@ -109,16 +129,7 @@ pub async fn list(
     let request = pagination::parse(&mut params, SORTS, FILTERS)?;
     params.finish()?;
     request.check_cursor(ApiKeySort::accepts)?;
-    let mut filters = request.filters();
-    let revoked = match filters.take("revoked").as_deref() {
-        None => None,
-        Some("true") => Some(true),
-        Some("false") => Some(false),
-        Some(_) => return Err(ApiError::BadRequest("revoked must be true or false".to_owned())),
-    };
-    let filter =
-        ApiKeyFilter { environment: filters.take_enum_list("environment", &["live", "test"])?, revoked };
-    filters.finish()?;
+    let filter = filter_of(&request)?;
     let pool = state.store.pool();
     let org = caller.organization_id();
     let rows = api_keys::list(pool, org, &filter, request.sort, request.order, &request.window).await?;
@@ -155,6 +166,21 @@ pub async fn create(
     caller: Caller,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
+    let (row, secret) = create_row(&state, &caller, body).await?;
+    let view = render_created(&row, &secret);
+    let mut response = (StatusCode::CREATED, [(header::ETAG, etag(row.version))], data(view)).into_response();
+    if let Ok(location) = format!("/api/v1/api-keys/{}", row.id).parse() {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Creates a key (REST and GraphQL); its secret exists only in what this returns.
+pub(crate) async fn create_row(
+    state: &AppState,
+    caller: &Caller,
+    body: CreateBody,
+) -> Result<(ApiKeyRow, Secret), ApiError> {
     reject_unknown(&body.unknown, READ_ONLY)?;
     let mut missing = Vec::new();
     if body.name.is_none() {
@@ -188,13 +214,12 @@ pub async fn create(
         .execute::<ApiKey>(id.as_str(), command, &caller.command_context(), Execution::default())
         .await?;
     state.visibility.wait(&committed).await?;
-    let row = load(&state, &caller, &id).await?;
-    let view = ApiKeyView { key: Some(secret.expose().to_owned()), ..render(&row) };
-    let mut response = (StatusCode::CREATED, [(header::ETAG, etag(row.version))], data(view)).into_response();
-    if let Ok(location) = format!("/api/v1/api-keys/{id}").parse() {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    Ok((load(state, caller, &id).await?, secret))
+}
+
+/// The view of a key as created: with its secret as `key`.
+pub(crate) fn render_created(row: &ApiKeyRow, secret: &Secret) -> Value {
+    to_json(ApiKeyView { key: Some(secret.expose().to_owned()), ..render(row) })
 }
 
 /// API keys in history and time travel.
@@ -252,13 +277,19 @@ pub async fn revoke(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let id = parse_id(&id)?;
-    load(&state, &caller, &id).await?;
+    revoke_row(&state, &caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes a key (REST and GraphQL) and returns it.
+pub(crate) async fn revoke_row(state: &AppState, caller: &Caller, id: &str) -> Result<ApiKeyRow, ApiError> {
+    let id = parse_id(id)?;
+    load(state, caller, &id).await?;
     let command = ApiKeyCommand::Revoke { organization_id: caller.organization_id().to_owned() };
     let committed = state
         .commands
         .execute::<ApiKey>(id.as_str(), command, &caller.command_context(), Execution::default())
         .await?;
     state.visibility.wait(&committed).await?;
-    Ok(StatusCode::NO_CONTENT)
+    load(state, caller, &id).await
 }

@@ -18,19 +18,19 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
 use crate::openapi::{data, to_json, Data, Page};
-use crate::pagination;
+use crate::pagination::{self, ListRequest};
 use crate::routes::events::FeedPage;
 use crate::routes::history;
 use crate::state::AppState;
 use crate::time::format_millis;
 
-const SORTS: &[(&str, EngagementSort)] = &[
+pub(crate) const SORTS: &[(&str, EngagementSort)] = &[
     ("createdAt", EngagementSort::CreatedAt),
     ("updatedAt", EngagementSort::UpdatedAt),
     ("name", EngagementSort::Name),
     ("startDate", EngagementSort::StartDate),
 ];
-const FILTERS: &[&str] = &["status", "q", "tag", "clientName", "createdAfter", "createdBefore"];
+pub(crate) const FILTERS: &[&str] = &["status", "q", "tag", "clientName", "createdAfter", "createdBefore"];
 const STATUSES: &[&str] = &["active", "archived"];
 /// Fields of the engagement object a client cannot write.
 const READ_ONLY: &[&str] = &["id", "status", "archivedAt", "createdAt", "updatedAt", "version"];
@@ -118,6 +118,26 @@ async fn load(state: &AppState, caller: &Caller, id: &Id) -> Result<EngagementRo
         .ok_or(ApiError::NotFound)
 }
 
+/// The live engagement `id` of the caller's organization (404 otherwise).
+pub(crate) async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<EngagementRow, ApiError> {
+    load(state, caller, &parse_id(id)?).await
+}
+
+/// The filter of an engagement list request (from its query string or its cursor).
+pub(crate) fn filter_of(request: &ListRequest<EngagementSort>) -> Result<EngagementFilter, ApiError> {
+    let mut filters = request.filters();
+    let filter = EngagementFilter {
+        status: filters.take_enum_list("status", STATUSES)?,
+        q: filters.take("q").filter(|q| !q.is_empty()),
+        tags: filters.take_list("tag"),
+        client_names: filters.take_list("clientName"),
+        created_after: filters.take_timestamp("createdAfter")?,
+        created_before: filters.take_timestamp("createdBefore")?,
+    };
+    filters.finish()?;
+    Ok(filter)
+}
+
 /// List engagements.
 #[utoipa::path(get, path = "/api/v1/engagements", tag = "engagements", params(ListQuery),
     responses((status = 200, description = "A page of engagements", body = Page<EngagementView>)))]
@@ -129,16 +149,7 @@ pub async fn list(
     let request = pagination::parse(&mut params, SORTS, FILTERS)?;
     params.finish()?;
     request.check_cursor(EngagementSort::accepts)?;
-    let mut filters = request.filters();
-    let filter = EngagementFilter {
-        status: filters.take_enum_list("status", STATUSES)?,
-        q: filters.take("q").filter(|q| !q.is_empty()),
-        tags: filters.take_list("tag"),
-        client_names: filters.take_list("clientName"),
-        created_after: filters.take_timestamp("createdAfter")?,
-        created_before: filters.take_timestamp("createdBefore")?,
-    };
-    filters.finish()?;
+    let filter = filter_of(&request)?;
     let pool = state.store.pool();
     let org = caller.organization_id();
     let rows = engagements::list(pool, org, &filter, request.sort, request.order, &request.window).await?;
@@ -175,6 +186,20 @@ pub async fn create(
     caller: Caller,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
+    let row = create_row(&state, &caller, body).await?;
+    let mut response = respond(StatusCode::CREATED, &row);
+    if let Ok(location) = format!("/api/v1/engagements/{}", row.id).parse() {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Creates an engagement (REST and GraphQL).
+pub(crate) async fn create_row(
+    state: &AppState,
+    caller: &Caller,
+    body: CreateBody,
+) -> Result<EngagementRow, ApiError> {
     reject_unknown(&body.unknown, READ_ONLY)?;
     let Some(name) = body.name else {
         return Err(ApiError::Validation(vec![FieldError::new("name", "is required")]));
@@ -191,12 +216,7 @@ pub async fn create(
             tags: body.tags.unwrap_or_default(),
         },
     };
-    let row = run(&state, &caller, &id, command, None).await?;
-    let mut response = respond(StatusCode::CREATED, &row);
-    if let Ok(location) = format!("/api/v1/engagements/{id}").parse() {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    run(state, caller, &id, command, None).await
 }
 
 /// Engagements in history and time travel; an engagement's history holds its children's events.
@@ -285,8 +305,20 @@ pub async fn update(
     headers: HeaderMap,
     ApiJson(body): ApiJson<PatchBody>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
-    load(&state, &caller, &id).await?;
+    let row = update_row(&state, &caller, &id, body, if_match(&headers)).await?;
+    Ok(respond(StatusCode::OK, &row))
+}
+
+/// Updates an engagement; `expected_version` (`If-Match`) is checked where REST checks it.
+pub(crate) async fn update_row(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: PatchBody,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<EngagementRow, ApiError> {
+    let id = parse_id(id)?;
+    load(state, caller, &id).await?;
     reject_unknown(&body.unknown, READ_ONLY)?;
     let name = match body.name {
         Some(None) => return Err(ApiError::validation("name", "cannot be null")),
@@ -302,8 +334,7 @@ pub async fn update(
         tags: body.tags.map(Option::unwrap_or_default),
     };
     let command = EngagementCommand::Update { organization_id: caller.organization_id().to_owned(), patch };
-    let row = run(&state, &caller, &id, command, if_match(&headers)?).await?;
-    Ok(respond(StatusCode::OK, &row))
+    run(state, caller, &id, command, expected_version?).await
 }
 
 /// Archive an engagement (it becomes read-only).
@@ -316,11 +347,20 @@ pub async fn archive(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
-    load(&state, &caller, &id).await?;
-    let command = EngagementCommand::Archive { organization_id: caller.organization_id().to_owned() };
-    let row = run(&state, &caller, &id, command, if_match(&headers)?).await?;
+    let row = archive_row(&state, &caller, &id, if_match(&headers)).await?;
     Ok(respond(StatusCode::OK, &row))
+}
+
+pub(crate) async fn archive_row(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<EngagementRow, ApiError> {
+    let id = parse_id(id)?;
+    load(state, caller, &id).await?;
+    let command = EngagementCommand::Archive { organization_id: caller.organization_id().to_owned() };
+    run(state, caller, &id, command, expected_version?).await
 }
 
 /// Unarchive an engagement.
@@ -333,11 +373,20 @@ pub async fn unarchive(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
-    load(&state, &caller, &id).await?;
-    let command = EngagementCommand::Unarchive { organization_id: caller.organization_id().to_owned() };
-    let row = run(&state, &caller, &id, command, if_match(&headers)?).await?;
+    let row = unarchive_row(&state, &caller, &id, if_match(&headers)).await?;
     Ok(respond(StatusCode::OK, &row))
+}
+
+pub(crate) async fn unarchive_row(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<EngagementRow, ApiError> {
+    let id = parse_id(id)?;
+    load(state, caller, &id).await?;
+    let command = EngagementCommand::Unarchive { organization_id: caller.organization_id().to_owned() };
+    run(state, caller, &id, command, expected_version?).await
 }
 
 /// Delete an engagement; it and its children answer 404 from then on (their events stay).
@@ -350,11 +399,21 @@ pub async fn delete(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let id = parse_id(&id)?;
-    load(&state, &caller, &id).await?;
+    delete_row(&state, &caller, &id, if_match(&headers)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn delete_row(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<(), ApiError> {
+    let id = parse_id(id)?;
+    load(state, caller, &id).await?;
     let command = EngagementCommand::Delete { organization_id: caller.organization_id().to_owned() };
     let execution = Execution {
-        expected_version: if_match(&headers)?,
+        expected_version: expected_version?,
         claim: command.claim(),
         engagement_id: Some(id.to_string()),
     };
@@ -362,8 +421,7 @@ pub async fn delete(
         .commands
         .execute::<Engagement>(id.as_str(), command, &caller.command_context(), execution)
         .await?;
-    state.visibility.wait(&committed).await?;
-    Ok(StatusCode::NO_CONTENT)
+    state.visibility.wait(&committed).await
 }
 
 /// Runs `command`, waits until the read table shows it, and returns the row.

@@ -1,7 +1,8 @@
 //! `/api/v1/events`: the organization's log as event objects (JSON pages or NDJSON), the SSE
 //! stream that replays then follows it, and the hash-chain check.
 
-use std::collections::VecDeque;
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -11,10 +12,11 @@ use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use pwnbook_events::{log, LogEvent, Store};
 use pwnbook_projections::feed::{self, EventFilter};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 use utoipa::{IntoParams, ToSchema};
@@ -30,6 +32,10 @@ const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1_000;
 /// Events per database read when streaming (NDJSON, SSE): memory stays bounded by one page.
 const STREAM_PAGE: i64 = 1_000;
+/// Events per database read of an NDJSON export: fewer round trips than a live stream's page.
+const NDJSON_PAGE: i64 = 2_000;
+/// NDJSON chunks rendered ahead of the client.
+const PREFETCH: usize = 2;
 /// How often a live stream looks at the log when no wake-up came (another process's writes).
 const FOLLOW_POLL: Duration = Duration::from_millis(250);
 /// The resource types of SPEC §4 (`resourceType` values).
@@ -111,6 +117,117 @@ pub fn event_view(event: &LogEvent) -> EventView {
 /// The event object as JSON (deliveries, streams, history).
 pub fn event_object(event: &LogEvent) -> Value {
     to_json(event_view(event))
+}
+
+/// The parts of an event's metadata that are part of the event object, as stored.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredMeta<'a> {
+    #[serde(borrow)]
+    actor_type: Option<&'a RawValue>,
+    #[serde(borrow)]
+    actor_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    actor_name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    request_id: Option<&'a RawValue>,
+}
+
+/// Appends `json` (one valid JSON value) to `out` as serde_json writes it after parsing it into a
+/// `Value`, without building one: whitespace dropped, plain strings and integers copied, any other
+/// string or number parsed and written back by serde_json. Stored payloads come back from
+/// PostgreSQL with spaces (`{"a": 1}`), from SQLite compact.
+fn write_compact(out: &mut Vec<u8>, json: &str) -> Result<(), serde_json::Error> {
+    let bytes = json.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'"' => {
+                let start = i;
+                let mut escaped = false;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    if bytes[i] == b'\\' {
+                        escaped = true;
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                i += 1;
+                let token = json.get(start..i).unwrap_or_default();
+                if escaped {
+                    serde_json::to_writer(&mut *out, &serde_json::from_str::<Cow<'_, str>>(token)?)?;
+                } else {
+                    out.extend_from_slice(token.as_bytes());
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < bytes.len() && matches!(bytes[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                    i += 1;
+                }
+                let token = json.get(start..i).unwrap_or_default();
+                if token.len() < 19 && token.bytes().all(|b| b.is_ascii_digit()) {
+                    out.extend_from_slice(token.as_bytes());
+                } else {
+                    serde_json::to_writer(&mut *out, &serde_json::from_str::<serde_json::Number>(token)?)?;
+                }
+            }
+            other => {
+                out.push(other);
+                i += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Appends the event object's JSON to `out`, byte for byte what serializing `event_object` gives,
+/// without building it: the stored payload's and metadata's values are re-written compactly
+/// (`write_compact`). Anything unusual (a payload that is not one tagged object, a field that may
+/// hold a secret, metadata that does not parse) goes through `event_object`.
+pub fn write_event_object(out: &mut Vec<u8>, event: &LogEvent) -> Result<(), serde_json::Error> {
+    let parts = serde_json::from_str::<HashMap<Cow<'_, str>, &RawValue>>(&event.payload)
+        .ok()
+        .filter(|tagged| tagged.len() == 1)
+        .and_then(|tagged| tagged.into_values().next())
+        .filter(|data| data.get().starts_with('{') && !data.get().contains("\"secret"))
+        .zip(serde_json::from_str::<StoredMeta<'_>>(&event.metadata).ok());
+    let Some((data, meta)) = parts else {
+        return serde_json::to_writer(&mut *out, &event_object(event));
+    };
+    let raw = |out: &mut Vec<u8>, value: Option<&RawValue>| match value {
+        Some(value) => write_compact(out, value.get()),
+        None => {
+            out.extend_from_slice(b"null");
+            Ok(())
+        }
+    };
+    out.extend_from_slice(b"{\"id\":");
+    serde_json::to_writer(&mut *out, &event.event_id)?;
+    out.extend_from_slice(format!(",\"position\":{},\"type\":", event.position).as_bytes());
+    serde_json::to_writer(&mut *out, &event.event_type)?;
+    out.extend_from_slice(b",\"resourceType\":");
+    serde_json::to_writer(&mut *out, &event.aggregate_type)?;
+    out.extend_from_slice(b",\"resourceId\":");
+    serde_json::to_writer(&mut *out, &event.aggregate_id)?;
+    out.extend_from_slice(b",\"engagementId\":");
+    serde_json::to_writer(&mut *out, &event.engagement_id)?;
+    out.extend_from_slice(format!(",\"sequence\":{},\"occurredAt\":", event.sequence).as_bytes());
+    serde_json::to_writer(&mut *out, &format_millis(event.recorded_at))?;
+    out.extend_from_slice(b",\"actor\":{\"type\":");
+    raw(out, meta.actor_type)?;
+    out.extend_from_slice(b",\"id\":");
+    raw(out, meta.actor_id)?;
+    out.extend_from_slice(b",\"name\":");
+    raw(out, meta.actor_name)?;
+    out.extend_from_slice(b"},\"requestId\":");
+    raw(out, meta.request_id)?;
+    out.extend_from_slice(b",\"data\":");
+    write_compact(out, data.get())?;
+    out.push(b'}');
+    Ok(())
 }
 
 /// Where a feed page stopped.
@@ -269,7 +386,9 @@ pub async fn list(
 }
 
 /// The selection after `after` up to `head` as NDJSON chunks, one database page per chunk;
-/// `limit` caps the number of events.
+/// `limit` caps the number of events. A task reads and renders the next page while the previous
+/// one is being sent (at most `PREFETCH` chunks ahead, so memory stays bounded); it stops when
+/// the response is dropped.
 pub fn ndjson(
     store: Store,
     organization_id: String,
@@ -278,43 +397,42 @@ pub fn ndjson(
     head: i64,
     limit: Option<i64>,
 ) -> impl Stream<Item = Result<Bytes, ApiError>> + Send + 'static {
-    struct Cursor {
-        store: Store,
-        organization_id: String,
-        filter: EventFilter,
-        after: i64,
-        head: i64,
-        remaining: i64,
-    }
-    let cursor = Cursor { store, organization_id, filter, after, head, remaining: limit.unwrap_or(i64::MAX) };
-    futures::stream::try_unfold(cursor, |mut cursor| async move {
-        loop {
-            if cursor.after >= cursor.head || cursor.remaining == 0 {
-                return Ok(None);
-            }
-            let page = feed::page(
-                &cursor.store,
-                &cursor.organization_id,
-                &cursor.filter,
-                cursor.after,
-                STREAM_PAGE.min(cursor.remaining),
-                cursor.head,
-            )
-            .await
-            .inspect_err(|error| tracing::error!(%error, "NDJSON stream aborted"))?;
-            cursor.after = page.scanned_to;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, ApiError>>(PREFETCH);
+    tokio::spawn(async move {
+        let mut after = after;
+        let mut remaining = limit.unwrap_or(i64::MAX);
+        while after < head && remaining > 0 {
+            let page =
+                match feed::page(&store, &organization_id, &filter, after, NDJSON_PAGE.min(remaining), head)
+                    .await
+                {
+                    Ok(page) => page,
+                    Err(error) => {
+                        tracing::error!(%error, "NDJSON stream aborted");
+                        let _ = sender.send(Err(error.into())).await;
+                        return;
+                    }
+                };
+            after = page.scanned_to;
             if page.events.is_empty() {
                 continue;
             }
-            cursor.remaining -= page.events.len() as i64;
-            let mut chunk = Vec::with_capacity(page.events.len() * 512);
+            remaining -= page.events.len() as i64;
+            let mut chunk = Vec::with_capacity(page.events.len() * 640);
             for event in &page.events {
-                serde_json::to_writer(&mut chunk, &event_object(event))
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                if let Err(error) = write_event_object(&mut chunk, event) {
+                    let _ = sender.send(Err(ApiError::Internal(error.to_string()))).await;
+                    return;
+                }
                 chunk.push(b'\n');
             }
-            return Ok(Some((Bytes::from(chunk), cursor)));
+            if sender.send(Ok(Bytes::from(chunk))).await.is_err() {
+                return;
+            }
         }
+    });
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
     })
 }
 
@@ -347,25 +465,16 @@ pub async fn stream(
         Some(position) => position,
         None => log::head(&state.store).await?,
     };
-    let follow = Follow {
-        store: state.store.clone(),
-        organization_id: caller.organization_id().to_owned(),
-        filter,
-        after: start,
-        buffer: VecDeque::new(),
-        head: Some(state.visibility.head()),
-        shutdown: state.shutdown.clone(),
-    };
-    let events = futures::stream::unfold(follow, |mut follow| async move {
-        let event = follow.next().await?;
-        let message = Event::default().id(event.position.to_string()).data(event_object(&event).to_string());
-        Some((Ok(message), follow))
+    let follow = Follow::new(&state, caller.organization_id().to_owned(), filter, start);
+    let events = follow.into_stream().map(|event| {
+        Ok(Event::default().id(event.position.to_string()).data(event_object(&event).to_string()))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(state.sse_heartbeat).text("heartbeat")))
 }
 
-/// A reader that follows one organization's log from a position, forever (until shutdown).
-struct Follow {
+/// A reader that follows one organization's log from a position, forever (until shutdown): the
+/// SSE stream and GraphQL's `events` subscription.
+pub(crate) struct Follow {
     store: Store,
     organization_id: String,
     filter: EventFilter,
@@ -377,6 +486,28 @@ struct Follow {
 }
 
 impl Follow {
+    /// Follows the events of `organization_id` that pass `filter`, after the position `after`.
+    pub(crate) fn new(state: &AppState, organization_id: String, filter: EventFilter, after: i64) -> Self {
+        Self {
+            store: state.store.clone(),
+            organization_id,
+            filter,
+            after,
+            buffer: VecDeque::new(),
+            head: Some(state.visibility.head()),
+            shutdown: state.shutdown.clone(),
+        }
+    }
+
+    /// The matching events in log order; the stream ends on server shutdown (or a database
+    /// failure, logged).
+    pub(crate) fn into_stream(self) -> impl Stream<Item = LogEvent> + Send + 'static {
+        futures::stream::unfold(self, |mut follow| async move {
+            let event = follow.next().await?;
+            Some((event, follow))
+        })
+    }
+
     /// The next matching event; `None` ends the stream (server shutdown or a database failure).
     async fn next(&mut self) -> Option<LogEvent> {
         loop {
@@ -451,4 +582,60 @@ pub async fn verify(
         checked: report.checked,
         first_broken_position: report.first_broken_position,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn event(aggregate_type: &str, payload: &str, metadata: &str) -> LogEvent {
+        LogEvent {
+            position: 42,
+            event_id: "evt_01j9k2m3n4p5q6r7s8t9".to_owned(),
+            organization_id: "org_01j9k2m3n4p5q6r7s8t9".to_owned(),
+            engagement_id: Some("eng_01j9k2m3n4p5q6r7s8t9".to_owned()),
+            aggregate_type: aggregate_type.to_owned(),
+            aggregate_id: "fnd_01j9k2m3n4p5q6r7s8t9".to_owned(),
+            sequence: 3,
+            event_type: "finding.updated".to_owned(),
+            event_version: "1".to_owned(),
+            payload: payload.to_owned(),
+            metadata: metadata.to_owned(),
+            recorded_at: 1_700_000_000_123,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_written_event_object_is_the_serialized_one() {
+        let meta = r#"{"actorType":"api_key","actorId":"key_1","actorName":"Ci \"bot\" é","requestId":"req_1","claims":[1]}"#;
+        let cases = [
+            event(
+                "finding",
+                r#"{"finding.updated":{"title":"XSS \u0001 é","cvss":{"score":7.5},"tags":[]}}"#,
+                meta,
+            ),
+            event("finding", r#"{"finding.deleted":{}}"#, r#"{"actorType":"system","actorId":null}"#),
+            event("api_key", r#"{"api_key.created":{"name":"k","secretHash":"abc"}}"#, meta),
+            event("webhook", r#"{"webhook.created":{"url":"https://x.test","secret":"s"}}"#, meta),
+            event("finding", r#"{"a":{},"b":{}}"#, meta),
+            event("finding", r#""finding.touched""#, "not json"),
+            event("finding", r#"{"finding.updated":[1,2]}"#, "{}"),
+            // As PostgreSQL returns them: spaces, escapes, numbers in other spellings.
+            event(
+                "finding",
+                r#"{"finding.updated": {"title": "a \"b\" \\ \n \u00e9 \/", "n": [1e20, -0, 1.0, 7.50, 12345678901234567890, -3], "x": {"y": [true, false, null]}}}"#,
+                r#"{"actorId": "key_1", "actorName": "\u00e9\t", "actorType": "api_key", "requestId": null}"#,
+            ),
+        ];
+        for case in &cases {
+            let mut written = Vec::new();
+            write_event_object(&mut written, case).unwrap();
+            let serialized = serde_json::to_vec(&event_object(case)).unwrap();
+            assert_eq!(String::from_utf8(written).unwrap(), String::from_utf8(serialized).unwrap());
+        }
+    }
 }

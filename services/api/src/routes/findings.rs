@@ -28,7 +28,7 @@ use crate::routes::{history, scope};
 use crate::state::AppState;
 use crate::time::format_millis;
 
-const SORTS: &[(&str, FindingSort)] = &[
+pub(crate) const SORTS: &[(&str, FindingSort)] = &[
     ("createdAt", FindingSort::CreatedAt),
     ("updatedAt", FindingSort::UpdatedAt),
     ("severity", FindingSort::Severity),
@@ -36,7 +36,7 @@ const SORTS: &[(&str, FindingSort)] = &[
     ("title", FindingSort::Title),
     ("status", FindingSort::Status),
 ];
-const FILTERS: &[&str] = &[
+pub(crate) const FILTERS: &[&str] = &[
     "status",
     "severity",
     "reviewStatus",
@@ -48,7 +48,7 @@ const FILTERS: &[&str] = &[
     "createdAfter",
     "createdBefore",
 ];
-const FLAT_FILTERS: &[&str] = &[
+pub(crate) const FLAT_FILTERS: &[&str] = &[
     "engagementId",
     "status",
     "severity",
@@ -192,12 +192,14 @@ pub struct BulkResultView {
     error: Option<crate::openapi::ErrorDetail>,
 }
 
-async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<FindingRow, ApiError> {
+/// The live finding `id` of the caller's organization (404 otherwise).
+pub(crate) async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<FindingRow, ApiError> {
     let id = Id::parse(IdKind::Finding, id).ok_or(ApiError::NotFound)?;
     findings::get(state.store.pool(), caller.organization_id(), id.as_str()).await?.ok_or(ApiError::NotFound)
 }
 
-fn filter_of(request: &ListRequest<FindingSort>, flat: bool) -> Result<FindingFilter, ApiError> {
+/// The filter of a finding list request; `flat` lists (`GET /findings`) also filter by engagement.
+pub(crate) fn filter_of(request: &ListRequest<FindingSort>, flat: bool) -> Result<FindingFilter, ApiError> {
     let mut filters = request.filters();
     let filter = FindingFilter {
         engagement_ids: if flat { filters.take_list("engagementId") } else { Vec::new() },
@@ -338,14 +340,29 @@ pub async fn create(
     Path(engagement_id): Path<String>,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
-    let engagement = scope::writable(&state, &caller, &engagement_id).await?;
+    let row = create_row(&state, &caller, &engagement_id, body).await?;
+    let mut response = respond(StatusCode::CREATED, &row);
+    if let Ok(location) = format!("/api/v1/findings/{}", row.id).parse() {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Adds a finding to the engagement `engagement_id` (REST and GraphQL).
+pub(crate) async fn create_row(
+    state: &AppState,
+    caller: &Caller,
+    engagement_id: &str,
+    body: CreateBody,
+) -> Result<FindingRow, ApiError> {
+    let engagement = scope::writable(state, caller, engagement_id).await?;
     // A new finding starts as a draft in review; its lifecycle moves only through transitions.
     reject_unknown(&body.unknown, &[READ_ONLY, &["status", "reviewStatus"]].concat())?;
     let Some(title) = body.title else {
         return Err(ApiError::Validation(vec![FieldError::new("title", "is required")]));
     };
     let affected = body.affected_target_ids.unwrap_or_default();
-    check_targets(&state, &caller, &engagement.id, &affected).await?;
+    check_targets(state, caller, &engagement.id, &affected).await?;
     let id = Id::generate(IdKind::Finding);
     let command = FindingCommand::Create {
         organization_id: caller.organization_id().to_owned(),
@@ -366,12 +383,7 @@ pub async fn create(
             tags: body.tags.unwrap_or_default(),
         },
     };
-    let row = run(&state, &caller, id.as_str(), &engagement.id, command, None).await?;
-    let mut response = respond(StatusCode::CREATED, &row);
-    if let Ok(location) = format!("/api/v1/findings/{id}").parse() {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    run(state, caller, id.as_str(), &engagement.id, command, None).await
 }
 
 /// Findings in history and time travel.
@@ -486,8 +498,20 @@ pub async fn update(
     headers: HeaderMap,
     ApiJson(body): ApiJson<PatchBody>,
 ) -> Result<Response, ApiError> {
-    let current = load(&state, &caller, &id).await?;
-    scope::writable(&state, &caller, &current.engagement_id).await?;
+    let row = update_row(&state, &caller, &id, body, if_match(&headers)).await?;
+    Ok(respond(StatusCode::OK, &row))
+}
+
+/// Updates a finding; `expected_version` (`If-Match`) is checked where REST checks it.
+pub(crate) async fn update_row(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: PatchBody,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<FindingRow, ApiError> {
+    let current = load(state, caller, id).await?;
+    scope::writable(state, caller, &current.engagement_id).await?;
     reject_unknown(&body.unknown, READ_ONLY)?;
     let mut errors = Vec::new();
     let title = not_null("title", body.title, &mut errors);
@@ -500,7 +524,7 @@ pub async fn update(
     // `null` empties a list.
     let affected = body.affected_target_ids.map(Option::unwrap_or_default);
     if let Some(ids) = &affected {
-        check_targets(&state, &caller, &current.engagement_id, ids).await?;
+        check_targets(state, caller, &current.engagement_id, ids).await?;
     }
     let patch = FindingPatch {
         title,
@@ -520,8 +544,7 @@ pub async fn update(
         review_status,
     };
     let command = FindingCommand::Update { organization_id: caller.organization_id().to_owned(), patch };
-    let row = run(&state, &caller, &current.id, &current.engagement_id, command, if_match(&headers)?).await?;
-    Ok(respond(StatusCode::OK, &row))
+    run(state, caller, &current.id, &current.engagement_id, command, expected_version?).await
 }
 
 /// A transition of either lifecycle.
@@ -548,8 +571,19 @@ pub async fn transition(
     headers: HeaderMap,
     ApiJson(body): ApiJson<TransitionBody>,
 ) -> Result<Response, ApiError> {
-    let current = load(&state, &caller, &id).await?;
-    scope::writable(&state, &caller, &current.engagement_id).await?;
+    let row = transition_row(&state, &caller, &id, body, if_match(&headers)).await?;
+    Ok(respond(StatusCode::OK, &row))
+}
+
+pub(crate) async fn transition_row(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: TransitionBody,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<FindingRow, ApiError> {
+    let current = load(state, caller, id).await?;
+    scope::writable(state, caller, &current.engagement_id).await?;
     reject_unknown(&body.unknown, &[])?;
     let command = FindingCommand::Transition {
         organization_id: caller.organization_id().to_owned(),
@@ -557,8 +591,7 @@ pub async fn transition(
         review_status: body.review_status,
         comment: body.comment,
     };
-    let row = run(&state, &caller, &current.id, &current.engagement_id, command, if_match(&headers)?).await?;
-    Ok(respond(StatusCode::OK, &row))
+    run(state, caller, &current.id, &current.engagement_id, command, expected_version?).await
 }
 
 /// Delete a finding.
@@ -571,18 +604,27 @@ pub async fn delete(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let current = load(&state, &caller, &id).await?;
-    scope::writable(&state, &caller, &current.engagement_id).await?;
+    delete_row(&state, &caller, &id, if_match(&headers)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn delete_row(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<(), ApiError> {
+    let current = load(state, caller, id).await?;
+    scope::writable(state, caller, &current.engagement_id).await?;
     let command = FindingCommand::Delete { organization_id: caller.organization_id().to_owned() };
     let execution = Execution {
-        expected_version: if_match(&headers)?,
+        expected_version: expected_version?,
         claim: None,
         engagement_id: Some(current.engagement_id.clone()),
     };
     let committed =
         state.commands.execute::<Finding>(&current.id, command, &caller.command_context(), execution).await?;
-    state.visibility.wait(&committed).await?;
-    Ok(StatusCode::NO_CONTENT)
+    state.visibility.wait(&committed).await
 }
 
 /// What a bulk update sets on every finding.
@@ -622,7 +664,17 @@ pub async fn bulk(
     Path(engagement_id): Path<String>,
     ApiJson(body): ApiJson<BulkBody>,
 ) -> Result<Json<Data<Vec<BulkResultView>>>, ApiError> {
-    let engagement = scope::writable(&state, &caller, &engagement_id).await?;
+    Ok(data(bulk_results(&state, &caller, &engagement_id, body).await?))
+}
+
+/// Applies a bulk update (REST and GraphQL): one result per id, in the order given.
+pub(crate) async fn bulk_results(
+    state: &AppState,
+    caller: &Caller,
+    engagement_id: &str,
+    body: BulkBody,
+) -> Result<Vec<BulkResultView>, ApiError> {
+    let engagement = scope::writable(state, caller, engagement_id).await?;
     reject_unknown(&body.unknown, &[])?;
     let (Some(ids), Some(set)) = (body.ids, body.set) else {
         return Err(ApiError::Validation(vec![FieldError::new("ids", "ids and set are required")]));
@@ -653,13 +705,13 @@ pub async fn bulk(
             ..FindingPatch::default()
         };
         let outcome = async {
-            let current = load(&state, &caller, &id).await?;
+            let current = load(state, caller, &id).await?;
             if current.engagement_id != engagement.id {
                 return Err(ApiError::NotFound);
             }
             let command =
                 FindingCommand::Update { organization_id: caller.organization_id().to_owned(), patch };
-            run(&state, &caller, &current.id, &current.engagement_id, command, None).await
+            run(state, caller, &current.id, &current.engagement_id, command, None).await
         }
         .await;
         results.push(match outcome {
@@ -672,7 +724,7 @@ pub async fn bulk(
             },
         });
     }
-    Ok(data(results))
+    Ok(results)
 }
 
 /// Runs `command`, waits until the read table shows it, and returns the row.

@@ -134,15 +134,15 @@ pub async fn history<R: Tracked>(
     Ok(Json(feed_page(&state.store, caller.organization_id(), &filter, after, limit).await?))
 }
 
-/// `?version=<n>` or `?asOf=<RFC 3339>` on a single-resource GET: the resource folded from its
-/// events up to that point. `None` when neither is given (the handler serves the live row). A
-/// resource deleted since is only shown to keys with `audit:read`.
-pub async fn time_travel<R: Tracked>(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-    params: &mut QueryParams,
-) -> Result<Option<Response>, ApiError> {
+/// A point in a resource's past: its version, or a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    Version(i64),
+    AsOf(i64),
+}
+
+/// `version` and `asOf` from `params`; `None` when neither is given.
+pub fn take_moment(params: &mut QueryParams) -> Result<Option<Moment>, ApiError> {
     let version = params
         .take("version")
         .map(|v| {
@@ -153,12 +153,37 @@ pub async fn time_travel<R: Tracked>(
         })
         .transpose()?;
     let as_of = params.take_timestamp("asOf")?;
-    if version.is_none() && as_of.is_none() {
-        return Ok(None);
+    match (version, as_of) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(ApiError::BadRequest("version and asOf cannot be combined".to_owned())),
+        (Some(version), None) => Ok(Some(Moment::Version(version))),
+        (None, Some(at)) => Ok(Some(Moment::AsOf(at))),
     }
-    if version.is_some() && as_of.is_some() {
-        return Err(ApiError::BadRequest("version and asOf cannot be combined".to_owned()));
-    }
+}
+
+/// `?version=<n>` or `?asOf=<RFC 3339>` on a single-resource GET: the resource folded from its
+/// events up to that point. `None` when neither is given (the handler serves the live row). A
+/// resource deleted since is only shown to keys with `audit:read`.
+pub async fn time_travel<R: Tracked>(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    params: &mut QueryParams,
+) -> Result<Option<Response>, ApiError> {
+    let Some(moment) = take_moment(params)? else { return Ok(None) };
+    let (resource, version) = past::<R>(state, caller, id, moment).await?;
+    Ok(Some(([(header::ETAG, etag(version))], Json(json!({ "data": resource }))).into_response()))
+}
+
+/// The resource `id` of the caller's organization as it was at `moment` (the JSON of its GET)
+/// and its version then; 404 when it did not exist then, or when it is gone now and the key
+/// lacks `audit:read`.
+pub async fn past<R: Tracked>(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    moment: Moment,
+) -> Result<(Value, i64), ApiError> {
     let events = log::read_stream(&state.store, caller.organization_id(), R::AGGREGATE, id).await?;
     if events.is_empty() {
         return Err(ApiError::NotFound);
@@ -168,17 +193,15 @@ pub async fn time_travel<R: Tracked>(
     {
         return Err(ApiError::NotFound);
     }
-    let upto = match (version, as_of) {
-        (Some(version), _) => events.iter().take_while(|e| e.sequence <= version).count(),
-        (None, Some(at)) => events.iter().take_while(|e| e.recorded_at <= at).count(),
-        (None, None) => events.len(),
+    let (upto, as_of) = match moment {
+        Moment::Version(version) => (events.iter().take_while(|e| e.sequence <= version).count(), None),
+        Moment::AsOf(at) => (events.iter().take_while(|e| e.recorded_at <= at).count(), Some(at)),
     };
     // A version past the newest does not exist (yet).
-    if version.is_some_and(|v| events.last().is_some_and(|last| v > last.sequence)) {
-        return Err(ApiError::NotFound);
+    if let Moment::Version(version) = moment {
+        if events.last().is_some_and(|last| version > last.sequence) {
+            return Err(ApiError::NotFound);
+        }
     }
-    let Some((resource, version)) = R::fold(state, &events[..upto], as_of).await? else {
-        return Err(ApiError::NotFound);
-    };
-    Ok(Some(([(header::ETAG, etag(version))], Json(json!({ "data": resource }))).into_response()))
+    R::fold(state, &events[..upto], as_of).await?.ok_or(ApiError::NotFound)
 }

@@ -21,7 +21,7 @@ use axum::{middleware, Router};
 use pwnbook_commands::Permission;
 
 use crate::state::AppState;
-use crate::{auth, idempotency};
+use crate::{auth, graphql, idempotency};
 
 /// One route and the permission a key needs to call it.
 #[derive(Debug, Clone, Copy)]
@@ -120,10 +120,22 @@ api_routes! {
     get "/api/v1/webhooks/{id}/history" => webhooks::history_page, AuditRead;
 }
 
-/// The whole HTTP surface: authenticated `/api/v1` routes plus the open health endpoints.
+/// The whole HTTP surface: authenticated `/api/v1` routes, GraphQL, and the open health
+/// endpoints.
 pub fn router(state: AppState) -> Router<AppState> {
     api_router()
         .route_layer(middleware::from_fn_with_state(state, idempotency::middleware))
         .route_layer(middleware::from_fn(auth::authorize))
+        .merge(graphql_router())
         .merge(health::router())
+}
+
+/// GraphQL checks permissions per field (with this table's permissions), so its routes are
+/// outside the table: `POST` answers 401 without a valid key like every route, the WebSocket
+/// authenticates from its `connection_init` payload, and the SDL is open like the OpenAPI
+/// document. `Idempotency-Key` is a REST feature: GraphQL ignores it.
+fn graphql_router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/graphql", post(graphql::http::execute).get(graphql::http::subscribe))
+        .route("/api/v1/graphql/schema.graphql", get(graphql::http::schema_sdl))
 }

@@ -51,8 +51,13 @@ fn render(row: &OrganizationRow, engagement_count: i64) -> OrganizationView {
 }
 
 async fn respond(state: &AppState, row: &OrganizationRow) -> Result<Response, ApiError> {
+    Ok(([(header::ETAG, etag(row.version))], data(view(state, row).await?)).into_response())
+}
+
+/// The organization as its GET renders it (REST and GraphQL).
+pub(crate) async fn view(state: &AppState, row: &OrganizationRow) -> Result<Value, ApiError> {
     let engagement_count = organizations::engagement_count(state.store.pool(), &row.id).await?;
-    Ok(([(header::ETAG, etag(row.version))], data(render(row, engagement_count))).into_response())
+    Ok(to_json(render(row, engagement_count)))
 }
 
 /// The organization in history and time travel; its engagement count is counted from the log
@@ -88,7 +93,8 @@ pub async fn history(
     history::history::<Tracked>(&state, &caller, &id, params).await
 }
 
-async fn load(state: &AppState, caller: &Caller) -> Result<OrganizationRow, ApiError> {
+/// The caller's organization.
+pub(crate) async fn load(state: &AppState, caller: &Caller) -> Result<OrganizationRow, ApiError> {
     organizations::get(state.store.pool(), caller.organization_id()).await?.ok_or(ApiError::NotFound)
 }
 
@@ -131,12 +137,23 @@ pub async fn update(
     headers: HeaderMap,
     ApiJson(body): ApiJson<PatchBody>,
 ) -> Result<Response, ApiError> {
-    load(&state, &caller).await?;
+    let row = update_row(&state, &caller, body, if_match(&headers)).await?;
+    respond(&state, &row).await
+}
+
+/// Renames the caller's organization (REST and GraphQL); without a name, changes nothing.
+pub(crate) async fn update_row(
+    state: &AppState,
+    caller: &Caller,
+    body: PatchBody,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<OrganizationRow, ApiError> {
+    load(state, caller).await?;
     reject_unknown(&body.unknown, READ_ONLY)?;
     let Some(name) = body.name else {
-        return respond(&state, &load(&state, &caller).await?).await;
+        return load(state, caller).await;
     };
-    let execution = Execution { expected_version: if_match(&headers)?, ..Execution::default() };
+    let execution = Execution { expected_version: expected_version?, ..Execution::default() };
     let committed = state
         .commands
         .execute::<Organization>(
@@ -147,5 +164,5 @@ pub async fn update(
         )
         .await?;
     state.visibility.wait(&committed).await?;
-    respond(&state, &load(&state, &caller).await?).await
+    load(state, caller).await
 }

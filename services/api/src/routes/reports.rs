@@ -27,13 +27,13 @@ use crate::routes::{history, scope};
 use crate::state::AppState;
 use crate::time::{format_millis, now_millis};
 
-const SORTS: &[(&str, ReportSort)] = &[
+pub(crate) const SORTS: &[(&str, ReportSort)] = &[
     ("createdAt", ReportSort::CreatedAt),
     ("updatedAt", ReportSort::UpdatedAt),
     ("title", ReportSort::Title),
 ];
-const FILTERS: &[&str] = &["status", "format", "q"];
-const FLAT_FILTERS: &[&str] = &["engagementId", "status", "format", "q"];
+pub(crate) const FILTERS: &[&str] = &["status", "format", "q"];
+pub(crate) const FLAT_FILTERS: &[&str] = &["engagementId", "status", "format", "q"];
 const READ_ONLY: &[&str] = &[
     "id",
     "engagementId",
@@ -113,9 +113,27 @@ pub struct FlatQuery {
     engagementId: Option<String>,
 }
 
-async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<ReportRow, ApiError> {
+/// The live report `id` of the caller's organization (404 otherwise).
+pub(crate) async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<ReportRow, ApiError> {
     let id = Id::parse(IdKind::Report, id).ok_or(ApiError::NotFound)?;
     reports::get(state.store.pool(), caller.organization_id(), id.as_str()).await?.ok_or(ApiError::NotFound)
+}
+
+/// The filter of a report list request: of the engagements `engagement_ids`, or (`None`, the
+/// flat list) of those its `engagementId` names.
+pub(crate) fn filter_of(
+    request: &ListRequest<ReportSort>,
+    engagement_ids: Option<Vec<String>>,
+) -> Result<ReportFilter, ApiError> {
+    let mut filters = request.filters();
+    let filter = ReportFilter {
+        engagement_ids: engagement_ids.unwrap_or_else(|| filters.take_list("engagementId")),
+        status: filters.take_enum_list("status", STATUSES)?,
+        format: filters.take_enum_list("format", FORMATS)?,
+        q: filters.take("q").filter(|q| !q.is_empty()),
+    };
+    filters.finish()?;
+    Ok(filter)
 }
 
 async fn respond_list(
@@ -125,14 +143,7 @@ async fn respond_list(
     engagement_ids: Option<Vec<String>>,
 ) -> Result<Json<Value>, ApiError> {
     request.check_cursor(ReportSort::accepts)?;
-    let mut filters = request.filters();
-    let filter = ReportFilter {
-        engagement_ids: engagement_ids.unwrap_or_else(|| filters.take_list("engagementId")),
-        status: filters.take_enum_list("status", STATUSES)?,
-        format: filters.take_enum_list("format", FORMATS)?,
-        q: filters.take("q").filter(|q| !q.is_empty()),
-    };
-    filters.finish()?;
+    let filter = filter_of(&request, engagement_ids)?;
     let pool = state.store.pool();
     let org = caller.organization_id();
     let rows = reports::list(pool, org, &filter, request.sort, request.order, &request.window).await?;
@@ -192,7 +203,22 @@ pub async fn create(
     Path(engagement_id): Path<String>,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
-    let engagement = scope::writable(&state, &caller, &engagement_id).await?;
+    let row = create_row(&state, &caller, &engagement_id, body).await?;
+    let mut response = respond(StatusCode::CREATED, &row);
+    if let Ok(location) = format!("/api/v1/reports/{}", row.id).parse() {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Adds a report to the engagement `engagement_id` (REST and GraphQL).
+pub(crate) async fn create_row(
+    state: &AppState,
+    caller: &Caller,
+    engagement_id: &str,
+    body: CreateBody,
+) -> Result<ReportRow, ApiError> {
+    let engagement = scope::writable(state, caller, engagement_id).await?;
     // A new report is a draft; its status moves through PATCH.
     reject_unknown(&body.unknown, &[READ_ONLY, &["status"]].concat())?;
     let Some(title) = body.title else {
@@ -205,12 +231,7 @@ pub async fn create(
         title,
         format: body.format,
     };
-    let row = run(&state, &caller, id.as_str(), &engagement.id, command, None).await?;
-    let mut response = respond(StatusCode::CREATED, &row);
-    if let Ok(location) = format!("/api/v1/reports/{id}").parse() {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    run(state, caller, id.as_str(), &engagement.id, command, None).await
 }
 
 /// Reports in history and time travel.
@@ -310,8 +331,20 @@ pub async fn update(
     headers: HeaderMap,
     ApiJson(body): ApiJson<PatchBody>,
 ) -> Result<Response, ApiError> {
-    let current = load(&state, &caller, &id).await?;
-    scope::writable(&state, &caller, &current.engagement_id).await?;
+    let row = update_row(&state, &caller, &id, body, if_match(&headers)).await?;
+    Ok(respond(StatusCode::OK, &row))
+}
+
+/// Updates a report; `expected_version` (`If-Match`) is checked where REST checks it.
+pub(crate) async fn update_row(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: PatchBody,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<ReportRow, ApiError> {
+    let current = load(state, caller, id).await?;
+    scope::writable(state, caller, &current.engagement_id).await?;
     reject_unknown(&body.unknown, READ_ONLY)?;
     let nulls: Vec<FieldError> = [("title", &body.title), ("format", &body.format), ("status", &body.status)]
         .into_iter()
@@ -327,8 +360,7 @@ pub async fn update(
         status: body.status.flatten(),
     };
     let command = ReportCommand::Update { organization_id: caller.organization_id().to_owned(), patch };
-    let row = run(&state, &caller, &current.id, &current.engagement_id, command, if_match(&headers)?).await?;
-    Ok(respond(StatusCode::OK, &row))
+    run(state, caller, &current.id, &current.engagement_id, command, expected_version?).await
 }
 
 /// Render the engagement's findings, most severe first, into the report's format.
@@ -341,8 +373,18 @@ pub async fn generate(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let current = load(&state, &caller, &id).await?;
-    let engagement = scope::writable(&state, &caller, &current.engagement_id).await?;
+    let row = generate_row(&state, &caller, &id, if_match(&headers)).await?;
+    Ok(respond(StatusCode::OK, &row))
+}
+
+pub(crate) async fn generate_row(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<ReportRow, ApiError> {
+    let current = load(state, caller, id).await?;
+    let engagement = scope::writable(state, caller, &current.engagement_id).await?;
     let findings = findings::for_report(state.store.pool(), caller.organization_id(), &engagement.id).await?;
     let document = Document {
         title: &current.title,
@@ -356,8 +398,7 @@ pub async fn generate(
         content: report_document::render(&current.format, &document),
         finding_ids: findings.iter().map(|f| f.id.clone()).collect(),
     };
-    let row = run(&state, &caller, &current.id, &current.engagement_id, command, if_match(&headers)?).await?;
-    Ok(respond(StatusCode::OK, &row))
+    run(state, caller, &current.id, &current.engagement_id, command, expected_version?).await
 }
 
 /// Delete a report (409 once published).
@@ -370,18 +411,27 @@ pub async fn delete(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let current = load(&state, &caller, &id).await?;
-    scope::writable(&state, &caller, &current.engagement_id).await?;
+    delete_row(&state, &caller, &id, if_match(&headers)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn delete_row(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<(), ApiError> {
+    let current = load(state, caller, id).await?;
+    scope::writable(state, caller, &current.engagement_id).await?;
     let command = ReportCommand::Delete { organization_id: caller.organization_id().to_owned() };
     let execution = Execution {
-        expected_version: if_match(&headers)?,
+        expected_version: expected_version?,
         claim: None,
         engagement_id: Some(current.engagement_id.clone()),
     };
     let committed =
         state.commands.execute::<Report>(&current.id, command, &caller.command_context(), execution).await?;
-    state.visibility.wait(&committed).await?;
-    Ok(StatusCode::NO_CONTENT)
+    state.visibility.wait(&committed).await
 }
 
 /// Runs `command`, waits until the read table shows it, and returns the row.

@@ -19,18 +19,18 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
 use crate::openapi::{data, to_json, Data, Page};
-use crate::pagination;
+use crate::pagination::{self, ListRequest};
 use crate::routes::events::FeedPage;
 use crate::routes::{history, scope};
 use crate::state::AppState;
 use crate::time::format_millis;
 
-const SORTS: &[(&str, TargetSort)] = &[
+pub(crate) const SORTS: &[(&str, TargetSort)] = &[
     ("createdAt", TargetSort::CreatedAt),
     ("updatedAt", TargetSort::UpdatedAt),
     ("value", TargetSort::Value),
 ];
-const FILTERS: &[&str] = &["type", "inScope", "tag", "q"];
+pub(crate) const FILTERS: &[&str] = &["type", "inScope", "tag", "q"];
 const READ_ONLY: &[&str] = &["id", "engagementId", "createdAt", "updatedAt", "version"];
 
 /// A target in an engagement's scope.
@@ -99,9 +99,33 @@ pub struct ListQuery {
     q: Option<String>,
 }
 
-async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<TargetRow, ApiError> {
+/// The live target `id` of the caller's organization (404 otherwise).
+pub(crate) async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<TargetRow, ApiError> {
     let id = Id::parse(IdKind::Target, id).ok_or(ApiError::NotFound)?;
     targets::get(state.store.pool(), caller.organization_id(), id.as_str()).await?.ok_or(ApiError::NotFound)
+}
+
+/// The filter of a target list request of the engagement `engagement_id`.
+pub(crate) fn filter_of(
+    request: &ListRequest<TargetSort>,
+    engagement_id: String,
+) -> Result<TargetFilter, ApiError> {
+    let mut filters = request.filters();
+    let in_scope = match filters.take("inScope").as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => return Err(ApiError::BadRequest("inScope must be true or false".to_owned())),
+    };
+    let filter = TargetFilter {
+        engagement_id,
+        kinds: filters.take_enum_list("type", TYPES)?,
+        in_scope,
+        tags: filters.take_list("tag"),
+        q: filters.take("q").filter(|q| !q.is_empty()),
+    };
+    filters.finish()?;
+    Ok(filter)
 }
 
 /// List an engagement's targets.
@@ -117,21 +141,7 @@ pub async fn list(
     let request = pagination::parse(&mut params, SORTS, FILTERS)?;
     params.finish()?;
     request.check_cursor(TargetSort::accepts)?;
-    let mut filters = request.filters();
-    let in_scope = match filters.take("inScope").as_deref() {
-        None => None,
-        Some("true") => Some(true),
-        Some("false") => Some(false),
-        Some(_) => return Err(ApiError::BadRequest("inScope must be true or false".to_owned())),
-    };
-    let filter = TargetFilter {
-        engagement_id: engagement.id,
-        kinds: filters.take_enum_list("type", TYPES)?,
-        in_scope,
-        tags: filters.take_list("tag"),
-        q: filters.take("q").filter(|q| !q.is_empty()),
-    };
-    filters.finish()?;
+    let filter = filter_of(&request, engagement.id)?;
     let pool = state.store.pool();
     let org = caller.organization_id();
     let rows = targets::list(pool, org, &filter, request.sort, request.order, &request.window).await?;
@@ -170,7 +180,22 @@ pub async fn create(
     Path(engagement_id): Path<String>,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
-    let engagement = scope::writable(&state, &caller, &engagement_id).await?;
+    let row = create_row(&state, &caller, &engagement_id, body).await?;
+    let mut response = respond(StatusCode::CREATED, &row);
+    if let Ok(location) = format!("/api/v1/targets/{}", row.id).parse() {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Adds a target to the engagement `engagement_id` (REST and GraphQL).
+pub(crate) async fn create_row(
+    state: &AppState,
+    caller: &Caller,
+    engagement_id: &str,
+    body: CreateBody,
+) -> Result<TargetRow, ApiError> {
+    let engagement = scope::writable(state, caller, engagement_id).await?;
     reject_unknown(&body.unknown, READ_ONLY)?;
     let mut missing = Vec::new();
     if body.kind.is_none() {
@@ -197,20 +222,8 @@ pub async fn create(
         },
     };
     let claim = command.claim(None);
-    let row = run(
-        &state,
-        &caller,
-        id.as_str(),
-        &engagement.id,
-        command,
-        Execution { claim, ..Execution::default() },
-    )
-    .await?;
-    let mut response = respond(StatusCode::CREATED, &row);
-    if let Ok(location) = format!("/api/v1/targets/{id}").parse() {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    run(state, caller, id.as_str(), &engagement.id, command, Execution { claim, ..Execution::default() })
+        .await
 }
 
 /// Targets in history and time travel.
@@ -310,8 +323,20 @@ pub async fn update(
     headers: HeaderMap,
     ApiJson(body): ApiJson<PatchBody>,
 ) -> Result<Response, ApiError> {
-    let current = load(&state, &caller, &id).await?;
-    scope::writable(&state, &caller, &current.engagement_id).await?;
+    let row = update_row(&state, &caller, &id, body, if_match(&headers)).await?;
+    Ok(respond(StatusCode::OK, &row))
+}
+
+/// Updates a target; `expected_version` (`If-Match`) is checked where REST checks it.
+pub(crate) async fn update_row(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: PatchBody,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<TargetRow, ApiError> {
+    let current = load(state, caller, id).await?;
+    scope::writable(state, caller, &current.engagement_id).await?;
     reject_unknown(&body.unknown, READ_ONLY)?;
     let mut errors = Vec::new();
     let patch = TargetPatch {
@@ -328,9 +353,8 @@ pub async fn update(
     }
     let command = TargetCommand::Update { organization_id: caller.organization_id().to_owned(), patch };
     let claim = command.claim(Some(identity(&current)));
-    let execution = Execution { expected_version: if_match(&headers)?, claim, ..Execution::default() };
-    let row = run(&state, &caller, &current.id, &current.engagement_id, command, execution).await?;
-    Ok(respond(StatusCode::OK, &row))
+    let execution = Execution { expected_version: expected_version?, claim, ..Execution::default() };
+    run(state, caller, &current.id, &current.engagement_id, command, execution).await
 }
 
 fn identity(row: &TargetRow) -> (&str, &str, &str, Option<u16>) {
@@ -347,8 +371,18 @@ pub async fn delete(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let current = load(&state, &caller, &id).await?;
-    scope::writable(&state, &caller, &current.engagement_id).await?;
+    delete_row(&state, &caller, &id, if_match(&headers)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn delete_row(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<(), ApiError> {
+    let current = load(state, caller, id).await?;
+    scope::writable(state, caller, &current.engagement_id).await?;
     if findings::reference_target(state.store.pool(), caller.organization_id(), &current.id).await? {
         return Err(ApiError::Conflict(
             "findings list this target as affected; remove it from them first".to_owned(),
@@ -356,14 +390,13 @@ pub async fn delete(
     }
     let command = TargetCommand::Delete { organization_id: caller.organization_id().to_owned() };
     let execution = Execution {
-        expected_version: if_match(&headers)?,
+        expected_version: expected_version?,
         claim: command.claim(Some(identity(&current))),
         engagement_id: Some(current.engagement_id.clone()),
     };
     let committed =
         state.commands.execute::<Target>(&current.id, command, &caller.command_context(), execution).await?;
-    state.visibility.wait(&committed).await?;
-    Ok(StatusCode::NO_CONTENT)
+    state.visibility.wait(&committed).await
 }
 
 /// Runs `command`, waits until the read table shows it, and returns the row.

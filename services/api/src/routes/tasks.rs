@@ -25,15 +25,16 @@ use crate::routes::{history, scope};
 use crate::state::AppState;
 use crate::time::format_millis;
 
-const SORTS: &[(&str, TaskSort)] = &[
+pub(crate) const SORTS: &[(&str, TaskSort)] = &[
     ("createdAt", TaskSort::CreatedAt),
     ("updatedAt", TaskSort::UpdatedAt),
     ("dueDate", TaskSort::DueDate),
     ("priority", TaskSort::Priority),
     ("title", TaskSort::Title),
 ];
-const FILTERS: &[&str] = &["status", "priority", "q", "createdAfter", "createdBefore"];
-const FLAT_FILTERS: &[&str] = &["engagementId", "status", "priority", "q", "createdAfter", "createdBefore"];
+pub(crate) const FILTERS: &[&str] = &["status", "priority", "q", "createdAfter", "createdBefore"];
+pub(crate) const FLAT_FILTERS: &[&str] =
+    &["engagementId", "status", "priority", "q", "createdAfter", "createdBefore"];
 const READ_ONLY: &[&str] = &["id", "engagementId", "closedAt", "createdAt", "updatedAt", "version"];
 
 /// A task of an engagement.
@@ -107,18 +108,18 @@ pub struct FlatQuery {
     engagementId: Option<String>,
 }
 
-async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<TaskRow, ApiError> {
+/// The live task `id` of the caller's organization (404 otherwise).
+pub(crate) async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<TaskRow, ApiError> {
     let id = Id::parse(IdKind::Task, id).ok_or(ApiError::NotFound)?;
     tasks::get(state.store.pool(), caller.organization_id(), id.as_str()).await?.ok_or(ApiError::NotFound)
 }
 
-async fn respond_list(
-    state: &AppState,
-    caller: &Caller,
-    request: ListRequest<TaskSort>,
+/// The filter of a task list request: of the engagements `engagement_ids`, or (`None`, the flat
+/// list) of those its `engagementId` names.
+pub(crate) fn filter_of(
+    request: &ListRequest<TaskSort>,
     engagement_ids: Option<Vec<String>>,
-) -> Result<Json<Value>, ApiError> {
-    request.check_cursor(TaskSort::accepts)?;
+) -> Result<TaskFilter, ApiError> {
     let mut filters = request.filters();
     let filter = TaskFilter {
         engagement_ids: engagement_ids.unwrap_or_else(|| filters.take_list("engagementId")),
@@ -129,6 +130,17 @@ async fn respond_list(
         created_before: filters.take_timestamp("createdBefore")?,
     };
     filters.finish()?;
+    Ok(filter)
+}
+
+async fn respond_list(
+    state: &AppState,
+    caller: &Caller,
+    request: ListRequest<TaskSort>,
+    engagement_ids: Option<Vec<String>>,
+) -> Result<Json<Value>, ApiError> {
+    request.check_cursor(TaskSort::accepts)?;
+    let filter = filter_of(&request, engagement_ids)?;
     let pool = state.store.pool();
     let org = caller.organization_id();
     let rows = tasks::list(pool, org, &filter, request.sort, request.order, &request.window).await?;
@@ -190,7 +202,22 @@ pub async fn create(
     Path(engagement_id): Path<String>,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
-    let engagement = scope::writable(&state, &caller, &engagement_id).await?;
+    let row = create_row(&state, &caller, &engagement_id, body).await?;
+    let mut response = respond(StatusCode::CREATED, &row);
+    if let Ok(location) = format!("/api/v1/tasks/{}", row.id).parse() {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Adds a task to the engagement `engagement_id` (REST and GraphQL).
+pub(crate) async fn create_row(
+    state: &AppState,
+    caller: &Caller,
+    engagement_id: &str,
+    body: CreateBody,
+) -> Result<TaskRow, ApiError> {
+    let engagement = scope::writable(state, caller, engagement_id).await?;
     // A new task is open; it moves through PATCH and /close.
     reject_unknown(&body.unknown, &[READ_ONLY, &["status"]].concat())?;
     let Some(title) = body.title else {
@@ -207,12 +234,7 @@ pub async fn create(
             due_date: body.due_date,
         },
     };
-    let row = run(&state, &caller, id.as_str(), &engagement.id, command, None).await?;
-    let mut response = respond(StatusCode::CREATED, &row);
-    if let Ok(location) = format!("/api/v1/tasks/{id}").parse() {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    run(state, caller, id.as_str(), &engagement.id, command, None).await
 }
 
 /// Tasks in history and time travel.
@@ -308,8 +330,20 @@ pub async fn update(
     headers: HeaderMap,
     ApiJson(body): ApiJson<PatchBody>,
 ) -> Result<Response, ApiError> {
-    let current = load(&state, &caller, &id).await?;
-    scope::writable(&state, &caller, &current.engagement_id).await?;
+    let row = update_row(&state, &caller, &id, body, if_match(&headers)).await?;
+    Ok(respond(StatusCode::OK, &row))
+}
+
+/// Updates a task; `expected_version` (`If-Match`) is checked where REST checks it.
+pub(crate) async fn update_row(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: PatchBody,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<TaskRow, ApiError> {
+    let current = load(state, caller, id).await?;
+    scope::writable(state, caller, &current.engagement_id).await?;
     reject_unknown(&body.unknown, READ_ONLY)?;
     let mut errors = Vec::new();
     let patch = TaskPatch {
@@ -323,8 +357,7 @@ pub async fn update(
         return Err(ApiError::Validation(errors));
     }
     let command = TaskCommand::Update { organization_id: caller.organization_id().to_owned(), patch };
-    let row = run(&state, &caller, &current.id, &current.engagement_id, command, if_match(&headers)?).await?;
-    Ok(respond(StatusCode::OK, &row))
+    run(state, caller, &current.id, &current.engagement_id, command, expected_version?).await
 }
 
 /// Close a task (409 when it is closed already).
@@ -337,11 +370,20 @@ pub async fn close(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let current = load(&state, &caller, &id).await?;
-    scope::writable(&state, &caller, &current.engagement_id).await?;
-    let command = TaskCommand::Close { organization_id: caller.organization_id().to_owned() };
-    let row = run(&state, &caller, &current.id, &current.engagement_id, command, if_match(&headers)?).await?;
+    let row = close_row(&state, &caller, &id, if_match(&headers)).await?;
     Ok(respond(StatusCode::OK, &row))
+}
+
+pub(crate) async fn close_row(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<TaskRow, ApiError> {
+    let current = load(state, caller, id).await?;
+    scope::writable(state, caller, &current.engagement_id).await?;
+    let command = TaskCommand::Close { organization_id: caller.organization_id().to_owned() };
+    run(state, caller, &current.id, &current.engagement_id, command, expected_version?).await
 }
 
 /// Delete a task.
@@ -354,18 +396,27 @@ pub async fn delete(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let current = load(&state, &caller, &id).await?;
-    scope::writable(&state, &caller, &current.engagement_id).await?;
+    delete_row(&state, &caller, &id, if_match(&headers)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn delete_row(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<(), ApiError> {
+    let current = load(state, caller, id).await?;
+    scope::writable(state, caller, &current.engagement_id).await?;
     let command = TaskCommand::Delete { organization_id: caller.organization_id().to_owned() };
     let execution = Execution {
-        expected_version: if_match(&headers)?,
+        expected_version: expected_version?,
         claim: None,
         engagement_id: Some(current.engagement_id.clone()),
     };
     let committed =
         state.commands.execute::<Task>(&current.id, command, &caller.command_context(), execution).await?;
-    state.visibility.wait(&committed).await?;
-    Ok(StatusCode::NO_CONTENT)
+    state.visibility.wait(&committed).await
 }
 
 /// Runs `command`, waits until the read table shows it, and returns the row.

@@ -28,7 +28,7 @@ use crate::state::AppState;
 use crate::time::format_millis;
 use crate::webhooks::guard;
 
-const SORTS: &[(&str, ())] = &[("createdAt", ())];
+pub(crate) const SORTS: &[(&str, ())] = &[("createdAt", ())];
 const READ_ONLY: &[&str] = &["id", "createdAt", "updatedAt", "version"];
 const DEFAULT_DELIVERIES: i64 = 100;
 const MAX_DELIVERIES: i64 = 1_000;
@@ -106,6 +106,11 @@ async fn load(state: &AppState, caller: &Caller, id: &Id) -> Result<WebhookRow, 
     webhooks::get(state.store.pool(), caller.organization_id(), id.as_str()).await?.ok_or(ApiError::NotFound)
 }
 
+/// The webhook `id` of the caller's organization (404 otherwise).
+pub(crate) async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<WebhookRow, ApiError> {
+    load(state, caller, &parse_id(id)?).await
+}
+
 /// Webhooks in history and time travel.
 pub struct Tracked;
 
@@ -180,6 +185,26 @@ pub async fn create(
     caller: Caller,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
+    let (row, secret) = create_row(&state, &caller, body).await?;
+    let view = render_created(&row, secret);
+    let mut response = (StatusCode::CREATED, [(header::ETAG, etag(row.version))], data(view)).into_response();
+    if let Ok(location) = format!("/api/v1/webhooks/{}", row.id).parse() {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// The view of a webhook as created: with its signing secret.
+pub(crate) fn render_created(row: &WebhookRow, secret: String) -> Value {
+    to_json(WebhookView { secret: Some(secret), ..render(row) })
+}
+
+/// Creates a webhook (REST and GraphQL) and returns it with its secret.
+pub(crate) async fn create_row(
+    state: &AppState,
+    caller: &Caller,
+    body: CreateBody,
+) -> Result<(WebhookRow, String), ApiError> {
     reject_unknown(&body.unknown, READ_ONLY)?;
     let mut missing = Vec::new();
     if body.url.is_none() {
@@ -208,13 +233,7 @@ pub async fn create(
         .execute::<Webhook>(id.as_str(), command, &caller.command_context(), Execution::default())
         .await?;
     state.visibility.wait(&committed).await?;
-    let row = load(&state, &caller, &id).await?;
-    let view = WebhookView { secret: Some(secret), ..render(&row) };
-    let mut response = (StatusCode::CREATED, [(header::ETAG, etag(row.version))], data(view)).into_response();
-    if let Ok(location) = format!("/api/v1/webhooks/{id}").parse() {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    Ok((load(state, caller, &id).await?, secret))
 }
 
 /// A webhook's events.
@@ -270,8 +289,20 @@ pub async fn update(
     headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<PatchBody>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
-    load(&state, &caller, &id).await?;
+    let row = update_row(&state, &caller, &id, body, if_match(&headers)).await?;
+    Ok(respond(StatusCode::OK, &row))
+}
+
+/// Updates a webhook; `expected_version` (`If-Match`) is checked where REST checks it.
+pub(crate) async fn update_row(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: PatchBody,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<WebhookRow, ApiError> {
+    let id = parse_id(id)?;
+    load(state, caller, &id).await?;
     reject_unknown(&body.unknown, READ_ONLY)?;
     if let Some(url) = &body.url {
         guard(url, state.webhook_allow_private).await?;
@@ -282,11 +313,11 @@ pub async fn update(
         events: body.events,
         secret: body.secret,
     };
-    let execution = Execution { expected_version: if_match(&headers)?, ..Execution::default() };
+    let execution = Execution { expected_version: expected_version?, ..Execution::default() };
     let committed =
         state.commands.execute::<Webhook>(id.as_str(), command, &caller.command_context(), execution).await?;
     state.visibility.wait(&committed).await?;
-    Ok(respond(StatusCode::OK, &load(&state, &caller, &id).await?))
+    load(state, caller, &id).await
 }
 
 /// Delete a webhook; deliveries stop.
@@ -297,15 +328,19 @@ pub async fn delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let id = parse_id(&id)?;
-    load(&state, &caller, &id).await?;
+    delete_row(&state, &caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn delete_row(state: &AppState, caller: &Caller, id: &str) -> Result<(), ApiError> {
+    let id = parse_id(id)?;
+    load(state, caller, &id).await?;
     let command = WebhookCommand::Delete { organization_id: caller.organization_id().to_owned() };
     let committed = state
         .commands
         .execute::<Webhook>(id.as_str(), command, &caller.command_context(), Execution::default())
         .await?;
-    state.visibility.wait(&committed).await?;
-    Ok(StatusCode::NO_CONTENT)
+    state.visibility.wait(&committed).await
 }
 
 /// `GET /webhooks/{id}/deliveries`: the newest `limit` attempts, oldest first.
@@ -316,8 +351,18 @@ pub async fn deliveries(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    mut params: QueryParams,
+    params: QueryParams,
 ) -> Result<Json<DeliveriesPage>, ApiError> {
+    Ok(Json(deliveries_page(&state, &caller, &id, params).await?))
+}
+
+/// The newest `limit` delivery attempts of a webhook, oldest first (REST and GraphQL).
+pub(crate) async fn deliveries_page(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    mut params: QueryParams,
+) -> Result<DeliveriesPage, ApiError> {
     let limit = params
         .take("limit")
         .map(|v| {
@@ -328,8 +373,8 @@ pub async fn deliveries(
         .transpose()?
         .unwrap_or(DEFAULT_DELIVERIES);
     params.finish()?;
-    let id = parse_id(&id)?;
-    load(&state, &caller, &id).await?;
+    let id = parse_id(id)?;
+    load(state, caller, &id).await?;
     let rows = sqlx::query(
         "SELECT delivery_id, event_id, event_type, position, attempt, status_code, error, duration_ms, attempted_at \
          FROM webhook_deliveries WHERE webhook_id = $1 ORDER BY position DESC, attempt DESC LIMIT $2",
@@ -357,5 +402,5 @@ pub async fn deliveries(
         })
         .collect::<Result<Vec<DeliveryView>, sqlx::Error>>()?;
     attempts.reverse();
-    Ok(Json(DeliveriesPage { data: attempts, meta: DeliveriesMeta { limit } }))
+    Ok(DeliveriesPage { data: attempts, meta: DeliveriesMeta { limit } })
 }

@@ -18,19 +18,19 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
 use crate::openapi::{data, to_json, Data, Page};
-use crate::pagination;
+use crate::pagination::{self, ListRequest};
 use crate::routes::events::FeedPage;
 use crate::routes::{history, scope};
 use crate::state::AppState;
 use crate::time::format_millis;
 
-const SORTS: &[(&str, WikiSort)] = &[
+pub(crate) const SORTS: &[(&str, WikiSort)] = &[
     ("createdAt", WikiSort::CreatedAt),
     ("updatedAt", WikiSort::UpdatedAt),
     ("title", WikiSort::Title),
     ("slug", WikiSort::Slug),
 ];
-const FILTERS: &[&str] = &["parentId", "slug", "q"];
+pub(crate) const FILTERS: &[&str] = &["parentId", "slug", "q"];
 const READ_ONLY: &[&str] = &["id", "engagementId", "createdAt", "updatedAt", "version"];
 /// Deeper trees are refused rather than walked forever.
 const MAX_DEPTH: usize = 50;
@@ -91,7 +91,8 @@ pub struct ListQuery {
     q: Option<String>,
 }
 
-async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<WikiPageRow, ApiError> {
+/// The live wiki page `id` of the caller's organization (404 otherwise).
+pub(crate) async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<WikiPageRow, ApiError> {
     let id = Id::parse(IdKind::WikiPage, id).ok_or(ApiError::NotFound)?;
     wiki::get(state.store.pool(), caller.organization_id(), id.as_str()).await?.ok_or(ApiError::NotFound)
 }
@@ -129,6 +130,22 @@ async fn check_parent(
     Err(invalid(&format!("would nest pages deeper than {MAX_DEPTH} levels")))
 }
 
+/// The filter of a wiki page list request of the engagement `engagement_id`.
+pub(crate) fn filter_of(
+    request: &ListRequest<WikiSort>,
+    engagement_id: String,
+) -> Result<WikiFilter, ApiError> {
+    let mut filters = request.filters();
+    let filter = WikiFilter {
+        engagement_id,
+        parent_ids: filters.take_list("parentId"),
+        slugs: filters.take_list("slug"),
+        q: filters.take("q").filter(|q| !q.is_empty()),
+    };
+    filters.finish()?;
+    Ok(filter)
+}
+
 /// List an engagement's wiki pages.
 #[utoipa::path(get, path = "/api/v1/engagements/{id}/wiki", tag = "wiki", params(("id" = String, Path), ListQuery),
     responses((status = 200, description = "A page of wiki pages", body = Page<WikiPageView>)))]
@@ -142,14 +159,7 @@ pub async fn list(
     let request = pagination::parse(&mut params, SORTS, FILTERS)?;
     params.finish()?;
     request.check_cursor(WikiSort::accepts)?;
-    let mut filters = request.filters();
-    let filter = WikiFilter {
-        engagement_id: engagement.id,
-        parent_ids: filters.take_list("parentId"),
-        slugs: filters.take_list("slug"),
-        q: filters.take("q").filter(|q| !q.is_empty()),
-    };
-    filters.finish()?;
+    let filter = filter_of(&request, engagement.id)?;
     let pool = state.store.pool();
     let org = caller.organization_id();
     let rows = wiki::list(pool, org, &filter, request.sort, request.order, &request.window).await?;
@@ -183,13 +193,28 @@ pub async fn create(
     Path(engagement_id): Path<String>,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
-    let engagement = scope::writable(&state, &caller, &engagement_id).await?;
+    let row = create_row(&state, &caller, &engagement_id, body).await?;
+    let mut response = respond(StatusCode::CREATED, &row);
+    if let Ok(location) = format!("/api/v1/wiki/{}", row.id).parse() {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Adds a wiki page to the engagement `engagement_id` (REST and GraphQL).
+pub(crate) async fn create_row(
+    state: &AppState,
+    caller: &Caller,
+    engagement_id: &str,
+    body: CreateBody,
+) -> Result<WikiPageRow, ApiError> {
+    let engagement = scope::writable(state, caller, engagement_id).await?;
     reject_unknown(&body.unknown, READ_ONLY)?;
     let Some(title) = body.title else {
         return Err(ApiError::Validation(vec![FieldError::new("title", "is required")]));
     };
     if let Some(parent) = &body.parent_id {
-        check_parent(&state, &caller, &engagement.id, parent, None).await?;
+        check_parent(state, caller, &engagement.id, parent, None).await?;
     }
     let id = Id::generate(IdKind::WikiPage);
     let command = WikiPageCommand::Create {
@@ -202,12 +227,7 @@ pub async fn create(
             parent_id: body.parent_id,
         },
     };
-    let row = run(&state, &caller, id.as_str(), &engagement.id, command, None).await?;
-    let mut response = respond(StatusCode::CREATED, &row);
-    if let Ok(location) = format!("/api/v1/wiki/{id}").parse() {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    run(state, caller, id.as_str(), &engagement.id, command, None).await
 }
 
 /// Wiki pages in history and time travel.
@@ -291,8 +311,20 @@ pub async fn update(
     headers: HeaderMap,
     ApiJson(body): ApiJson<PatchBody>,
 ) -> Result<Response, ApiError> {
-    let current = load(&state, &caller, &id).await?;
-    scope::writable(&state, &caller, &current.engagement_id).await?;
+    let row = update_row(&state, &caller, &id, body, if_match(&headers)).await?;
+    Ok(respond(StatusCode::OK, &row))
+}
+
+/// Updates a wiki page; `expected_version` (`If-Match`) is checked where REST checks it.
+pub(crate) async fn update_row(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: PatchBody,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<WikiPageRow, ApiError> {
+    let current = load(state, caller, id).await?;
+    scope::writable(state, caller, &current.engagement_id).await?;
     reject_unknown(&body.unknown, READ_ONLY)?;
     let nulls: Vec<FieldError> = [
         ("title", body.title.as_ref().is_some_and(Option::is_none)),
@@ -306,7 +338,7 @@ pub async fn update(
         return Err(ApiError::Validation(nulls));
     }
     if let Some(Some(parent)) = &body.parent_id {
-        check_parent(&state, &caller, &current.engagement_id, parent, Some(&current.id)).await?;
+        check_parent(state, caller, &current.engagement_id, parent, Some(&current.id)).await?;
     }
     let patch = WikiPagePatch {
         title: body.title.flatten(),
@@ -316,8 +348,7 @@ pub async fn update(
         parent_id: body.parent_id,
     };
     let command = WikiPageCommand::Update { organization_id: caller.organization_id().to_owned(), patch };
-    let row = run(&state, &caller, &current.id, &current.engagement_id, command, if_match(&headers)?).await?;
-    Ok(respond(StatusCode::OK, &row))
+    run(state, caller, &current.id, &current.engagement_id, command, expected_version?).await
 }
 
 /// Delete a wiki page (409 while it has child pages).
@@ -330,14 +361,24 @@ pub async fn delete(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let current = load(&state, &caller, &id).await?;
-    scope::writable(&state, &caller, &current.engagement_id).await?;
+    delete_row(&state, &caller, &id, if_match(&headers)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn delete_row(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<(), ApiError> {
+    let current = load(state, caller, id).await?;
+    scope::writable(state, caller, &current.engagement_id).await?;
     if wiki::has_children(state.store.pool(), caller.organization_id(), &current.id).await? {
         return Err(ApiError::Conflict("the page has child pages; move or delete them first".to_owned()));
     }
     let command = WikiPageCommand::Delete { organization_id: caller.organization_id().to_owned() };
     let execution = Execution {
-        expected_version: if_match(&headers)?,
+        expected_version: expected_version?,
         claim: command.claim(&current.engagement_id),
         engagement_id: Some(current.engagement_id.clone()),
     };
@@ -345,8 +386,7 @@ pub async fn delete(
         .commands
         .execute::<WikiPage>(&current.id, command, &caller.command_context(), execution)
         .await?;
-    state.visibility.wait(&committed).await?;
-    Ok(StatusCode::NO_CONTENT)
+    state.visibility.wait(&committed).await
 }
 
 /// Runs `command` with its slug claim, waits until the read table shows it, and returns the row.

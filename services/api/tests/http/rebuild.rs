@@ -22,6 +22,7 @@ const TABLES: &[(&str, &str)] = &[
     ("finding_cwes", "finding_id, cwe"),
     ("finding_cves", "finding_id, cve"),
     ("finding_targets", "finding_id, target_id"),
+    ("finding_counts", "organization_id, engagement_id, severity, status, review_status"),
     ("tasks", "id"),
     ("wiki_pages", "id"),
     ("reports", "id"),
@@ -91,6 +92,18 @@ backend_tests! {
         let store = Store::open(&app.db.url).await.unwrap();
         let live = dump(&store).await;
         assert!(live.iter().any(|row| row[0].as_deref() == Some("reports")));
+        // A rebuild repairs whatever the tables hold: rows lost, changed or left over.
+        for statement in [
+            "DELETE FROM finding_tags",
+            "UPDATE findings SET title = 'tampered', version = version + 100",
+            "DELETE FROM finding_counts",
+            "DELETE FROM targets",
+            "UPDATE tasks SET status = 'tampered'",
+            "INSERT INTO target_tags (target_id, tag) VALUES ('tgt_stray', 'stray')",
+        ] {
+            sqlx::query(statement).execute(store.pool()).await.unwrap();
+        }
+        assert_ne!(dump(&store).await, live);
         let runner = ProjectionRunner::new(store.clone(), all_projectors());
         for projector in runner.projectors() {
             runner.rebuild(projector.as_ref()).await.unwrap();

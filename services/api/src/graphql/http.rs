@@ -1,0 +1,227 @@
+//! The HTTP side: `POST /api/v1/graphql`, the WebSocket of subscriptions on
+//! `GET /api/v1/graphql`, and the SDL on `GET /api/v1/graphql/schema.graphql`.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_graphql::http::{WebSocketProtocols, WsMessage, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::Data;
+use async_graphql_axum::GraphQLResponse;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use serde::Serialize;
+use serde_json::Value;
+use tracing::Instrument;
+use utoipa::ToSchema;
+
+use crate::auth;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::graphql::context::Session;
+use crate::graphql::{schema, sdl};
+use crate::request_id;
+use crate::state::AppState;
+
+/// Close code of a WebSocket whose `connection_init` carried no valid key (graphql-ws).
+const FORBIDDEN_CLOSE: u16 = 4403;
+/// Close code when the server shuts down.
+const GOING_AWAY: u16 = 1001;
+/// Close code of a WebSocket whose `connection_init` did not come in time (graphql-ws).
+const INIT_TIMEOUT_CLOSE: u16 = 4408;
+/// How long a new WebSocket may wait before its `connection_init`.
+const INIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A GraphQL request.
+#[derive(Debug, ToSchema)]
+#[schema(as = GraphQLRequest)]
+#[allow(dead_code)]
+pub struct RequestDoc {
+    /// The query or mutation document.
+    #[schema(example = "{ engagements(first: 10) { totalCount edges { node { id name } } } }")]
+    query: String,
+    /// Values of the document's variables.
+    #[schema(value_type = Option<Object>)]
+    variables: Option<Value>,
+    #[schema(rename = "operationName")]
+    operation_name: Option<String>,
+}
+
+/// A GraphQL response: `data` and, when something failed, `errors`, each with
+/// `extensions.code` (the REST error code).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = GraphQLResponse)]
+pub struct ResponseDoc {
+    #[schema(value_type = Option<Object>)]
+    data: Value,
+    #[schema(value_type = Option<Vec<Object>>)]
+    errors: Option<Vec<Value>>,
+}
+
+/// Run a GraphQL query or mutation.
+///
+/// Fields need the permissions of the REST routes serving the same data; a field the key may
+/// not read is an error on that field (`extensions.code` `FORBIDDEN`), not a failed request.
+/// Queries deeper than 15 levels or costlier than 50 000 are refused before they run. The
+/// subscription `events` is served over a WebSocket on `GET /api/v1/graphql`
+/// (`graphql-transport-ws`, the API key in the `connection_init` payload as `{"apiKey": …}`);
+/// the schema is at `GET /api/v1/graphql/schema.graphql`.
+#[utoipa::path(post, path = "/api/v1/graphql", tag = "graphql", operation_id = "post_graphql", request_body = RequestDoc,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The GraphQL response (errors included); `application/graphql-response+json` when the request's `Accept` names it",
+            content((ResponseDoc = "application/json"), (ResponseDoc = "application/graphql-response+json"))),
+        (status = 400, description = "Malformed request: not a JSON object with a `query`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No key, or an unknown, revoked or expired key", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is larger than the limit", body = crate::openapi::ErrorBody),
+        (status = 415, description = "The body is not application/json", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Over the key's rate limit; see `Retry-After`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "Unexpected error", body = crate::openapi::ErrorBody),
+    ))]
+pub async fn execute(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let principal = auth::authenticated(request.extensions())?.clone();
+    let media_type = response_media_type(request.headers());
+    let ApiJson(query) = ApiJson::<async_graphql::Request>::from_request(request, &state).await?;
+    if query.query.trim().is_empty() {
+        return Err(ApiError::BadRequest("the body must be a GraphQL request: {\"query\": …}".to_owned()));
+    }
+    let session = Session::new(state, principal);
+    // One span per execution: the loaders' batches run inside it too.
+    let span = tracing::info_span!("graphql", request_id = request_id::current().unwrap_or_default());
+    let response = schema().execute(query.data(session)).instrument(span).await;
+    let mut response = GraphQLResponse::from(response).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));
+    Ok(response)
+}
+
+/// `application/graphql-response+json` for clients that ask for it (GraphQL over HTTP),
+/// `application/json` for everyone else.
+fn response_media_type(headers: &HeaderMap) -> &'static str {
+    const GRAPHQL_JSON: &str = "application/graphql-response+json";
+    let asks = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|accept| {
+        accept
+            .split(',')
+            .any(|item| item.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case(GRAPHQL_JSON))
+    });
+    if asks {
+        GRAPHQL_JSON
+    } else {
+        "application/json"
+    }
+}
+
+/// The schema in SDL (no key needed, like the OpenAPI document).
+#[utoipa::path(get, path = "/api/v1/graphql/schema.graphql", tag = "graphql", operation_id = "get_graphql_schema_graphql",
+    responses((status = 200, description = "The GraphQL schema (SDL)", content_type = "text/plain", body = String)))]
+pub async fn schema_sdl() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], sdl()).into_response()
+}
+
+/// `GET /api/v1/graphql`: the WebSocket of subscriptions.
+pub async fn subscribe(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(|_| {
+        ApiError::BadRequest(
+            "GET /api/v1/graphql is the WebSocket of subscriptions (graphql-transport-ws); \
+             send queries and mutations with POST"
+                .to_owned(),
+        )
+    })?;
+    let protocol = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|offered| offered.split(',').find_map(|p| WebSocketProtocols::from_str(p.trim()).ok()))
+        .ok_or_else(|| {
+            ApiError::BadRequest("Sec-WebSocket-Protocol must offer graphql-transport-ws".to_owned())
+        })?;
+    Ok(upgrade.protocols(ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| serve(state, socket, protocol)))
+}
+
+/// The key of a `connection_init` payload: `{"apiKey": "…"}`, or `{"Authorization": "Bearer …"}`
+/// (any case of `authorization`).
+fn key_of(payload: &Value) -> Option<String> {
+    let fields = payload.as_object()?;
+    if let Some(key) = fields.get("apiKey").and_then(Value::as_str) {
+        return Some(key.trim().to_owned());
+    }
+    let header = fields.iter().find(|(name, _)| name.eq_ignore_ascii_case("authorization"))?.1.as_str()?;
+    header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).map(|k| k.trim().to_owned())
+}
+
+async fn serve(state: AppState, socket: WebSocket, protocol: WebSocketProtocols) {
+    let (mut sink, stream) = socket.split();
+    // The connection ends when the server shuts down (its subscriptions end with it).
+    let mut shutdown = state.shutdown.clone();
+    let stopping = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    let input = stream
+        .take_until(Box::pin(stopping))
+        .take_while(|message| futures::future::ready(message.is_ok()))
+        .filter_map(|message| {
+            futures::future::ready(match message {
+                Ok(message @ (Message::Text(_) | Message::Binary(_))) => Some(message.into_data()),
+                _ => None,
+            })
+        });
+    let refused = Arc::new(AtomicBool::new(false));
+    let initialized = Arc::new(AtomicBool::new(false));
+    let (init_state, init_refused, init_done) = (state.clone(), refused.clone(), initialized.clone());
+    let on_init = move |payload: Value| async move {
+        let principal = match key_of(&payload) {
+            Some(secret) => auth::principal_for_secret(&init_state, &secret).await,
+            None => Err(ApiError::Unauthorized(
+                "an API key is required: connection_init payload {\"apiKey\": \"<api key>\"}".to_owned(),
+            )),
+        };
+        match principal {
+            Ok(principal) => {
+                init_done.store(true, Ordering::SeqCst);
+                let mut data = Data::default();
+                data.insert(Session::new(init_state, principal));
+                Ok(data)
+            }
+            Err(error) => {
+                init_refused.store(true, Ordering::SeqCst);
+                Err(async_graphql::Error::new(error.to_string()))
+            }
+        }
+    };
+    let output =
+        async_graphql::http::WebSocket::new(schema().clone(), input, protocol).on_connection_init(on_init);
+    let mut output = std::pin::pin!(output);
+    let init_deadline = tokio::time::sleep(INIT_TIMEOUT);
+    let mut init_deadline = std::pin::pin!(init_deadline);
+    loop {
+        let message = tokio::select! {
+            message = output.next() => message,
+            () = &mut init_deadline, if !initialized.load(Ordering::SeqCst) => {
+                let close = CloseFrame { code: INIT_TIMEOUT_CLOSE, reason: "connection_init did not come in time".into() };
+                let _ = sink.send(Message::Close(Some(close))).await;
+                return;
+            }
+        };
+        let Some(message) = message else { break };
+        let frame = match message {
+            WsMessage::Text(text) => Message::Text(text.into()),
+            WsMessage::Close(code, reason) => {
+                let code = if refused.load(Ordering::SeqCst) { FORBIDDEN_CLOSE } else { code };
+                Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+            }
+        };
+        if sink.send(frame).await.is_err() {
+            return;
+        }
+    }
+    if *state.shutdown.borrow() {
+        let close = CloseFrame { code: GOING_AWAY, reason: "the server is shutting down".into() };
+        let _ = sink.send(Message::Close(Some(close))).await;
+    }
+}
