@@ -17,6 +17,11 @@ use crate::StoreError;
 
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
+// Pools do not ping a connection before lending it (sqlx's default): the ping is one more round
+// trip per statement, half the database work of a short query. A connection broken since its
+// last use (the database restarted) fails that one statement as a store error and is dropped
+// from the pool; the next one gets a fresh connection.
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -66,9 +71,14 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(SQLITE_BUSY_TIMEOUT)
             .foreign_keys(true);
-        let es = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let es = SqlitePoolOptions::new()
+            .max_connections(4)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await?;
         let pool = AnyPoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
                     conn.execute("PRAGMA journal_mode = WAL").await?;
@@ -84,8 +94,8 @@ impl Store {
     }
 
     async fn open_postgres(url: &str) -> Result<Self, StoreError> {
-        let es = PgPoolOptions::new().max_connections(8).connect(url).await?;
-        let pool = AnyPoolOptions::new().max_connections(12).connect(url).await?;
+        let es = PgPoolOptions::new().max_connections(8).test_before_acquire(false).connect(url).await?;
+        let pool = AnyPoolOptions::new().max_connections(12).test_before_acquire(false).connect(url).await?;
         Ok(Self { backend: Backend::Postgres, pool, es: EsPool::Postgres(es) })
     }
 

@@ -6,13 +6,22 @@
 //! PostgreSQL, the write lock on SQLite), so batches never interleave.
 //!
 //! PostgreSQL assigns transaction ids (and identity values) before commit, and transactions
-//! commit in any order. A row is therefore only sequenced once its transaction id is below
-//! `pg_snapshot_xmin(pg_current_snapshot())`: every transaction below that bound has finished, so
-//! no row can later appear before the sequencer's cursor. SQLite has one writer at a time, so its
-//! rowid order is commit order.
+//! commit in any order. A row is therefore only sequenced once its transaction id is below that
+//! of every open transaction that writes `events`: those finish before anything can appear
+//! before the sequencer's cursor. Writers announce themselves with a shared advisory lock taken
+//! before their first row (migration 1006), so transactions that never write events (in this or
+//! another database) hold nothing back. SQLite has one writer at a time, so its rowid order is
+//! commit order.
+//!
+//! A batch costs a fixed number of statements whatever its size: the state row holds the cursor
+//! and the log head together, the chain heads of the organizations seen by the previous batch are
+//! kept in memory (valid while the stored head is the one that batch wrote, i.e. no other
+//! sequencer appended since), and the batch's rows go in as multi-row INSERTs.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -20,13 +29,43 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use tokio::sync::{watch, Notify};
 
-use crate::hash::{chain_hash, ChainedFields, GENESIS};
+use crate::hash::{chain_hash, GENESIS};
 use crate::ids::{Id, IdKind};
+use crate::log::LogEvent;
 use crate::{Backend, Store, StoreError};
 
 /// Key of the PostgreSQL advisory lock that serializes sequencer batches.
 const SEQUENCER_LOCK: i64 = 0x7077_6e62_6f6f_6b01;
+/// The two keys of the shared advisory lock every writer of `events` holds (migration 1006).
+const WRITERS_LOCK: (i64, i64) = (0x7077_6e62, 0x6f6f_6b02);
 const DEFAULT_BATCH: i64 = 1_000;
+/// Rows per INSERT statement: 14 parameters each stays far below both backends' limits.
+const INSERT_CHUNK: usize = 200;
+/// Organizations per chain-head lookup (SQLite allows 500 terms in one compound SELECT).
+const LOOKUP_CHUNK: usize = 200;
+/// First retry delay while committed events wait behind an older open transaction; it doubles
+/// up to the poll interval.
+const HELD_BACK_RETRY: Duration = Duration::from_millis(1);
+
+/// Work done inside a batch's transaction once its rows are appended (the in-process
+/// projectors): the work commits with the batch, so it adds no commit of its own.
+pub trait BatchHook: Send + Sync {
+    /// Runs in the batch's transaction, inside a savepoint: an error undoes only the hook's own
+    /// writes and the batch still commits. `head` is the log head before the batch. Returns
+    /// whether it did its work (it may decline, e.g. when its checkpoints are elsewhere).
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut Transaction<'static, Any>,
+        head: i64,
+        appended: &'a [LogEvent],
+    ) -> HookFuture<'a>;
+
+    /// Called after the batch committed, when `apply` did its work; `head` is the new log head.
+    fn committed(&self, head: i64);
+}
+
+pub type HookFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<bool, Box<dyn std::error::Error + Send + Sync>>> + Send + 'a>>;
 
 /// An event committed to `events` but not yet in the log.
 struct Pending {
@@ -59,23 +98,72 @@ impl Pending {
     }
 }
 
-#[derive(Debug, Clone)]
+/// The sequencer state row as a batch found it, with the events it may sequence.
+struct Claimed {
+    head: i64,
+    pending: Vec<Pending>,
+    /// Committed events after `pending` that must wait for an older open transaction.
+    held_back: bool,
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Default)]
+pub struct BatchOutcome {
+    /// The rows appended, in log order.
+    pub appended: Vec<LogEvent>,
+    /// The log head after the batch.
+    pub head: i64,
+    /// Committed events are waiting behind an older writer that is still open (PostgreSQL).
+    pub held_back: bool,
+}
+
+/// The hash chain heads as of log head `head`.
+#[derive(Debug, Default)]
+struct ChainCache {
+    head: Option<i64>,
+    hashes: HashMap<String, String>,
+}
+
+#[derive(Clone)]
 pub struct Sequencer {
     store: Store,
     batch: i64,
+    chains: Arc<Mutex<ChainCache>>,
+    hook: Option<Arc<dyn BatchHook>>,
+}
+
+impl std::fmt::Debug for Sequencer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sequencer").field("batch", &self.batch).finish_non_exhaustive()
+    }
 }
 
 impl Sequencer {
     pub fn new(store: Store) -> Self {
-        Self { store, batch: DEFAULT_BATCH }
+        Self { store, batch: DEFAULT_BATCH, chains: Arc::default(), hook: None }
+    }
+
+    /// A sequencer that runs `hook` in every batch's transaction.
+    pub fn with_hook(store: Store, hook: Arc<dyn BatchHook>) -> Self {
+        Self { hook: Some(hook), ..Self::new(store) }
     }
 
     /// Sequences everything that is committed and sequenceable now; returns the log head.
     pub async fn catch_up(&self) -> Result<i64, StoreError> {
+        Ok(self.catch_up_with(&mut |_| {}).await?.0)
+    }
+
+    /// `catch_up`, handing every appended batch to `appended`; also tells whether committed
+    /// events were held back.
+    async fn catch_up_with(
+        &self,
+        appended: &mut (dyn FnMut(&[LogEvent]) + Send),
+    ) -> Result<(i64, bool), StoreError> {
         loop {
-            let (count, head) = self.sequence_batch().await?;
-            if count < self.batch as usize {
-                return Ok(head);
+            let outcome = self.run_batch().await?;
+            appended(&outcome.appended);
+            if outcome.appended.len() < self.batch as usize {
+                return Ok((outcome.head, outcome.held_back));
             }
         }
     }
@@ -101,87 +189,141 @@ impl Sequencer {
 
     /// Sequences one batch; returns how many events it appended and the log head after it.
     pub async fn sequence_batch(&self) -> Result<(usize, i64), StoreError> {
+        let outcome = self.run_batch().await?;
+        Ok((outcome.appended.len(), outcome.head))
+    }
+
+    /// Sequences one batch.
+    pub async fn run_batch(&self) -> Result<BatchOutcome, StoreError> {
         let mut tx = self.store.pool().begin().await?;
-        let (last_tx, last_no) = lock_and_read_cursor(&mut tx, self.store.backend()).await?;
-        let pending = fetch_pending(&mut tx, self.store.backend(), &last_tx, last_no, self.batch).await?;
-        let mut head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM event_log")
-            .fetch_one(&mut *tx)
-            .await?;
+        let Claimed { head, pending, held_back } = claim(&mut tx, self.store.backend(), self.batch).await?;
         let Some(last) = pending.last() else {
             tx.rollback().await?;
-            return Ok((0, head));
+            return Ok(BatchOutcome { appended: Vec::new(), head, held_back });
         };
         let (cursor_tx, cursor_no) = (last.cursor_tx.clone(), last.cursor_no);
-        let mut chain_heads: HashMap<String, String> = HashMap::new();
-        for event in &pending {
-            head += 1;
-            append(&mut tx, &mut chain_heads, head, event).await?;
-        }
-        sqlx::query("UPDATE sequencer_state SET last_tx = $1, last_no = $2 WHERE id = 1")
+        let mut chains = self.cached_chains(head);
+        let appended = chain(&mut tx, &mut chains, head, &pending).await?;
+        insert(&mut tx, &appended).await?;
+        let new_head = head + appended.len() as i64;
+        sqlx::query("UPDATE sequencer_state SET last_tx = $1, last_no = $2, head = $3 WHERE id = 1")
             .bind(cursor_tx)
             .bind(cursor_no)
+            .bind(new_head)
             .execute(&mut *tx)
             .await?;
+        let hooked = match &self.hook {
+            Some(hook) => run_hook(&mut tx, hook.as_ref(), head, &appended).await?,
+            None => false,
+        };
         tx.commit().await?;
-        Ok((pending.len(), head))
+        if let Ok(mut cache) = self.chains.lock() {
+            *cache = ChainCache { head: Some(new_head), hashes: chains };
+        }
+        if let (true, Some(hook)) = (hooked, &self.hook) {
+            hook.committed(new_head);
+        }
+        Ok(BatchOutcome { appended, head: new_head, held_back })
+    }
+
+    /// The cached chain heads if they are those of log head `head`; taken out of the cache so
+    /// that a batch that fails leaves it empty.
+    fn cached_chains(&self, head: i64) -> HashMap<String, String> {
+        let Ok(mut cache) = self.chains.lock() else { return HashMap::new() };
+        let cache = std::mem::take(&mut *cache);
+        if cache.head == Some(head) {
+            cache.hashes
+        } else {
+            HashMap::new()
+        }
     }
 }
 
-async fn lock_and_read_cursor(
-    tx: &mut Transaction<'_, Any>,
-    backend: Backend,
-) -> Result<(String, i64), StoreError> {
-    let row = match backend {
-        Backend::Postgres => {
-            // An advisory lock takes no transaction id, so this transaction does not hold back
-            // the xmin horizon it is about to read.
-            sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
-                .bind(SEQUENCER_LOCK)
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query("SELECT last_tx, last_no FROM sequencer_state WHERE id = 1")
-                .fetch_one(&mut **tx)
-                .await?
+/// Runs the hook inside a savepoint (left open on success: the commit releases it, one round
+/// trip fewer); on error only the hook's writes are undone.
+async fn run_hook(
+    tx: &mut Transaction<'static, Any>,
+    hook: &dyn BatchHook,
+    head: i64,
+    appended: &[LogEvent],
+) -> Result<bool, StoreError> {
+    sqlx::query("SAVEPOINT sequencer_hook").execute(&mut **tx).await?;
+    match hook.apply(tx, head, appended).await {
+        Ok(done) => Ok(done),
+        Err(error) => {
+            tracing::warn!(%error, "in-batch work failed; the batch commits without it");
+            sqlx::query("ROLLBACK TO SAVEPOINT sequencer_hook").execute(&mut **tx).await?;
+            Ok(false)
         }
-        // A write first, so the transaction holds SQLite's write lock from its first statement.
-        Backend::Sqlite => {
-            sqlx::query(
-                "UPDATE sequencer_state SET last_no = last_no WHERE id = 1 RETURNING last_tx, last_no",
-            )
-            .fetch_one(&mut **tx)
-            .await?
-        }
-    };
-    Ok((row.try_get("last_tx")?, row.try_get("last_no")?))
+    }
 }
 
-async fn fetch_pending(
-    tx: &mut Transaction<'_, Any>,
-    backend: Backend,
-    last_tx: &str,
-    last_no: i64,
-    limit: i64,
-) -> Result<Vec<Pending>, StoreError> {
-    let rows = match backend {
+/// Takes the sequencer lock and reads the state row and the sequenceable events after its cursor.
+async fn claim(tx: &mut Transaction<'_, Any>, backend: Backend, limit: i64) -> Result<Claimed, StoreError> {
+    match backend {
         Backend::Postgres => {
-            sqlx::query(
-                "SELECT tx_id::text AS cursor_tx, seq_no AS cursor_no, aggregate_type, aggregate_id, \
-                        sequence, event_type, event_version, payload::text AS payload, \
-                        metadata::text AS metadata, recorded_at \
-                   FROM events \
-                  WHERE (tx_id, seq_no) > ($1::text::xid8, $2) \
-                    AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-                  ORDER BY tx_id, seq_no \
-                  LIMIT $3",
+            // The bound: the oldest transaction id among open writers of `events` (see
+            // migration 1006), else the first id not yet assigned. It is read before the next
+            // statement's snapshot, so a writer older than it has ended by then and its rows are
+            // visible; one that took its id later sorts after every visible row. Writers are
+            // matched to the snapshot's running ids by their low 32 bits (what pg_locks shows).
+            // The next statement also runs after the sequencer lock is granted, so it sees the
+            // state the previous batch committed.
+            let bound: String = sqlx::query_scalar(
+                "SELECT COALESCE( \
+                          (SELECT min(x) FROM pg_snapshot_xip(pg_current_snapshot()) x \
+                            WHERE x::text::bigint % 4294967296 IN ( \
+                              SELECT t.transactionid::text::bigint \
+                                FROM pg_locks w JOIN pg_locks t ON t.pid = w.pid \
+                               WHERE w.locktype = 'advisory' AND w.classid::bigint = $2 \
+                                 AND w.objid::bigint = $3 AND w.objsubid = 2 \
+                                 AND w.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                                 AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted)), \
+                          pg_snapshot_xmax(pg_current_snapshot()))::text AS bound, \
+                        (SELECT 1 FROM pg_advisory_xact_lock($1)) AS locked",
             )
-            .bind(last_tx)
-            .bind(last_no)
+            .bind(SEQUENCER_LOCK)
+            .bind(WRITERS_LOCK.0)
+            .bind(WRITERS_LOCK.1)
+            .fetch_one(&mut **tx)
+            .await?;
+            let rows = sqlx::query(
+                "SELECT s.head, e.* FROM sequencer_state s LEFT JOIN LATERAL ( \
+                     SELECT tx_id::text AS cursor_tx, seq_no AS cursor_no, \
+                            tx_id < $2::text::xid8 AS ready, \
+                            aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                            payload::text AS payload, metadata::text AS metadata, recorded_at \
+                       FROM events \
+                      WHERE (tx_id, seq_no) > (s.last_tx::xid8, s.last_no) \
+                      ORDER BY tx_id, seq_no \
+                      LIMIT $1) e ON true \
+                 WHERE s.id = 1",
+            )
             .bind(limit)
+            .bind(bound)
             .fetch_all(&mut **tx)
-            .await?
+            .await?;
+            let mut claimed = Claimed { head: 0, pending: Vec::with_capacity(rows.len()), held_back: false };
+            for row in &rows {
+                claimed.head = row.try_get("head")?;
+                match row.try_get::<Option<bool>, _>("ready")? {
+                    None => {}
+                    Some(true) if !claimed.held_back => claimed.pending.push(Pending::from_row(row)?),
+                    // Ready rows come first (the bound is on the leading sort key).
+                    Some(_) => claimed.held_back = true,
+                }
+            }
+            Ok(claimed)
         }
         Backend::Sqlite => {
-            sqlx::query(
+            // A write first, so the transaction holds SQLite's write lock from its first statement.
+            let state = sqlx::query(
+                "UPDATE sequencer_state SET last_no = last_no WHERE id = 1 RETURNING last_no, head",
+            )
+            .fetch_one(&mut **tx)
+            .await?;
+            let last_no: i64 = state.try_get("last_no")?;
+            let rows = sqlx::query(
                 "SELECT '0' AS cursor_tx, rowid AS cursor_no, aggregate_type, aggregate_id, sequence, \
                         event_type, event_version, payload, metadata, recorded_at \
                    FROM events WHERE rowid > $1 ORDER BY rowid LIMIT $2",
@@ -189,71 +331,164 @@ async fn fetch_pending(
             .bind(last_no)
             .bind(limit)
             .fetch_all(&mut **tx)
-            .await?
+            .await?;
+            Ok(Claimed {
+                head: state.try_get("head")?,
+                pending: rows.iter().map(Pending::from_row).collect::<Result<_, _>>()?,
+                held_back: false,
+            })
         }
-    };
-    Ok(rows.iter().map(Pending::from_row).collect::<Result<_, _>>()?)
+    }
 }
 
-async fn append(
+/// Gives the pending events their positions after `head` and their chain hashes; `chains` holds
+/// known chain heads and is brought up to date.
+async fn chain(
     tx: &mut Transaction<'_, Any>,
-    chain_heads: &mut HashMap<String, String>,
-    position: i64,
-    event: &Pending,
-) -> Result<(), StoreError> {
-    let metadata: Value = serde_json::from_str(&event.metadata)?;
-    let field = |name: &str| metadata.get(name).and_then(Value::as_str).map(str::to_owned);
-    let organization_id = field("organizationId").unwrap_or_default();
-    let engagement_id = field("engagementId");
-    let prev_hash = match chain_heads.get(&organization_id) {
-        Some(hash) => hash.clone(),
-        None => sqlx::query_scalar(
-            "SELECT hash FROM event_log WHERE organization_id = $1 ORDER BY position DESC LIMIT 1",
-        )
-        .bind(&organization_id)
-        .fetch_optional(&mut **tx)
-        .await?
-        .unwrap_or_else(|| GENESIS.to_owned()),
-    };
-    let event_id = Id::generate_at(IdKind::Event, event.recorded_at).into_string();
-    let fields = ChainedFields {
-        position,
-        event_id: &event_id,
-        organization_id: &organization_id,
-        engagement_id: engagement_id.as_deref(),
-        aggregate_type: &event.aggregate_type,
-        aggregate_id: &event.aggregate_id,
-        sequence: event.sequence,
-        event_type: &event.event_type,
-        event_version: &event.event_version,
-        payload: &event.payload,
-        metadata: &event.metadata,
-        recorded_at: event.recorded_at,
-    };
-    let hash = chain_hash(&prev_hash, &fields);
-    sqlx::query(
-        "INSERT INTO event_log (position, event_id, organization_id, engagement_id, aggregate_type, \
+    chains: &mut HashMap<String, String>,
+    head: i64,
+    pending: &[Pending],
+) -> Result<Vec<LogEvent>, StoreError> {
+    let mut scoped = Vec::with_capacity(pending.len());
+    for event in pending {
+        let metadata: Value = serde_json::from_str(&event.metadata)?;
+        let field = |name: &str| metadata.get(name).and_then(Value::as_str).map(str::to_owned);
+        scoped.push((field("organizationId").unwrap_or_default(), field("engagementId")));
+    }
+    let mut unknown: Vec<&str> = scoped
+        .iter()
+        .map(|(organization, _)| organization.as_str())
+        .filter(|organization| !chains.contains_key(*organization))
+        .collect();
+    unknown.sort_unstable();
+    unknown.dedup();
+    for organizations in unknown.chunks(LOOKUP_CHUNK) {
+        for (organization, hash) in chain_heads(tx, organizations).await? {
+            chains.insert(organization, hash.unwrap_or_else(|| GENESIS.to_owned()));
+        }
+    }
+    let mut appended = Vec::with_capacity(pending.len());
+    for ((event, (organization_id, engagement_id)), position) in pending.iter().zip(scoped).zip(head + 1..) {
+        let prev_hash = chains.get(&organization_id).cloned().unwrap_or_else(|| GENESIS.to_owned());
+        let mut row = LogEvent {
+            position,
+            event_id: Id::generate_at(IdKind::Event, event.recorded_at).into_string(),
+            organization_id,
+            engagement_id,
+            aggregate_type: event.aggregate_type.clone(),
+            aggregate_id: event.aggregate_id.clone(),
+            sequence: event.sequence,
+            event_type: event.event_type.clone(),
+            event_version: event.event_version.clone(),
+            payload: event.payload.clone(),
+            metadata: event.metadata.clone(),
+            recorded_at: event.recorded_at,
+            prev_hash,
+            hash: String::new(),
+        };
+        row.hash = chain_hash(&row.prev_hash, &row.chained_fields());
+        chains.insert(row.organization_id.clone(), row.hash.clone());
+        appended.push(row);
+    }
+    Ok(appended)
+}
+
+/// The newest hash of each organization's chain (`None`: no event yet), in one statement.
+async fn chain_heads(
+    tx: &mut Transaction<'_, Any>,
+    organizations: &[&str],
+) -> Result<Vec<(String, Option<String>)>, StoreError> {
+    let sql = (1..=organizations.len())
+        .map(|n| {
+            format!(
+                "SELECT ${n} AS organization_id, (SELECT hash FROM event_log WHERE organization_id = ${n} \
+                 ORDER BY position DESC LIMIT 1) AS hash"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let mut query = sqlx::query(&sql);
+    for organization in organizations {
+        query = query.bind(*organization);
+    }
+    let rows = query.fetch_all(&mut **tx).await?;
+    Ok(rows
+        .iter()
+        .map(|row| Ok((row.try_get("organization_id")?, row.try_get("hash")?)))
+        .collect::<Result<_, sqlx::Error>>()?)
+}
+
+async fn insert(tx: &mut Transaction<'_, Any>, rows: &[LogEvent]) -> Result<(), StoreError> {
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO event_log (position, event_id, organization_id, engagement_id, aggregate_type, \
              aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )
-    .bind(position)
-    .bind(&event_id)
-    .bind(&organization_id)
-    .bind(&engagement_id)
-    .bind(&event.aggregate_type)
-    .bind(&event.aggregate_id)
-    .bind(event.sequence)
-    .bind(&event.event_type)
-    .bind(&event.event_version)
-    .bind(&event.payload)
-    .bind(&event.metadata)
-    .bind(event.recorded_at)
-    .bind(&prev_hash)
-    .bind(&hash)
-    .execute(&mut **tx)
-    .await?;
-    chain_heads.insert(organization_id, hash);
+             VALUES ",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let values = (1..=14).map(|c| format!("${}", i * 14 + c)).collect::<Vec<_>>().join(", ");
+            sql.push('(');
+            sql.push_str(&values);
+            sql.push(')');
+        }
+        let mut query = sqlx::query(&sql);
+        for row in chunk {
+            query = query
+                .bind(row.position)
+                .bind(&row.event_id)
+                .bind(&row.organization_id)
+                .bind(&row.engagement_id)
+                .bind(&row.aggregate_type)
+                .bind(&row.aggregate_id)
+                .bind(row.sequence)
+                .bind(&row.event_type)
+                .bind(&row.event_version)
+                .bind(&row.payload)
+                .bind(&row.metadata)
+                .bind(row.recorded_at)
+                .bind(&row.prev_hash)
+                .bind(&row.hash);
+        }
+        query.execute(&mut **tx).await?;
+    }
     Ok(())
+}
+
+/// Where recently sequenced streams got to, so that a writer waiting for its own event finds its
+/// position without a query. Two generations bound the memory: when the newer one is full it
+/// replaces the older.
+#[derive(Debug, Default)]
+struct RecentPositions {
+    current: HashMap<(String, String), (i64, i64)>,
+    previous: HashMap<(String, String), (i64, i64)>,
+}
+
+const RECENT_GENERATION: usize = 50_000;
+
+impl RecentPositions {
+    fn record(&mut self, events: &[LogEvent]) {
+        for event in events {
+            if self.current.len() >= RECENT_GENERATION {
+                self.previous = std::mem::take(&mut self.current);
+            }
+            self.current.insert(
+                (event.aggregate_type.clone(), event.aggregate_id.clone()),
+                (event.sequence, event.position),
+            );
+        }
+    }
+
+    fn position_of(&self, aggregate_type: &str, aggregate_id: &str, sequence: i64) -> Option<i64> {
+        let key = (aggregate_type.to_owned(), aggregate_id.to_owned());
+        [&self.current, &self.previous]
+            .into_iter()
+            .filter_map(|generation| generation.get(&key))
+            .find(|(newest, _)| *newest >= sequence)
+            .map(|(_, position)| *position)
+    }
 }
 
 /// A running sequencer task: `kick` after a commit, watch `head` for the log head.
@@ -261,6 +496,7 @@ async fn append(
 pub struct SequencerHandle {
     kick: Arc<Notify>,
     head: watch::Receiver<i64>,
+    recent: Arc<Mutex<RecentPositions>>,
 }
 
 impl SequencerHandle {
@@ -272,34 +508,114 @@ impl SequencerHandle {
     pub fn head(&self) -> watch::Receiver<i64> {
         self.head.clone()
     }
+
+    /// A log position at or after the event `sequence` of the stream, if this process's sequencer
+    /// appended that event recently (`None` says nothing: another process may have). It is the
+    /// position of the stream's newest event known here, so waiting for it covers the event.
+    pub fn sequenced_at(&self, aggregate_type: &str, aggregate_id: &str, sequence: i64) -> Option<i64> {
+        self.recent.lock().ok()?.position_of(aggregate_type, aggregate_id, sequence)
+    }
 }
 
-/// Runs a sequencer until `shutdown` fires. It wakes on `kick` and, for events committed by
-/// other processes, every `poll`.
-pub fn spawn(store: Store, poll: Duration, shutdown: watch::Receiver<bool>) -> SequencerHandle {
+/// Runs a sequencer (with `hook` in its batches) until `shutdown` fires. It wakes on `kick`, for events committed by other
+/// processes every `poll`, and sooner while committed events are held back by an older
+/// transaction (whose commit may come from anywhere, so nothing kicks it).
+pub fn spawn(
+    store: Store,
+    hook: Option<Arc<dyn BatchHook>>,
+    poll: Duration,
+    shutdown: watch::Receiver<bool>,
+) -> SequencerHandle {
     let kick = Arc::new(Notify::new());
     let (head_tx, head_rx) = watch::channel(0);
-    let sequencer = Sequencer::new(store);
-    let wake = kick.clone();
+    let recent = Arc::new(Mutex::new(RecentPositions::default()));
+    let sequencer = match hook {
+        Some(hook) => Sequencer::with_hook(store, hook),
+        None => Sequencer::new(store),
+    };
+    let (wake, record) = (kick.clone(), recent.clone());
     tokio::spawn(async move {
         let mut shutdown = shutdown;
+        let mut retry = HELD_BACK_RETRY;
         loop {
-            match sequencer.catch_up().await {
-                Ok(head) => {
+            let mut remember = |events: &[LogEvent]| {
+                if let Ok(mut recent) = record.lock() {
+                    recent.record(events);
+                }
+            };
+            let pause = match sequencer.catch_up_with(&mut remember).await {
+                Ok((head, held_back)) => {
                     head_tx.send_if_modified(|current| {
                         let moved = *current != head;
                         *current = head;
                         moved
                     });
+                    if held_back {
+                        let pause = retry;
+                        retry = (retry * 2).min(poll);
+                        pause
+                    } else {
+                        retry = HELD_BACK_RETRY;
+                        poll
+                    }
                 }
-                Err(error) => tracing::error!(%error, "sequencer batch failed; retrying"),
-            }
+                Err(error) => {
+                    tracing::error!(%error, "sequencer batch failed; retrying");
+                    poll
+                }
+            };
             tokio::select! {
                 () = wake.notified() => {}
-                () = tokio::time::sleep(poll) => {}
+                () = tokio::time::sleep(pause) => {}
                 _ = shutdown.changed() => return,
             }
         }
     });
-    SequencerHandle { kick, head: head_rx }
+    SequencerHandle { kick, head: head_rx, recent }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, sequence: i64, position: i64) -> LogEvent {
+        LogEvent {
+            position,
+            event_id: format!("evt_{position}"),
+            organization_id: "org".to_owned(),
+            engagement_id: None,
+            aggregate_type: "finding".to_owned(),
+            aggregate_id: id.to_owned(),
+            sequence,
+            event_type: "finding.created".to_owned(),
+            event_version: "1".to_owned(),
+            payload: "{}".to_owned(),
+            metadata: "{}".to_owned(),
+            recorded_at: 0,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn recent_positions_answer_for_the_newest_event_of_a_stream() {
+        let mut recent = RecentPositions::default();
+        recent.record(&[event("a", 1, 10), event("b", 1, 11), event("a", 2, 12)]);
+        assert_eq!(recent.position_of("finding", "a", 1), Some(12));
+        assert_eq!(recent.position_of("finding", "a", 2), Some(12));
+        assert_eq!(recent.position_of("finding", "a", 3), None);
+        assert_eq!(recent.position_of("finding", "b", 1), Some(11));
+        assert_eq!(recent.position_of("task", "a", 1), None);
+    }
+
+    #[test]
+    fn recent_positions_forget_the_oldest_generation() {
+        let mut recent = RecentPositions::default();
+        recent.record(&[event("first", 1, 1)]);
+        let filler: Vec<_> =
+            (0..2 * RECENT_GENERATION as i64).map(|i| event(&format!("f{i}"), 1, i + 2)).collect();
+        recent.record(&filler);
+        assert_eq!(recent.position_of("finding", "first", 1), None);
+        assert!(recent.position_of("finding", &format!("f{}", 2 * RECENT_GENERATION - 1), 1).is_some());
+    }
 }

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pwnbook_events::{log, Backend, Store};
+use pwnbook_events::sequencer::{BatchHook, HookFuture};
+use pwnbook_events::{log, Backend, LogEvent, Store};
 use sqlx::{Any, AnyConnection, Connection, Row, Transaction};
 use tokio::sync::watch;
 
@@ -97,16 +98,41 @@ impl ProjectionRunner {
                 projector.apply(&mut tx, &events[unseen..]).await?;
             }
         }
+        self.advance_all(&mut tx, end).await?;
+        tx.commit().await?;
+        let lowest = checkpoints.iter().map(|checkpoint| (*checkpoint).max(end)).min().unwrap_or(end);
+        Ok((events.len(), lowest))
+    }
+
+    /// Moves every checkpoint that is behind `end` to `end`, in one statement.
+    async fn advance_all(&self, tx: &mut Transaction<'_, Any>, end: i64) -> Result<(), ProjectionError> {
         let mut advance = Sql::new(
             "UPDATE projector_checkpoints SET position = CASE WHEN position < $1 THEN $1 ELSE position END \
              WHERE name IN (",
         );
         advance.bind_value(end);
         self.push_names(&mut advance);
-        advance.query().execute(&mut *tx).await?;
-        tx.commit().await?;
-        let lowest = checkpoints.iter().map(|checkpoint| (*checkpoint).max(end)).min().unwrap_or(end);
-        Ok((events.len(), lowest))
+        advance.query().execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    /// Every projector's checkpoint in projector order, locked, or `None` when another
+    /// transaction holds one of them (PostgreSQL; SQLite's caller already has the write lock).
+    async fn try_lock_all_checkpoints(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+    ) -> Result<Option<Vec<i64>>, ProjectionError> {
+        let mut lock = Sql::new("SELECT name, position FROM projector_checkpoints WHERE name IN (");
+        self.push_names(&mut lock);
+        if self.store.backend() == Backend::Postgres {
+            lock.push(" FOR UPDATE SKIP LOCKED");
+        }
+        let rows = lock.query().fetch_all(&mut **tx).await?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            found.insert(row.try_get::<String, _>("name")?, row.try_get::<i64, _>("position")?);
+        }
+        Ok(self.projectors.iter().map(|p| found.get(p.name()).copied()).collect())
     }
 
     /// Takes every projector's checkpoint row lock in one statement (and on SQLite the write
@@ -449,45 +475,115 @@ async fn store_checkpoint(
     Ok(())
 }
 
-/// A running projection task: `checkpoint` is the lowest checkpoint of its projectors.
+/// What this process knows of its projectors' progress: `checkpoint` is a lower bound of their
+/// lowest checkpoint, moved by the inline hook and by the runner task.
 #[derive(Debug, Clone)]
 pub struct ProjectionHandle {
     checkpoint: watch::Receiver<i64>,
+    publish: Arc<watch::Sender<i64>>,
+}
+
+impl Default for ProjectionHandle {
+    fn default() -> Self {
+        let (publish, checkpoint) = watch::channel(0);
+        Self { checkpoint, publish: Arc::new(publish) }
+    }
 }
 
 impl ProjectionHandle {
     pub fn checkpoint(&self) -> watch::Receiver<i64> {
         self.checkpoint.clone()
     }
+
+    /// The hook that applies `runner`'s projectors inside the local sequencer's batches.
+    pub fn inline(&self, runner: ProjectionRunner) -> Arc<dyn BatchHook> {
+        Arc::new(InlineProjection { runner, publish: self.publish.clone() })
+    }
+
+    fn advance(&self, checkpoint: i64) {
+        advance(&self.publish, checkpoint);
+    }
 }
 
-/// Runs `runner` until `shutdown` fires, waking when the log head moves (`head`) and every `poll`
-/// (for checkpoints advanced by other processes).
+/// Both writers publish lower bounds of a checkpoint that only grows, so the larger one wins.
+fn advance(publish: &watch::Sender<i64>, checkpoint: i64) {
+    publish.send_if_modified(|current| {
+        let moved = checkpoint > *current;
+        if moved {
+            *current = checkpoint;
+        }
+        moved
+    });
+}
+
+/// The in-process fast path: the batch the local sequencer just appended is projected in the
+/// sequencer's own transaction, so a write becomes readable with one commit (not two) and
+/// without reading the batch back from the log. It only runs when every checkpoint is exactly
+/// at the batch's start and no one else holds a checkpoint (a rebuild, another process's runner);
+/// otherwise it declines and the runner task catches up from the log.
+struct InlineProjection {
+    runner: ProjectionRunner,
+    publish: Arc<watch::Sender<i64>>,
+}
+
+impl BatchHook for InlineProjection {
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut Transaction<'static, Any>,
+        head: i64,
+        appended: &'a [LogEvent],
+    ) -> HookFuture<'a> {
+        Box::pin(async move {
+            let Some(last) = appended.last() else { return Ok(false) };
+            let Some(checkpoints) = self.runner.try_lock_all_checkpoints(tx).await? else {
+                return Ok(false);
+            };
+            if checkpoints.iter().any(|checkpoint| *checkpoint != head) {
+                return Ok(false);
+            }
+            for projector in &self.runner.projectors {
+                projector.apply(tx, appended).await?;
+            }
+            self.runner.advance_all(tx, last.position).await?;
+            Ok(true)
+        })
+    }
+
+    fn committed(&self, head: i64) {
+        advance(&self.publish, head);
+    }
+}
+
+/// Runs `runner` until `shutdown` fires: whenever the log head moves past what `handle` knows
+/// to be projected (the inline hook declined) and every `poll` (for checkpoints advanced by
+/// other processes).
 pub fn spawn(
     runner: ProjectionRunner,
+    handle: &ProjectionHandle,
     mut head: watch::Receiver<i64>,
     poll: Duration,
     mut shutdown: watch::Receiver<bool>,
-) -> ProjectionHandle {
-    let (checkpoint_tx, checkpoint_rx) = watch::channel(0);
+) {
+    let handle = handle.clone();
     tokio::spawn(async move {
+        let mut run = true;
         loop {
-            match runner.catch_up().await {
-                Ok(checkpoint) => {
-                    checkpoint_tx.send_if_modified(|current| {
-                        let moved = *current != checkpoint;
-                        *current = checkpoint;
-                        moved
-                    });
+            if run {
+                match runner.catch_up().await {
+                    Ok(checkpoint) => handle.advance(checkpoint),
+                    Err(error) => tracing::error!(%error, "projection batch failed; retrying"),
                 }
-                Err(error) => tracing::error!(%error, "projection batch failed; retrying"),
             }
-            tokio::select! {
-                changed = head.changed() => if changed.is_err() { return },
-                () = tokio::time::sleep(poll) => {}
+            run = tokio::select! {
+                changed = head.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    *head.borrow_and_update() > *handle.checkpoint.borrow()
+                }
+                () = tokio::time::sleep(poll) => true,
                 _ = shutdown.changed() => return,
-            }
+            };
         }
     });
-    ProjectionHandle { checkpoint: checkpoint_rx }
 }

@@ -9,6 +9,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::{middleware, Router};
 use pwnbook_commands::CommandService;
 use pwnbook_events::sequencer;
+use pwnbook_projections::runner::ProjectionHandle;
 use pwnbook_projections::{all_projectors, runner, ProjectionRunner};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -60,8 +61,12 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
     first_start(&store, &projection_runner, settings.bootstrap_api_key.as_deref()).await?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let sequencer = sequencer::spawn(store.clone(), POLL, shutdown_rx.clone());
-    let projections = runner::spawn(projection_runner.clone(), sequencer.head(), POLL, shutdown_rx.clone());
+    // This process's projectors run inside its sequencer's batches; the runner task catches up
+    // whenever they could not (batches of other processes, a rebuild in progress).
+    let projections = ProjectionHandle::default();
+    let inline = projections.inline(projection_runner.clone());
+    let sequencer = sequencer::spawn(store.clone(), Some(inline), POLL, shutdown_rx.clone());
+    runner::spawn(projection_runner.clone(), &projections, sequencer.head(), POLL, shutdown_rx.clone());
     let rate_limits = Arc::new(RateLimits::new(settings.rate_limit_per_minute));
     spawn_rate_limit_cleanup(rate_limits.clone(), shutdown_rx.clone());
     metrics::handle();

@@ -1,6 +1,7 @@
 //! Read-your-writes: a write answers only once its events are sequenced and projected, so the
 //! same client's next read (single or list) sees it. Waits are woken by the sequencer and the
-//! projection runner; the short poll covers work done by another process on the same database.
+//! projection runner, and need no query when this process did the work; the short poll covers
+//! work done by another process on the same database.
 
 use std::time::Duration;
 
@@ -46,18 +47,21 @@ impl Visibility {
         self.sequencer.kick();
         let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
         let mut head = self.sequencer.head();
+        let (kind, id, version) =
+            (committed.aggregate_type, committed.aggregate_id.as_str(), committed.version);
+        // The local sequencer names the position of what it appended; the log is only asked on a
+        // quiet poll, when another process's sequencer may have appended it instead.
+        let mut ask_log = false;
         let position = loop {
-            if let Some(position) = log::position_of(
-                &self.store,
-                committed.aggregate_type,
-                &committed.aggregate_id,
-                committed.version,
-            )
-            .await?
-            {
+            if let Some(position) = self.sequencer.sequenced_at(kind, id, version) {
                 break position;
             }
-            wait_change(&mut head, deadline).await?;
+            if ask_log {
+                if let Some(position) = log::position_of(&self.store, kind, id, version).await? {
+                    break position;
+                }
+            }
+            ask_log = !wait_change(&mut head, deadline).await?;
         };
         let mut checkpoint = self.projections.checkpoint();
         loop {

@@ -1,5 +1,6 @@
-//! The command service: load → check `If-Match`, name claims and the parent engagement → handle
-//! → commit, retried on a concurrent write, returning what was committed.
+//! The command service: load → check `If-Match` → handle → commit (where triggers refuse a taken
+//! name or a read-only parent engagement), retried on a concurrent write or a refusal, which the
+//! retry names; returns what was committed.
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateError};
@@ -102,6 +103,11 @@ impl CommandService {
         A::Command: Clone,
     {
         let events = AggregateStore::<A>::new(&self.store);
+        // A name must be free and a child resource's engagement writable. Triggers enforce both
+        // atomically with the commit (a refusal is a conflict), so they are only looked up to
+        // name the reason: after a refusal, or when the command would not commit at all.
+        let engagement_id = execution.engagement_id.as_deref().filter(|_| A::TYPE != "engagement");
+        let mut refused = false;
         for _ in 0..MAX_ATTEMPTS {
             let mut loaded = events.load(aggregate_id).await.map_err(store_error)?;
             let current = loaded.current_sequence as i64;
@@ -110,19 +116,18 @@ impl CommandService {
                     return Err(CommandError::PreconditionFailed { expected, current });
                 }
             }
-            if let Some(claim) = &execution.claim {
-                self.check_claim(&context.organization_id, aggregate_id, claim).await?;
-            }
-            // A child resource's engagement must still be writable; the `engagement_states`
-            // trigger enforces it atomically with the commit, this check names the reason.
-            if let Some(engagement_id) =
-                execution.engagement_id.as_deref().filter(|_| A::TYPE != "engagement")
-            {
-                self.check_engagement(engagement_id).await?;
+            if refused {
+                self.check_unique(context, aggregate_id, &execution, engagement_id).await?;
             }
             let sink = EventSink::default();
-            loaded.aggregate.handle(command.clone(), &(), &sink).await?;
+            let handled = loaded.aggregate.handle(command.clone(), &(), &sink).await;
             let new_events = sink.collect().await;
+            // No commit, no trigger: a taken name or a read-only engagement still takes
+            // precedence over the command's own verdict.
+            if !refused && (handled.is_err() || new_events.is_empty()) {
+                self.check_unique(context, aggregate_id, &execution, engagement_id).await?;
+            }
+            handled?;
             if new_events.is_empty() {
                 return Ok(Committed {
                     aggregate_type: A::TYPE,
@@ -149,13 +154,30 @@ impl CommandService {
                         changed: true,
                     });
                 }
-                // Another writer got there first (same aggregate, or the same name): reload, and
-                // the checks above tell a stale If-Match or a taken name from a plain race.
-                Err(AggregateError::AggregateConflict) => continue,
+                // Another writer got there first (same aggregate, or the same name), or the
+                // engagement is not writable: reload, and the checks above tell a stale If-Match,
+                // a taken name or the engagement's state from a plain race.
+                Err(AggregateError::AggregateConflict) => refused = true,
                 Err(other) => return Err(store_error(other)),
             }
         }
         Err(CommandError::Contention)
+    }
+
+    async fn check_unique(
+        &self,
+        context: &CommandContext,
+        aggregate_id: &str,
+        execution: &Execution,
+        engagement_id: Option<&str>,
+    ) -> Result<(), CommandError> {
+        if let Some(claim) = &execution.claim {
+            self.check_claim(&context.organization_id, aggregate_id, claim).await?;
+        }
+        if let Some(engagement_id) = engagement_id {
+            self.check_engagement(engagement_id).await?;
+        }
+        Ok(())
     }
 
     async fn check_claim(
