@@ -39,6 +39,17 @@ impl<A: Aggregate> AggregateStore<A> {
         }
     }
 
+    /// The aggregate before its first event, without a read: what `load` returns for an id that
+    /// was just generated, so nothing can be stored under it yet.
+    pub fn fresh(aggregate_id: &str) -> AggregateContext<A> {
+        AggregateContext {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate: A::default(),
+            current_sequence: 0,
+            current_snapshot: None,
+        }
+    }
+
     pub async fn load_events(
         &self,
         aggregate_id: &str,

@@ -198,7 +198,7 @@ impl Projector for EngagementsProjector {
                     .execute(&mut **tx)
                     .await?;
                     if inserted.rows_affected() == 1 {
-                        replace_tags(tx, id, &created.tags).await?;
+                        insert_tags(tx, id, &created.tags).await?;
                     }
                 }
                 EngagementEvent::Updated(changed) => {
@@ -255,6 +255,26 @@ impl Projector for EngagementsProjector {
         }
         Ok(())
     }
+}
+
+/// A just-inserted engagement's tags in one statement: it cannot have any yet (a deletion takes
+/// its tags along), so there is nothing to delete first.
+async fn insert_tags(
+    tx: &mut Transaction<'_, Any>,
+    id: &str,
+    tags: &[String],
+) -> Result<(), ProjectionError> {
+    if tags.is_empty() {
+        return Ok(());
+    }
+    let mut query = Sql::new("INSERT INTO engagement_tags (engagement_id, tag) VALUES ");
+    for (i, tag) in tags.iter().enumerate() {
+        query.push(if i == 0 { "(" } else { ", (" });
+        query.bind(id).push(", ").bind(tag.as_str()).push(")");
+    }
+    query.push(" ON CONFLICT DO NOTHING");
+    query.query().execute(&mut **tx).await?;
+    Ok(())
 }
 
 async fn replace_tags(

@@ -34,6 +34,10 @@ pub struct Execution {
     pub expected_version: Option<i64>,
     pub claim: Option<Claim>,
     pub engagement_id: Option<String>,
+    /// The id was just generated, so the aggregate cannot have events yet: the first attempt
+    /// starts from the empty aggregate instead of reading its (empty) stream. Should the id be
+    /// taken after all, the commit conflicts and the retry loads it.
+    pub fresh: bool,
 }
 
 /// What a command did: the aggregate's version after it and whether it appended events.
@@ -108,8 +112,12 @@ impl CommandService {
         // name the reason: after a refusal, or when the command would not commit at all.
         let engagement_id = execution.engagement_id.as_deref().filter(|_| A::TYPE != "engagement");
         let mut refused = false;
-        for _ in 0..MAX_ATTEMPTS {
-            let mut loaded = events.load(aggregate_id).await.map_err(store_error)?;
+        for attempt in 0..MAX_ATTEMPTS {
+            let mut loaded = if attempt == 0 && execution.fresh {
+                AggregateStore::<A>::fresh(aggregate_id)
+            } else {
+                events.load(aggregate_id).await.map_err(store_error)?
+            };
             let current = loaded.current_sequence as i64;
             if let Some(expected) = execution.expected_version {
                 if expected != current {

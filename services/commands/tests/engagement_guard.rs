@@ -36,7 +36,9 @@ async fn create_finding(service: &CommandService, engagement_id: &str) -> Result
             ..NewFinding::default()
         },
     };
-    let execution = Execution { engagement_id: Some(engagement_id.to_owned()), ..Execution::default() };
+    // Fresh, as the create routes run it: the refusals must not depend on loading the aggregate.
+    let execution =
+        Execution { engagement_id: Some(engagement_id.to_owned()), fresh: true, ..Execution::default() };
     let id = Id::generate(IdKind::Finding);
     service.execute::<Finding>(id.as_str(), command, &context(), execution).await.map(|_| ())
 }
@@ -102,6 +104,25 @@ backend_tests! {
         // A child of an engagement that never existed is not found either.
         let unknown = Id::generate(IdKind::Engagement).into_string();
         assert!(matches!(create_finding(&service, &unknown).await, Err(CommandError::Domain(DomainError::NotFound))));
+        store.close().await;
+    }
+
+    async fn a_fresh_create_of_a_taken_id_reloads_and_gets_the_domain_verdict(db) {
+        let store = Store::open(&db.url).await.unwrap();
+        let service = CommandService::new(store.clone());
+        let id = Id::generate(IdKind::Engagement).into_string();
+        let create = || EngagementCommand::Create {
+            organization_id: ORG.to_owned(),
+            engagement: NewEngagement { name: "Taken".to_owned(), ..NewEngagement::default() },
+        };
+        engagement(&service, &id, create()).await;
+        let command = create();
+        let execution =
+            Execution { claim: command.claim(), engagement_id: Some(id.clone()), fresh: true, ..Execution::default() };
+        match service.execute::<Engagement>(&id, command, &context(), execution).await {
+            Err(CommandError::Domain(DomainError::Conflict(message))) => assert!(message.contains("already exists")),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
         store.close().await;
     }
 }

@@ -211,7 +211,12 @@ pub(crate) async fn create_row(
     };
     let committed = state
         .commands
-        .execute::<ApiKey>(id.as_str(), command, &caller.command_context(), Execution::default())
+        .execute::<ApiKey>(
+            id.as_str(),
+            command,
+            &caller.command_context(),
+            Execution { fresh: true, ..Execution::default() },
+        )
         .await?;
     state.visibility.wait(&committed).await?;
     Ok((load(state, caller, &id).await?, secret))

@@ -416,6 +416,7 @@ pub(crate) async fn delete_row(
         expected_version: expected_version?,
         claim: command.claim(),
         engagement_id: Some(id.to_string()),
+        fresh: false,
     };
     let committed = state
         .commands
@@ -432,8 +433,12 @@ async fn run(
     command: EngagementCommand,
     expected_version: Option<i64>,
 ) -> Result<EngagementRow, ApiError> {
-    let execution =
-        Execution { expected_version, claim: command.claim(), engagement_id: Some(id.to_string()) };
+    let execution = Execution {
+        expected_version,
+        claim: command.claim(),
+        engagement_id: Some(id.to_string()),
+        fresh: matches!(command, EngagementCommand::Create { .. }),
+    };
     let committed = state
         .commands
         .execute::<Engagement>(id.as_str(), command, &caller.command_context(), execution)

@@ -621,6 +621,7 @@ pub(crate) async fn delete_row(
         expected_version: expected_version?,
         claim: None,
         engagement_id: Some(current.engagement_id.clone()),
+        fresh: false,
     };
     let committed =
         state.commands.execute::<Finding>(&current.id, command, &caller.command_context(), execution).await?;
@@ -736,8 +737,12 @@ async fn run(
     command: FindingCommand,
     expected_version: Option<i64>,
 ) -> Result<FindingRow, ApiError> {
-    let execution =
-        Execution { expected_version, claim: None, engagement_id: Some(engagement_id.to_owned()) };
+    let execution = Execution {
+        expected_version,
+        claim: None,
+        engagement_id: Some(engagement_id.to_owned()),
+        fresh: matches!(command, FindingCommand::Create { .. }),
+    };
     let committed =
         state.commands.execute::<Finding>(id, command, &caller.command_context(), execution).await?;
     state.visibility.wait(&committed).await?;

@@ -428,6 +428,7 @@ pub(crate) async fn delete_row(
         expected_version: expected_version?,
         claim: None,
         engagement_id: Some(current.engagement_id.clone()),
+        fresh: false,
     };
     let committed =
         state.commands.execute::<Report>(&current.id, command, &caller.command_context(), execution).await?;
@@ -443,8 +444,12 @@ async fn run(
     command: ReportCommand,
     expected_version: Option<i64>,
 ) -> Result<ReportRow, ApiError> {
-    let execution =
-        Execution { expected_version, claim: None, engagement_id: Some(engagement_id.to_owned()) };
+    let execution = Execution {
+        expected_version,
+        claim: None,
+        engagement_id: Some(engagement_id.to_owned()),
+        fresh: matches!(command, ReportCommand::Create { .. }),
+    };
     let committed =
         state.commands.execute::<Report>(id, command, &caller.command_context(), execution).await?;
     state.visibility.wait(&committed).await?;

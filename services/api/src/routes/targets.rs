@@ -222,8 +222,15 @@ pub(crate) async fn create_row(
         },
     };
     let claim = command.claim(None);
-    run(state, caller, id.as_str(), &engagement.id, command, Execution { claim, ..Execution::default() })
-        .await
+    run(
+        state,
+        caller,
+        id.as_str(),
+        &engagement.id,
+        command,
+        Execution { claim, fresh: true, ..Execution::default() },
+    )
+    .await
 }
 
 /// Targets in history and time travel.
@@ -393,6 +400,7 @@ pub(crate) async fn delete_row(
         expected_version: expected_version?,
         claim: command.claim(Some(identity(&current))),
         engagement_id: Some(current.engagement_id.clone()),
+        fresh: false,
     };
     let committed =
         state.commands.execute::<Target>(&current.id, command, &caller.command_context(), execution).await?;

@@ -413,6 +413,7 @@ pub(crate) async fn delete_row(
         expected_version: expected_version?,
         claim: None,
         engagement_id: Some(current.engagement_id.clone()),
+        fresh: false,
     };
     let committed =
         state.commands.execute::<Task>(&current.id, command, &caller.command_context(), execution).await?;
@@ -428,8 +429,12 @@ async fn run(
     command: TaskCommand,
     expected_version: Option<i64>,
 ) -> Result<TaskRow, ApiError> {
-    let execution =
-        Execution { expected_version, claim: None, engagement_id: Some(engagement_id.to_owned()) };
+    let execution = Execution {
+        expected_version,
+        claim: None,
+        engagement_id: Some(engagement_id.to_owned()),
+        fresh: matches!(command, TaskCommand::Create { .. }),
+    };
     let committed = state.commands.execute::<Task>(id, command, &caller.command_context(), execution).await?;
     state.visibility.wait(&committed).await?;
     load(state, caller, id).await

@@ -230,7 +230,12 @@ pub(crate) async fn create_row(
     };
     let committed = state
         .commands
-        .execute::<Webhook>(id.as_str(), command, &caller.command_context(), Execution::default())
+        .execute::<Webhook>(
+            id.as_str(),
+            command,
+            &caller.command_context(),
+            Execution { fresh: true, ..Execution::default() },
+        )
         .await?;
     state.visibility.wait(&committed).await?;
     Ok((load(state, caller, &id).await?, secret))

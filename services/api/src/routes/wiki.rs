@@ -381,6 +381,7 @@ pub(crate) async fn delete_row(
         expected_version: expected_version?,
         claim: command.claim(&current.engagement_id),
         engagement_id: Some(current.engagement_id.clone()),
+        fresh: false,
     };
     let committed = state
         .commands
@@ -402,6 +403,7 @@ async fn run(
         expected_version,
         claim: command.claim(engagement_id),
         engagement_id: Some(engagement_id.to_owned()),
+        fresh: matches!(command, WikiPageCommand::Create { .. }),
     };
     let committed =
         state.commands.execute::<WikiPage>(id, command, &caller.command_context(), execution).await?;
