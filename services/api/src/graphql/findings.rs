@@ -16,7 +16,7 @@ use crate::graphql::context::{allowed, route};
 use crate::graphql::engagements::Engagement;
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
-use crate::graphql::loaders::{ChildKind, TargetById};
+use crate::graphql::loaders::{child_kind, ChildKind, TargetById};
 use crate::graphql::loaders::{Node, Siblings};
 use crate::graphql::shared::{body, history_of, id_strings, if_match, past, related};
 use crate::graphql::targets::{engagement_of, Target};
@@ -262,49 +262,7 @@ impl FindingFilterInput {
 /// Findings listed per engagement.
 pub struct FindingsOf;
 
-impl ChildKind for FindingsOf {
-    type Sort = FindingSort;
-    type Row = FindingRow;
-    const SORTS: &'static [(&'static str, FindingSort)] = rest::SORTS;
-    const FILTERS: &'static [&'static str] = rest::FILTERS;
-
-    fn accepts(sort: FindingSort, value: &SortValue) -> bool {
-        sort.accepts(value)
-    }
-
-    fn key_of(sort: FindingSort, row: &FindingRow) -> (SortValue, String) {
-        (sort.value_of(row), row.id.clone())
-    }
-
-    fn engagement_of(row: &FindingRow) -> &str {
-        &row.engagement_id
-    }
-
-    fn view_of(row: &FindingRow) -> View {
-        Finding::view(row)
-    }
-
-    async fn page(
-        pool: &AnyPool,
-        organization_id: &str,
-        engagement_ids: &[String],
-        request: &ListRequest<FindingSort>,
-    ) -> std::result::Result<Vec<FindingRow>, ApiError> {
-        let filter = rest::filter_of(request, false)?;
-        let page = PerParent { order: request.order, after: request.after(), limit: request.per_page + 1 };
-        Ok(batch::findings_page(pool, organization_id, engagement_ids, &filter, request.sort, page).await?)
-    }
-
-    async fn counts(
-        pool: &AnyPool,
-        organization_id: &str,
-        engagement_ids: &[String],
-        request: &ListRequest<FindingSort>,
-    ) -> std::result::Result<HashMap<String, i64>, ApiError> {
-        let filter = rest::filter_of(request, false)?;
-        Ok(batch::findings_count(pool, organization_id, engagement_ids, &filter).await?)
-    }
-}
+child_kind!(FindingsOf, FindingSort, FindingRow, Finding, scope: false, page: batch::findings_page, count: batch::findings_count);
 
 #[derive(Default)]
 pub struct FindingQuery;

@@ -78,6 +78,59 @@ pub trait ChildKind: Send + Sync + 'static {
     ) -> impl Future<Output = Result<HashMap<String, i64>, ApiError>> + Send;
 }
 
+/// The [`ChildKind`] of a resource listed per engagement: every kind reads its page and totals
+/// through the same steps, only the types, the REST module's filter parsing (`rest` at the call
+/// site, with `scope` as the engagement part of its filter) and the batch queries differ.
+macro_rules! child_kind {
+    ($kind:ident, $sort:ty, $row:ty, $object:ident, scope: $scope:expr, page: $page:path, count: $count:path) => {
+        impl ChildKind for $kind {
+            type Sort = $sort;
+            type Row = $row;
+            const SORTS: &'static [(&'static str, $sort)] = rest::SORTS;
+            const FILTERS: &'static [&'static str] = rest::FILTERS;
+
+            fn accepts(sort: $sort, value: &SortValue) -> bool {
+                sort.accepts(value)
+            }
+
+            fn key_of(sort: $sort, row: &$row) -> (SortValue, String) {
+                (sort.value_of(row), row.id.clone())
+            }
+
+            fn engagement_of(row: &$row) -> &str {
+                &row.engagement_id
+            }
+
+            fn view_of(row: &$row) -> View {
+                $object::view(row)
+            }
+
+            async fn page(
+                pool: &AnyPool,
+                organization_id: &str,
+                engagement_ids: &[String],
+                request: &ListRequest<$sort>,
+            ) -> std::result::Result<Vec<$row>, ApiError> {
+                let filter = rest::filter_of(request, $scope)?;
+                let page =
+                    PerParent { order: request.order, after: request.after(), limit: request.per_page + 1 };
+                Ok($page(pool, organization_id, engagement_ids, &filter, request.sort, page).await?)
+            }
+
+            async fn counts(
+                pool: &AnyPool,
+                organization_id: &str,
+                engagement_ids: &[String],
+                request: &ListRequest<$sort>,
+            ) -> std::result::Result<HashMap<String, i64>, ApiError> {
+                let filter = rest::filter_of(request, $scope)?;
+                Ok($count(pool, organization_id, engagement_ids, &filter).await?)
+            }
+        }
+    };
+}
+pub(crate) use child_kind;
+
 /// The page of `C` children of one engagement for some connection arguments.
 pub struct Children<C> {
     pub engagement_id: String,

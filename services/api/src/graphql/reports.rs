@@ -16,7 +16,7 @@ use crate::graphql::context::{allowed, route};
 use crate::graphql::engagements::Engagement;
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
-use crate::graphql::loaders::{ChildKind, LoadKey, ReportContent};
+use crate::graphql::loaders::{child_kind, ChildKind, LoadKey, ReportContent};
 use crate::graphql::loaders::{Node, Siblings};
 use crate::graphql::shared::{body, history_of, id_strings, if_match, past};
 use crate::graphql::targets::engagement_of;
@@ -169,49 +169,7 @@ impl ReportFilterInput {
 /// Reports listed per engagement.
 pub struct ReportsOf;
 
-impl ChildKind for ReportsOf {
-    type Sort = ReportSort;
-    type Row = ReportRow;
-    const SORTS: &'static [(&'static str, ReportSort)] = rest::SORTS;
-    const FILTERS: &'static [&'static str] = rest::FILTERS;
-
-    fn accepts(sort: ReportSort, value: &SortValue) -> bool {
-        sort.accepts(value)
-    }
-
-    fn key_of(sort: ReportSort, row: &ReportRow) -> (SortValue, String) {
-        (sort.value_of(row), row.id.clone())
-    }
-
-    fn engagement_of(row: &ReportRow) -> &str {
-        &row.engagement_id
-    }
-
-    fn view_of(row: &ReportRow) -> View {
-        Report::view(row)
-    }
-
-    async fn page(
-        pool: &AnyPool,
-        organization_id: &str,
-        engagement_ids: &[String],
-        request: &ListRequest<ReportSort>,
-    ) -> std::result::Result<Vec<ReportRow>, ApiError> {
-        let filter = rest::filter_of(request, Some(Vec::new()))?;
-        let page = PerParent { order: request.order, after: request.after(), limit: request.per_page + 1 };
-        Ok(batch::reports_page(pool, organization_id, engagement_ids, &filter, request.sort, page).await?)
-    }
-
-    async fn counts(
-        pool: &AnyPool,
-        organization_id: &str,
-        engagement_ids: &[String],
-        request: &ListRequest<ReportSort>,
-    ) -> std::result::Result<HashMap<String, i64>, ApiError> {
-        let filter = rest::filter_of(request, Some(Vec::new()))?;
-        Ok(batch::reports_count(pool, organization_id, engagement_ids, &filter).await?)
-    }
-}
+child_kind!(ReportsOf, ReportSort, ReportRow, Report, scope: Some(Vec::new()), page: batch::reports_page, count: batch::reports_count);
 
 #[derive(Default)]
 pub struct ReportQuery;

@@ -15,7 +15,7 @@ use crate::graphql::context::{allowed, route};
 use crate::graphql::engagements::Engagement;
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
-use crate::graphql::loaders::{ChildKind, EngagementById};
+use crate::graphql::loaders::{child_kind, ChildKind, EngagementById};
 use crate::graphql::loaders::{Node, Siblings};
 use crate::graphql::shared::{body, history_of, if_match, past, related};
 use crate::graphql::view::View;
@@ -170,49 +170,7 @@ impl TargetFilterInput {
 /// Targets listed per engagement.
 pub struct TargetsOf;
 
-impl ChildKind for TargetsOf {
-    type Sort = TargetSort;
-    type Row = TargetRow;
-    const SORTS: &'static [(&'static str, TargetSort)] = rest::SORTS;
-    const FILTERS: &'static [&'static str] = rest::FILTERS;
-
-    fn accepts(sort: TargetSort, value: &SortValue) -> bool {
-        sort.accepts(value)
-    }
-
-    fn key_of(sort: TargetSort, row: &TargetRow) -> (SortValue, String) {
-        (sort.value_of(row), row.id.clone())
-    }
-
-    fn engagement_of(row: &TargetRow) -> &str {
-        &row.engagement_id
-    }
-
-    fn view_of(row: &TargetRow) -> View {
-        Target::view(row)
-    }
-
-    async fn page(
-        pool: &AnyPool,
-        organization_id: &str,
-        engagement_ids: &[String],
-        request: &ListRequest<TargetSort>,
-    ) -> std::result::Result<Vec<TargetRow>, ApiError> {
-        let filter = rest::filter_of(request, String::new())?;
-        let page = PerParent { order: request.order, after: request.after(), limit: request.per_page + 1 };
-        Ok(batch::targets_page(pool, organization_id, engagement_ids, &filter, request.sort, page).await?)
-    }
-
-    async fn counts(
-        pool: &AnyPool,
-        organization_id: &str,
-        engagement_ids: &[String],
-        request: &ListRequest<TargetSort>,
-    ) -> std::result::Result<HashMap<String, i64>, ApiError> {
-        let filter = rest::filter_of(request, String::new())?;
-        Ok(batch::targets_count(pool, organization_id, engagement_ids, &filter).await?)
-    }
-}
+child_kind!(TargetsOf, TargetSort, TargetRow, Target, scope: String::new(), page: batch::targets_page, count: batch::targets_count);
 
 #[derive(Default)]
 pub struct TargetQuery;

@@ -15,7 +15,7 @@ use crate::graphql::context::{allowed, route};
 use crate::graphql::engagements::Engagement;
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
-use crate::graphql::loaders::ChildKind;
+use crate::graphql::loaders::{child_kind, ChildKind};
 use crate::graphql::loaders::{Node, Siblings};
 use crate::graphql::shared::{body, history_of, id_strings, if_match, past};
 use crate::graphql::targets::engagement_of;
@@ -161,49 +161,7 @@ impl TaskFilterInput {
 /// Tasks listed per engagement.
 pub struct TasksOf;
 
-impl ChildKind for TasksOf {
-    type Sort = TaskSort;
-    type Row = TaskRow;
-    const SORTS: &'static [(&'static str, TaskSort)] = rest::SORTS;
-    const FILTERS: &'static [&'static str] = rest::FILTERS;
-
-    fn accepts(sort: TaskSort, value: &SortValue) -> bool {
-        sort.accepts(value)
-    }
-
-    fn key_of(sort: TaskSort, row: &TaskRow) -> (SortValue, String) {
-        (sort.value_of(row), row.id.clone())
-    }
-
-    fn engagement_of(row: &TaskRow) -> &str {
-        &row.engagement_id
-    }
-
-    fn view_of(row: &TaskRow) -> View {
-        Task::view(row)
-    }
-
-    async fn page(
-        pool: &AnyPool,
-        organization_id: &str,
-        engagement_ids: &[String],
-        request: &ListRequest<TaskSort>,
-    ) -> std::result::Result<Vec<TaskRow>, ApiError> {
-        let filter = rest::filter_of(request, Some(Vec::new()))?;
-        let page = PerParent { order: request.order, after: request.after(), limit: request.per_page + 1 };
-        Ok(batch::tasks_page(pool, organization_id, engagement_ids, &filter, request.sort, page).await?)
-    }
-
-    async fn counts(
-        pool: &AnyPool,
-        organization_id: &str,
-        engagement_ids: &[String],
-        request: &ListRequest<TaskSort>,
-    ) -> std::result::Result<HashMap<String, i64>, ApiError> {
-        let filter = rest::filter_of(request, Some(Vec::new()))?;
-        Ok(batch::tasks_count(pool, organization_id, engagement_ids, &filter).await?)
-    }
-}
+child_kind!(TasksOf, TaskSort, TaskRow, Task, scope: Some(Vec::new()), page: batch::tasks_page, count: batch::tasks_count);
 
 #[derive(Default)]
 pub struct TaskQuery;

@@ -16,7 +16,7 @@ use crate::graphql::context::{allowed, route};
 use crate::graphql::engagements::Engagement;
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
-use crate::graphql::loaders::{ChildKind, WikiPageById};
+use crate::graphql::loaders::{child_kind, ChildKind, WikiPageById};
 use crate::graphql::loaders::{Node, Siblings};
 use crate::graphql::shared::{body, history_of, id_strings, if_match, past, related};
 use crate::graphql::targets::engagement_of;
@@ -149,49 +149,7 @@ impl WikiFilterInput {
 /// Wiki pages listed per engagement.
 pub struct WikiPagesOf;
 
-impl ChildKind for WikiPagesOf {
-    type Sort = WikiSort;
-    type Row = WikiPageRow;
-    const SORTS: &'static [(&'static str, WikiSort)] = rest::SORTS;
-    const FILTERS: &'static [&'static str] = rest::FILTERS;
-
-    fn accepts(sort: WikiSort, value: &SortValue) -> bool {
-        sort.accepts(value)
-    }
-
-    fn key_of(sort: WikiSort, row: &WikiPageRow) -> (SortValue, String) {
-        (sort.value_of(row), row.id.clone())
-    }
-
-    fn engagement_of(row: &WikiPageRow) -> &str {
-        &row.engagement_id
-    }
-
-    fn view_of(row: &WikiPageRow) -> View {
-        WikiPage::view(row)
-    }
-
-    async fn page(
-        pool: &AnyPool,
-        organization_id: &str,
-        engagement_ids: &[String],
-        request: &ListRequest<WikiSort>,
-    ) -> std::result::Result<Vec<WikiPageRow>, ApiError> {
-        let filter = rest::filter_of(request, String::new())?;
-        let page = PerParent { order: request.order, after: request.after(), limit: request.per_page + 1 };
-        Ok(batch::wiki_pages_page(pool, organization_id, engagement_ids, &filter, request.sort, page).await?)
-    }
-
-    async fn counts(
-        pool: &AnyPool,
-        organization_id: &str,
-        engagement_ids: &[String],
-        request: &ListRequest<WikiSort>,
-    ) -> std::result::Result<HashMap<String, i64>, ApiError> {
-        let filter = rest::filter_of(request, String::new())?;
-        Ok(batch::wiki_pages_count(pool, organization_id, engagement_ids, &filter).await?)
-    }
-}
+child_kind!(WikiPagesOf, WikiSort, WikiPageRow, WikiPage, scope: String::new(), page: batch::wiki_pages_page, count: batch::wiki_pages_count);
 
 #[derive(Default)]
 pub struct WikiQuery;
