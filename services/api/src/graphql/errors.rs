@@ -1,7 +1,7 @@
 //! Failures as GraphQL errors: the REST error code, mapped once. Every error a resolver returns
 //! comes from an `ApiError`, so `extensions.code` is the code REST answers for the same failure
 //! (`VALIDATION_ERROR`, `CONFLICT`, `NOT_FOUND`, `FORBIDDEN`, …), with `statusCode`, the
-//! validation `details` and the `requestId`. Errors of the GraphQL layer itself (a query that
+//! validation `details`, the `requestId` and, when over the rate limit, `retryAfter` (seconds). Errors of the GraphQL layer itself (a query that
 //! does not parse or validate, or is too deep or too complex) get `BAD_REQUEST`.
 
 use async_graphql::{ErrorExtensionValues, Response, Value};
@@ -21,6 +21,9 @@ impl From<ApiError> for async_graphql::Error {
             }
         }
         extensions.set("requestId", detail.request_id);
+        if let ApiError::RateLimited { retry_after } = error {
+            extensions.set("retryAfter", retry_after);
+        }
         Self { message: detail.message, source: None, extensions: Some(extensions) }
     }
 }

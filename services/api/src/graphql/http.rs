@@ -109,19 +109,24 @@ pub async fn execute(State(state): State<AppState>, request: Request) -> Result<
 }
 
 /// A request that did not run (it did not parse or validate, or was over a limit), for a
-/// client of GraphQL over HTTP: a 4xx (the first error's status, 400 by default) and no `data`.
+/// client of GraphQL over HTTP: a 4xx (the first error's status, 400 by default) and no `data`;
+/// over the rate limit, with `Retry-After` as REST sends it.
 fn request_error(errors: &[async_graphql::ServerError]) -> Response {
-    let status = errors
-        .first()
-        .and_then(|e| e.extensions.as_ref())
-        .and_then(|e| match e.get("statusCode") {
+    let number = |name: &str| {
+        errors.first().and_then(|e| e.extensions.as_ref()).and_then(|e| match e.get(name) {
             Some(async_graphql::Value::Number(n)) => n.as_u64(),
             _ => None,
         })
+    };
+    let status = number("statusCode")
         .and_then(|code| StatusCode::from_u16(u16::try_from(code).ok()?).ok())
         .filter(StatusCode::is_client_error)
         .unwrap_or(StatusCode::BAD_REQUEST);
-    (status, axum::Json(serde_json::json!({ "errors": errors }))).into_response()
+    let mut response = (status, axum::Json(serde_json::json!({ "errors": errors }))).into_response();
+    if let Some(seconds) = number("retryAfter").filter(|_| status == StatusCode::TOO_MANY_REQUESTS) {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
 
 /// `application/graphql-response+json` for clients that ask for it (GraphQL over HTTP),

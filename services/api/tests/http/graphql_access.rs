@@ -376,6 +376,17 @@ backend_tests! {
         let other = app.key_with(&["*"]).await;
         let (_, body) = gql_with(&app, &other, "{ engagements(filter: {q: \"charged\"}) { totalCount } }", json!({})).await;
         assert_eq!(body["data"]["engagements"]["totalCount"], 0, "{body}");
+        // GraphQL over HTTP answers the refusal as REST does: 429 with Retry-After, no data.
+        let third = app.key_with(&["*"]).await;
+        let body = json!({ "query": format!("mutation {{ {creates} }}") });
+        let response = app.request(Method::POST, "/api/v1/graphql", &third).header("accept", "application/graphql-response+json").json(&body).send().await.unwrap();
+        let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry_after), "{retry_after}");
+        let (status, answer) = parts(response).await;
+        assert_eq!(status, 429, "{answer}");
+        assert!(answer.get("data").is_none(), "{answer}");
+        assert_eq!(only_code(&answer), "RATE_LIMITED");
+        assert_eq!(answer["errors"][0]["extensions"]["retryAfter"], retry_after, "{answer}");
     }
 
     async fn a_nested_cursor_belongs_to_a_single_parent(db) {
