@@ -1,19 +1,19 @@
-//! The cqrs-es event store over whichever backend the store runs on. cqrs-es's `EventStore` is
-//! not object-safe, so this enum delegates to the one concrete store in use.
+//! The cqrs-es event store: reads through the postgres-es or sqlite-es repository, appends through
+//! the group commit shared by every command of this process.
 
 use std::collections::HashMap;
 
-use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
+use cqrs_es::persist::{
+    EventStoreAggregateContext, PersistedEventRepository, PersistedEventStore, PersistenceError,
+    ReplayStream, SerializedEvent, SerializedSnapshot,
+};
 use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
 use sqlite_es::SqliteEventRepository;
 
 use crate::{EsPool, Store};
 
-pub enum AggregateStore<A: Aggregate> {
-    Sqlite(PersistedEventStore<SqliteEventRepository, A>),
-    Postgres(PersistedEventStore<PostgresEventRepository, A>),
-}
+pub struct AggregateStore<A: Aggregate>(PersistedEventStore<Repository, A>);
 
 pub type AggregateContext<A> = EventStoreAggregateContext<A>;
 
@@ -21,22 +21,16 @@ impl<A: Aggregate> AggregateStore<A> {
     /// An event-sourced store (never the snapshot or aggregate modes: in cqrs-es 0.5.0 they apply
     /// new events twice).
     pub fn new(store: &Store) -> Self {
-        match store.es_pool() {
-            EsPool::Sqlite(pool) => {
-                Self::Sqlite(PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone())))
-            }
-            EsPool::Postgres(pool) => Self::Postgres(PersistedEventStore::new_event_store(
-                PostgresEventRepository::new(pool.clone()),
-            )),
-        }
+        let reader = match store.es_pool() {
+            EsPool::Sqlite(pool) => Reader::Sqlite(SqliteEventRepository::new(pool.clone())),
+            EsPool::Postgres(pool) => Reader::Postgres(PostgresEventRepository::new(pool.clone())),
+        };
+        Self(PersistedEventStore::new_event_store(Repository { reader, store: store.clone() }))
     }
 
     /// The aggregate folded from all its events, with its current sequence.
     pub async fn load(&self, aggregate_id: &str) -> Result<AggregateContext<A>, AggregateError<A::Error>> {
-        match self {
-            Self::Sqlite(store) => store.load_aggregate(aggregate_id).await,
-            Self::Postgres(store) => store.load_aggregate(aggregate_id).await,
-        }
+        self.0.load_aggregate(aggregate_id).await
     }
 
     /// The aggregate before its first event, without a read: what `load` returns for an id that
@@ -54,10 +48,7 @@ impl<A: Aggregate> AggregateStore<A> {
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
-        match self {
-            Self::Sqlite(store) => store.load_events(aggregate_id).await,
-            Self::Postgres(store) => store.load_events(aggregate_id).await,
-        }
+        self.0.load_events(aggregate_id).await
     }
 
     /// Appends `events` after the context's sequence in one transaction; a concurrent append to
@@ -68,9 +59,78 @@ impl<A: Aggregate> AggregateStore<A> {
         context: AggregateContext<A>,
         metadata: HashMap<String, String>,
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
-        match self {
-            Self::Sqlite(store) => store.commit(events, context, metadata).await,
-            Self::Postgres(store) => store.commit(events, context, metadata).await,
+        self.0.commit(events, context, metadata).await
+    }
+}
+
+enum Reader {
+    Sqlite(SqliteEventRepository),
+    Postgres(PostgresEventRepository),
+}
+
+/// The repository cqrs-es sees: the backend's own for reads, the group commit for appends.
+pub struct Repository {
+    reader: Reader,
+    store: Store,
+}
+
+impl PersistedEventRepository for Repository {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        match &self.reader {
+            Reader::Sqlite(repo) => repo.get_events::<A>(aggregate_id).await,
+            Reader::Postgres(repo) => repo.get_events::<A>(aggregate_id).await,
+        }
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        match &self.reader {
+            Reader::Sqlite(repo) => repo.get_last_events::<A>(aggregate_id, last_sequence).await,
+            Reader::Postgres(repo) => repo.get_last_events::<A>(aggregate_id, last_sequence).await,
+        }
+    }
+
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        match &self.reader {
+            Reader::Sqlite(repo) => repo.get_snapshot::<A>(aggregate_id).await,
+            Reader::Postgres(repo) => repo.get_snapshot::<A>(aggregate_id).await,
+        }
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, serde_json::Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        if snapshot_update.is_some() {
+            return Err(PersistenceError::UnknownError("Pwnbook keeps no snapshots".into()));
+        }
+        self.store.append(events).await
+    }
+
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
+        match &self.reader {
+            Reader::Sqlite(repo) => repo.stream_events::<A>(aggregate_id).await,
+            Reader::Postgres(repo) => repo.stream_events::<A>(aggregate_id).await,
+        }
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        match &self.reader {
+            Reader::Sqlite(repo) => repo.stream_all_events::<A>().await,
+            Reader::Postgres(repo) => repo.stream_all_events::<A>().await,
         }
     }
 }

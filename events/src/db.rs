@@ -4,7 +4,10 @@
 //! `Any` pool through which all of Pwnbook's own tables are read and written with one SQL text.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use cqrs_es::persist::{PersistenceError, SerializedEvent};
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -13,6 +16,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AnyPool, Executor};
 
+use crate::group_commit::GroupCommit;
 use crate::StoreError;
 
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,6 +44,7 @@ pub struct Store {
     backend: Backend,
     pool: AnyPool,
     es: EsPool,
+    appends: Arc<GroupCommit>,
 }
 
 impl Store {
@@ -90,13 +95,13 @@ impl Store {
             })
             .connect(url)
             .await?;
-        Ok(Self { backend: Backend::Sqlite, pool, es: EsPool::Sqlite(es) })
+        Ok(Self { backend: Backend::Sqlite, pool, es: EsPool::Sqlite(es), appends: Arc::default() })
     }
 
     async fn open_postgres(url: &str) -> Result<Self, StoreError> {
         let es = PgPoolOptions::new().max_connections(8).test_before_acquire(false).connect(url).await?;
         let pool = AnyPoolOptions::new().max_connections(12).test_before_acquire(false).connect(url).await?;
-        Ok(Self { backend: Backend::Postgres, pool, es: EsPool::Postgres(es) })
+        Ok(Self { backend: Backend::Postgres, pool, es: EsPool::Postgres(es), appends: Arc::default() })
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -142,6 +147,12 @@ impl Store {
     /// The pool for the cqrs-es repositories.
     pub fn es_pool(&self) -> &EsPool {
         &self.es
+    }
+
+    /// Appends one command's events to `events` atomically, in a transaction it may share with
+    /// concurrent appends of this process.
+    pub(crate) async fn append(&self, events: &[SerializedEvent]) -> Result<(), PersistenceError> {
+        self.appends.append(&self.es, events).await
     }
 
     pub async fn close(&self) {

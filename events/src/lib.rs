@@ -6,6 +6,7 @@ pub mod api_key;
 mod db;
 pub mod engagement;
 pub mod finding;
+mod group_commit;
 pub mod hash;
 pub mod ids;
 pub mod log;
