@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod batch;
+mod by_id;
 pub mod engagements;
 pub mod feed;
 pub mod findings;

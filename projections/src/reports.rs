@@ -135,11 +135,13 @@ pub async fn get(
     organization_id: &str,
     id: &str,
 ) -> Result<Option<ReportRow>, ProjectionError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM reports WHERE id = $1 AND organization_id = $2"))
-        .bind(id)
-        .bind(organization_id)
-        .fetch_optional(pool)
-        .await?;
+    let row = crate::by_id::owned_row(
+        pool,
+        &format!("SELECT {COLUMNS} FROM reports WHERE id = $1"),
+        id,
+        organization_id,
+    )
+    .await?;
     row.as_ref().map(ReportRow::from_row).transpose()
 }
 
@@ -149,14 +151,9 @@ pub async fn content(
     organization_id: &str,
     id: &str,
 ) -> Result<Option<(String, String)>, ProjectionError> {
-    let row = sqlx::query(
-        "SELECT content_format, content FROM reports WHERE id = $1 AND organization_id = $2 \
-         AND content IS NOT NULL",
-    )
-    .bind(id)
-    .bind(organization_id)
-    .fetch_optional(pool)
-    .await?;
+    let select =
+        "SELECT organization_id, content_format, content FROM reports WHERE id = $1 AND content IS NOT NULL";
+    let row = crate::by_id::owned_row(pool, select, id, organization_id).await?;
     row.map(|r| Ok((r.try_get("content_format")?, r.try_get("content")?))).transpose()
 }
 

@@ -145,11 +145,13 @@ pub async fn get(
     organization_id: &str,
     id: &str,
 ) -> Result<Option<TargetRow>, ProjectionError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM targets WHERE id = $1 AND organization_id = $2"))
-        .bind(id)
-        .bind(organization_id)
-        .fetch_optional(pool)
-        .await?;
+    let row = crate::by_id::owned_row(
+        pool,
+        &format!("SELECT {COLUMNS} FROM targets WHERE id = $1"),
+        id,
+        organization_id,
+    )
+    .await?;
     row.as_ref().map(TargetRow::from_row).transpose()
 }
 

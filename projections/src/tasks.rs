@@ -153,11 +153,13 @@ pub async fn get(
     organization_id: &str,
     id: &str,
 ) -> Result<Option<TaskRow>, ProjectionError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1 AND organization_id = $2"))
-        .bind(id)
-        .bind(organization_id)
-        .fetch_optional(pool)
-        .await?;
+    let row = crate::by_id::owned_row(
+        pool,
+        &format!("SELECT {COLUMNS} FROM tasks WHERE id = $1"),
+        id,
+        organization_id,
+    )
+    .await?;
     row.as_ref().map(TaskRow::from_row).transpose()
 }
 

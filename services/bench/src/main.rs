@@ -31,6 +31,9 @@ struct Args {
     /// Print the table as JSON.
     #[arg(long)]
     json: bool,
+    /// Run only the command workloads (for profiling the write path).
+    #[arg(long)]
+    commands_only: bool,
 }
 
 const ENGAGEMENTS: usize = 100;
@@ -98,6 +101,13 @@ async fn main() -> Result<(), String> {
             )
             .await,
         );
+    }
+
+    if args.commands_only {
+        let peak = server.peak_rss_mib();
+        server.stop().await;
+        report(&rows, -1, peak, args.json);
+        return database.drop_database().await;
     }
 
     // 2. Lists over `--findings` findings.
