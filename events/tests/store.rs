@@ -107,6 +107,38 @@ backend_tests! {
         assert_eq!(events.load("c1").await.unwrap().aggregate.value, 1);
     }
 
+    async fn a_conflict_in_a_shared_commit_fails_only_its_own_append(db) {
+        let store = Store::open(&db.url).await.unwrap();
+        let events = AggregateStore::<Counter>::new(&store);
+        // Appends that arrive together go to the database in one transaction; the racers on
+        // "shared" make that transaction fail, and every other append must still commit.
+        let mut tasks = Vec::new();
+        for i in 0..24 {
+            let store = store.clone();
+            let id = if i % 3 == 0 { "shared".to_owned() } else { format!("own{i}") };
+            let context = AggregateStore::<Counter>::fresh(&id);
+            tasks.push(tokio::spawn(async move {
+                AggregateStore::<Counter>::new(&store)
+                    .commit(vec![Incremented { by: 1 }, Incremented { by: 2 }], context, metadata("org_a"))
+                    .await
+            }));
+        }
+        let mut conflicted = 0;
+        for (i, task) in tasks.into_iter().enumerate() {
+            match task.await.unwrap() {
+                Ok(committed) => assert_eq!(committed.len(), 2),
+                Err(AggregateError::AggregateConflict) if i % 3 == 0 => conflicted += 1,
+                Err(other) => panic!("append {i}: {other}"),
+            }
+        }
+        assert_eq!(conflicted, 7, "one racer on the shared aggregate wins");
+        assert_eq!(events.load("shared").await.unwrap().aggregate.value, 3);
+        for i in (0..24).filter(|i| i % 3 != 0) {
+            let own = events.load(&format!("own{i}")).await.unwrap();
+            assert_eq!((own.aggregate.value, own.current_sequence), (3, 2), "own{i} has both its events");
+        }
+    }
+
     async fn the_log_is_dense_complete_and_ordered_per_stream(db) {
         let store = Store::open(&db.url).await.unwrap();
         let sequencer = Sequencer::new(store.clone());
