@@ -13,7 +13,7 @@ use crate::sql::Sql;
 use crate::{ProjectionError, Projector};
 
 const LIVE_BATCH: i64 = 500;
-const REBUILD_BATCH: i64 = 10_000;
+const REBUILD_BATCH: i64 = 2_500;
 
 #[derive(Clone)]
 pub struct ProjectionRunner {
@@ -238,6 +238,12 @@ impl ProjectionRunner {
             }
             progress(position);
         }
+        // The copies are anti-joins on the key, whose plans must not be nested loops: a real
+        // table's statistics may still say empty (a fresh database) while it holds every row,
+        // and a loop would scan it once per row.
+        if self.store.backend() == Backend::Postgres {
+            sqlx::query("SET LOCAL enable_nestloop = off").execute(&mut *tx).await?;
+        }
         for shadow in &shadows {
             shadow.copy_changes(self.store.backend(), &mut tx).await?;
         }
@@ -411,14 +417,12 @@ impl Shadow {
         ))
         .execute(&mut **tx)
         .await?;
-        // What is left of the real table is in the shadow: insert the rest. A conflict can only
-        // be with that same row (the shadow satisfies its own unique indexes), so it is skipped.
-        // (Not an anti-join: with the table nearly empty, PostgreSQL may plan it as a nested
-        // loop over the rows the statement itself is appending.) SQLite needs the WHERE to
-        // parse ON CONFLICT after a SELECT.
-        sqlx::query(&format!("INSERT INTO {real} SELECT * FROM {shadow} WHERE true ON CONFLICT DO NOTHING"))
-            .execute(&mut **tx)
-            .await?;
+        // What is left of the real table is in the shadow: insert the rest.
+        sqlx::query(&format!(
+            "INSERT INTO {real} SELECT s.* FROM {shadow} AS s WHERE NOT EXISTS (SELECT 1 FROM {real} AS r WHERE {same_key})"
+        ))
+        .execute(&mut **tx)
+        .await?;
         Ok(())
     }
 }

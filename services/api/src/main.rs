@@ -6,6 +6,9 @@ use pwnbook_api::config::{Cli, Command, EventsCommand, LogFormat};
 use pwnbook_api::{cli, server};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Cli::parse();

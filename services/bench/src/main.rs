@@ -34,6 +34,9 @@ struct Args {
     /// Run only the command workloads (for profiling the write path).
     #[arg(long)]
     commands_only: bool,
+    /// Keep the PostgreSQL database at the end (its URL is printed), e.g. to profile a rebuild.
+    #[arg(long)]
+    keep_database: bool,
 }
 
 const ENGAGEMENTS: usize = 100;
@@ -206,6 +209,10 @@ async fn main() -> Result<(), String> {
         rows.push(load::job("projections rebuild (events/s)", events, started.elapsed()));
     }
     report(&rows, total_high, peak, args.json);
+    if args.keep_database {
+        eprintln!("kept the database: {}", database.url);
+        return Ok(());
+    }
     database.drop_database().await
 }
 
