@@ -240,9 +240,11 @@ impl ProjectionRunner {
         }
         // The copies are anti-joins on the key, whose plans must not be nested loops: a real
         // table's statistics may still say empty (a fresh database) while it holds every row,
-        // and a loop would scan it once per row.
+        // and a loop would scan it once per row. Their hash tables (~30 MB per 100 000 findings)
+        // should stay in memory rather than spill in batches to disk.
         if self.store.backend() == Backend::Postgres {
             sqlx::query("SET LOCAL enable_nestloop = off").execute(&mut *tx).await?;
+            sqlx::query("SET LOCAL work_mem = '128MB'").execute(&mut *tx).await?;
         }
         for shadow in &shadows {
             shadow.copy_changes(self.store.backend(), &mut tx).await?;

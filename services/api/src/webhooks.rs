@@ -232,8 +232,9 @@ async fn dispatch(mut context: Context) {
             }
             Err(error) => tracing::error!(%error, "listing webhooks failed; retrying"),
         }
+        // Listed on a timer, not on every move of the log head (a query per sequencer batch): a
+        // new webhook's worker starts within one poll and delivers from its own checkpoint.
         tokio::select! {
-            changed = context.head.changed() => if changed.is_err() { tokio::time::sleep(POLL).await },
             () = tokio::time::sleep(POLL) => {}
             _ = context.shutdown.changed() => break,
         }
