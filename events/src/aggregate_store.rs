@@ -69,7 +69,7 @@ enum Reader {
 }
 
 /// The repository cqrs-es sees: the backend's own for reads, the group commit for appends.
-pub struct Repository {
+pub(crate) struct Repository {
     reader: Reader,
     store: Store,
 }

@@ -152,7 +152,11 @@ impl Store {
     /// Appends one command's events to `events` atomically, in a transaction it may share with
     /// concurrent appends of this process.
     pub(crate) async fn append(&self, events: &[SerializedEvent]) -> Result<(), PersistenceError> {
-        self.appends.append(&self.es, events).await
+        self.appends.append(self, events).await
+    }
+
+    pub(crate) fn group_commit(&self) -> &GroupCommit {
+        &self.appends
     }
 
     pub async fn close(&self) {

@@ -2,21 +2,28 @@
 //! in one transaction with multi-row INSERTs, so concurrent commands share one commit (one WAL
 //! flush, one fsync on SQLite) instead of queueing for the write lock one by one.
 //!
-//! Each command's events stay all-or-nothing: when a batch fails (a concurrent append to the
-//! same aggregate, a name already taken, a refused engagement, all of which abort the whole
-//! transaction), its commands are retried one transaction each, so only the offending one fails.
+//! Each command's events stay all-or-nothing: when an INSERT of a batch fails (a concurrent
+//! append to the same aggregate, a name already taken, a refused engagement, all of which abort
+//! the whole transaction), its appends are retried one transaction each, so only the offending
+//! one fails. Any other failure (the connection, BEGIN or COMMIT) is every append's outcome: a
+//! COMMIT that failed may still have committed, so retrying could report a stored append as a
+//! conflict.
 //!
-//! The batch is written by a spawned task holding the write slot: a caller that goes away (its
-//! client disconnected) cannot abandon a transaction that carries other callers' events.
+//! One caller at a time holds the write slot and spawns the writer, which writes batch after
+//! batch until the queue is empty; the others return as soon as their own batch is written. A
+//! caller that goes away before the writer took its append takes it out of the queue (it is
+//! never written, as with an abandoned transaction); once taken, it is written with the rest of
+//! its batch whatever happens to the caller.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use serde_json::Value;
 use sqlx::{Postgres, QueryBuilder, Sqlite};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedMutexGuard};
 
-use crate::EsPool;
+use crate::{EsPool, Store};
 
 /// Rows per INSERT statement: 7 parameters each stays far below both backends' limits.
 const INSERT_CHUNK: usize = 500;
@@ -34,23 +41,34 @@ struct Row {
 
 /// One caller's append: its events and where to send the outcome.
 struct Append {
+    id: u64,
     rows: Vec<Row>,
     reply: oneshot::Sender<Result<(), PersistenceError>>,
 }
 
-/// The appends waiting for the write slot, shared by every clone of the store.
-#[derive(Debug, Default)]
+/// The appends waiting for the writer, shared by every clone of the store.
+#[derive(Default)]
 pub(crate) struct GroupCommit {
-    queue: Mutex<Vec<AppendSlot>>,
+    queue: Mutex<Vec<Append>>,
     slot: Arc<tokio::sync::Mutex<()>>,
+    next_id: AtomicU64,
 }
 
-/// `Append` behind a `Debug` the store can derive.
-struct AppendSlot(Append);
-
-impl std::fmt::Debug for AppendSlot {
+impl std::fmt::Debug for GroupCommit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Append").field("events", &self.0.rows.len()).finish()
+        f.debug_struct("GroupCommit").field("queued", &self.lock_queue().len()).finish_non_exhaustive()
+    }
+}
+
+/// Takes a caller's append out of the queue if the caller goes away before the writer took it.
+struct Withdraw<'a> {
+    group: &'a GroupCommit,
+    id: u64,
+}
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        self.group.lock_queue().retain(|append| append.id != self.id);
     }
 }
 
@@ -58,77 +76,137 @@ impl GroupCommit {
     /// Appends `events` in one transaction, possibly shared with concurrent appends.
     pub(crate) async fn append(
         &self,
-        pool: &EsPool,
+        store: &Store,
         events: &[SerializedEvent],
     ) -> Result<(), PersistenceError> {
         let rows = events
             .iter()
-            .map(|event| Row {
-                aggregate_type: event.aggregate_type.clone(),
-                aggregate_id: event.aggregate_id.clone(),
-                sequence: event.sequence as i64,
-                event_type: event.event_type.clone(),
-                event_version: event.event_version.clone(),
-                payload: event.payload.clone(),
-                metadata: event.metadata.clone(),
+            .map(|event| {
+                Ok(Row {
+                    aggregate_type: event.aggregate_type.clone(),
+                    aggregate_id: event.aggregate_id.clone(),
+                    sequence: i64::try_from(event.sequence)
+                        .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?,
+                    event_type: event.event_type.clone(),
+                    event_version: event.event_version.clone(),
+                    payload: event.payload.clone(),
+                    metadata: event.metadata.clone(),
+                })
             })
-            .collect();
-        let (reply, outcome) = oneshot::channel();
-        self.lock_queue().push(AppendSlot(Append { rows, reply }));
-        // Whoever holds the slot writes everything queued so far; those queued behind it wait
-        // for the slot and take everything that arrived meanwhile as the next batch.
-        let slot = Arc::clone(&self.slot).lock_owned().await;
-        let batch: Vec<Append> = std::mem::take(&mut *self.lock_queue()).into_iter().map(|a| a.0).collect();
-        if batch.is_empty() {
-            drop(slot);
-        } else {
-            let pool = pool.clone();
-            tokio::spawn(async move {
-                write(&pool, batch).await;
-                drop(slot);
-            });
-        }
-        outcome.await.map_err(|_| PersistenceError::UnknownError("the append was abandoned".into()))?
+            .collect::<Result<_, PersistenceError>>()?;
+        let (reply, mut outcome) = oneshot::channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock_queue().push(Append { id, rows, reply });
+        let withdraw = Withdraw { group: self, id };
+        let slot = tokio::select! {
+            biased;
+            done = &mut outcome => return finished(done),
+            slot = Arc::clone(&self.slot).lock_owned() => slot,
+        };
+        tokio::spawn(drain(store.clone(), slot));
+        let done = outcome.await;
+        drop(withdraw);
+        finished(done)
     }
 
-    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Vec<AppendSlot>> {
-        // The queue is only pushed to and taken from, so a poisoned one is still consistent.
+    fn take_queue(&self) -> Vec<Append> {
+        std::mem::take(&mut *self.lock_queue())
+    }
+
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Vec<Append>> {
+        // The queue is only pushed to, filtered and taken from, so a poisoned one is still
+        // consistent.
         self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-/// Writes the batch in one transaction; if that fails, each append in its own.
-async fn write(pool: &EsPool, batch: Vec<Append>) {
-    if batch.len() > 1 {
-        let rows: Vec<&Row> = batch.iter().flat_map(|append| &append.rows).collect();
-        if insert(pool, &rows).await.is_ok() {
+fn finished(
+    done: Result<Result<(), PersistenceError>, oneshot::error::RecvError>,
+) -> Result<(), PersistenceError> {
+    done.map_err(|_| PersistenceError::UnknownError("the append's writer stopped".into()))?
+}
+
+/// The writer: writes what is queued, batch after batch, then gives the slot back.
+async fn drain(store: Store, slot: OwnedMutexGuard<()>) {
+    loop {
+        let batch = store.group_commit().take_queue();
+        if batch.is_empty() {
+            break;
+        }
+        write(&store, batch).await;
+    }
+    drop(slot);
+}
+
+/// What failed in a batch's transaction.
+enum Failure {
+    /// An INSERT: the transaction did not commit, and one append may be to blame.
+    Insert(sqlx::Error),
+    /// BEGIN, COMMIT or the connection: nothing says which append, or whether it committed.
+    Transaction(sqlx::Error),
+}
+
+/// Writes the batch in one transaction; after a failed INSERT, each append in its own.
+async fn write(store: &Store, batch: Vec<Append>) {
+    let pool = store.es_pool();
+    let rows: Vec<&Row> = batch.iter().flat_map(|append| &append.rows).collect();
+    let failure = match insert(pool, &rows).await {
+        Ok(()) => {
             for append in batch {
                 let _ = append.reply.send(Ok(()));
             }
             return;
         }
-    }
-    for append in batch {
-        let rows: Vec<&Row> = append.rows.iter().collect();
-        let _ = append.reply.send(insert(pool, &rows).await.map_err(|e| persistence_error(pool, e)));
+        Err(failure) => failure,
+    };
+    match failure {
+        // Only a constraint or trigger refusal can be one append's fault; the others should not
+        // wait for it (an I/O error would fail them one by one as well).
+        Failure::Insert(sqlx::Error::Database(error)) if batch.len() > 1 => {
+            tracing::debug!(%error, appends = batch.len(), "a shared append failed; retrying them one by one");
+            for append in batch {
+                let rows: Vec<&Row> = append.rows.iter().collect();
+                let outcome = insert(pool, &rows).await.map_err(|failure| match failure {
+                    Failure::Insert(error) | Failure::Transaction(error) => persistence_error(pool, error),
+                });
+                let _ = append.reply.send(outcome);
+            }
+        }
+        // A single append's own failure, or one the whole batch shares.
+        Failure::Insert(error) | Failure::Transaction(error) => {
+            if batch.len() > 1 {
+                tracing::warn!(%error, appends = batch.len(), "a shared append failed");
+            }
+            let message = error.to_string();
+            let mut first = Some(persistence_error(pool, error));
+            for append in batch {
+                let outcome =
+                    first.take().unwrap_or_else(|| PersistenceError::ConnectionError(message.clone().into()));
+                let _ = append.reply.send(Err(outcome));
+            }
+        }
     }
 }
 
-async fn insert(pool: &EsPool, rows: &[&Row]) -> Result<(), sqlx::Error> {
+async fn insert(pool: &EsPool, rows: &[&Row]) -> Result<(), Failure> {
     match pool {
         EsPool::Sqlite(pool) => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin().await.map_err(Failure::Transaction)?;
             for chunk in rows.chunks(INSERT_CHUNK) {
-                insert_statement::<Sqlite>(chunk).build().execute(&mut *tx).await?;
+                insert_statement::<Sqlite>(chunk).build().execute(&mut *tx).await.map_err(Failure::Insert)?;
             }
-            tx.commit().await
+            tx.commit().await.map_err(Failure::Transaction)
         }
         EsPool::Postgres(pool) => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin().await.map_err(Failure::Transaction)?;
             for chunk in rows.chunks(INSERT_CHUNK) {
-                insert_statement::<Postgres>(chunk).build().execute(&mut *tx).await?;
+                insert_statement::<Postgres>(chunk)
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(Failure::Insert)?;
             }
-            tx.commit().await
+            tx.commit().await.map_err(Failure::Transaction)
         }
     }
 }

@@ -107,6 +107,45 @@ backend_tests! {
         assert_eq!(events.load("c1").await.unwrap().aggregate.value, 1);
     }
 
+    async fn concurrent_appends_share_transactions_and_all_commit(db) {
+        let store = Store::open(&db.url).await.unwrap();
+        // 16 clients, each appending as soon as its previous append returned.
+        let tasks: Vec<_> = (0..16)
+            .map(|client| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for n in 0..25 {
+                        let committed = AggregateStore::<Counter>::new(&store)
+                            .commit(
+                                vec![Incremented { by: 1 }, Incremented { by: 1 }],
+                                AggregateStore::<Counter>::fresh(&format!("c{client}_{n}")),
+                                metadata("org_a"),
+                            )
+                            .await
+                            .unwrap();
+                        assert_eq!(committed.len(), 2);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let events = AggregateStore::<Counter>::new(&store);
+        for client in 0..16 {
+            for n in 0..25 {
+                assert_eq!(events.load(&format!("c{client}_{n}")).await.unwrap().aggregate.value, 2);
+            }
+        }
+        if let pwnbook_events::EsPool::Postgres(pool) = store.es_pool() {
+            // A caller returns as soon as its own batch is written, while the appends queued
+            // meanwhile go in the next transaction together.
+            let transactions: i64 =
+                sqlx::query_scalar("SELECT COUNT(DISTINCT tx_id) FROM events").fetch_one(pool).await.unwrap();
+            assert!(transactions <= 200, "{transactions} transactions for 400 appends by 16 clients");
+        }
+    }
+
     async fn a_conflict_in_a_shared_commit_fails_only_its_own_append(db) {
         let store = Store::open(&db.url).await.unwrap();
         let events = AggregateStore::<Counter>::new(&store);

@@ -16,7 +16,7 @@ pub(crate) async fn owned_row(
     id: &str,
     organization_id: &str,
 ) -> Result<Option<AnyRow>, ProjectionError> {
-    let row = sqlx::query(select).bind(id).fetch_optional(pool).await?;
-    Ok(row
-        .filter(|row| row.try_get::<&str, _>("organization_id").is_ok_and(|owner| owner == organization_id)))
+    let Some(row) = sqlx::query(select).bind(id).fetch_optional(pool).await? else { return Ok(None) };
+    let owner: &str = row.try_get("organization_id")?;
+    Ok((owner == organization_id).then_some(row))
 }

@@ -110,7 +110,7 @@ async fn main() -> Result<(), String> {
         let peak = server.peak_rss_mib();
         server.stop().await;
         report(&rows, -1, peak, args.json);
-        return database.drop_database().await;
+        return finish(database, args.keep_database).await;
     }
 
     // 2. Lists over `--findings` findings.
@@ -209,7 +209,12 @@ async fn main() -> Result<(), String> {
         rows.push(load::job("projections rebuild (events/s)", events, started.elapsed()));
     }
     report(&rows, total_high, peak, args.json);
-    if args.keep_database {
+    finish(database, args.keep_database).await
+}
+
+/// Drops the run's database unless it is to be kept.
+async fn finish(database: server::Database, keep: bool) -> Result<(), String> {
+    if keep {
         eprintln!("kept the database: {}", database.url);
         return Ok(());
     }
