@@ -188,12 +188,19 @@ async fn write(store: &Store, batch: Vec<Append>) {
     }
 }
 
+/// Each batch size is a statement of its own: only the one-row INSERT is prepared and kept, so
+/// that varying sizes do not evict the connection's other cached statements.
 async fn insert(pool: &EsPool, rows: &[&Row]) -> Result<(), Failure> {
     match pool {
         EsPool::Sqlite(pool) => {
             let mut tx = pool.begin().await.map_err(Failure::Transaction)?;
             for chunk in rows.chunks(INSERT_CHUNK) {
-                insert_statement::<Sqlite>(chunk).build().execute(&mut *tx).await.map_err(Failure::Insert)?;
+                insert_statement::<Sqlite>(chunk)
+                    .build()
+                    .persistent(chunk.len() == 1)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(Failure::Insert)?;
             }
             tx.commit().await.map_err(Failure::Transaction)
         }
@@ -202,6 +209,7 @@ async fn insert(pool: &EsPool, rows: &[&Row]) -> Result<(), Failure> {
             for chunk in rows.chunks(INSERT_CHUNK) {
                 insert_statement::<Postgres>(chunk)
                     .build()
+                    .persistent(chunk.len() == 1)
                     .execute(&mut *tx)
                     .await
                     .map_err(Failure::Insert)?;
