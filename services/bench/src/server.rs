@@ -45,12 +45,15 @@ pub async fn fresh_database(postgres_admin_url: Option<&str>) -> Result<Database
                 .execute(&mut connection)
                 .await
                 .map_err(|e| e.to_string())?;
-            let base = admin.rsplit_once('/').map_or(admin, |(base, _)| base);
-            Ok(Database {
-                url: format!("{base}/{name}"),
-                _dir: None,
-                postgres: Some((admin.to_owned(), name)),
-            })
+            // The admin URL's options (e.g. `?sslmode=disable`) apply to the bench database too.
+            let (path, options) = admin.split_once('?').map_or((admin, ""), |(path, query)| (path, query));
+            let base = path.rsplit_once('/').map_or(path, |(base, _)| base);
+            let url = if options.is_empty() {
+                format!("{base}/{name}")
+            } else {
+                format!("{base}/{name}?{options}")
+            };
+            Ok(Database { url, _dir: None, postgres: Some((admin.to_owned(), name)) })
         }
     }
 }
