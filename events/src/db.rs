@@ -45,6 +45,7 @@ pub struct Store {
     pool: AnyPool,
     es: EsPool,
     appends: Arc<GroupCommit>,
+    write_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -95,13 +96,25 @@ impl Store {
             })
             .connect(url)
             .await?;
-        Ok(Self { backend: Backend::Sqlite, pool, es: EsPool::Sqlite(es), appends: Arc::default() })
+        Ok(Self {
+            backend: Backend::Sqlite,
+            pool,
+            es: EsPool::Sqlite(es),
+            appends: Arc::default(),
+            write_turn: Arc::default(),
+        })
     }
 
     async fn open_postgres(url: &str) -> Result<Self, StoreError> {
         let es = PgPoolOptions::new().max_connections(8).test_before_acquire(false).connect(url).await?;
         let pool = AnyPoolOptions::new().max_connections(12).test_before_acquire(false).connect(url).await?;
-        Ok(Self { backend: Backend::Postgres, pool, es: EsPool::Postgres(es), appends: Arc::default() })
+        Ok(Self {
+            backend: Backend::Postgres,
+            pool,
+            es: EsPool::Postgres(es),
+            appends: Arc::default(),
+            write_turn: Arc::default(),
+        })
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -153,6 +166,16 @@ impl Store {
     /// concurrent appends of this process.
     pub(crate) async fn append(&self, events: &[SerializedEvent]) -> Result<(), PersistenceError> {
         self.appends.append(self, events).await
+    }
+
+    /// On SQLite, this process's writers take turns here before they begin: queued on an async
+    /// lock they never meet in SQLite's busy handler, which sleeps for milliseconds at a time.
+    /// (Other processes still meet it.) PostgreSQL needs no turn.
+    pub async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match self.backend {
+            Backend::Sqlite => Some(Arc::clone(&self.write_turn).lock_owned().await),
+            Backend::Postgres => None,
+        }
     }
 
     pub(crate) fn group_commit(&self) -> &GroupCommit {

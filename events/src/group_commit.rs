@@ -150,7 +150,7 @@ enum Failure {
 async fn write(store: &Store, batch: Vec<Append>) {
     let pool = store.es_pool();
     let rows: Vec<&Row> = batch.iter().flat_map(|append| &append.rows).collect();
-    let failure = match insert(pool, &rows).await {
+    let failure = match insert(store, &rows).await {
         Ok(()) => {
             for append in batch {
                 let _ = append.reply.send(Ok(()));
@@ -166,7 +166,7 @@ async fn write(store: &Store, batch: Vec<Append>) {
             tracing::debug!(%error, appends = batch.len(), "a shared append failed; retrying them one by one");
             for append in batch {
                 let rows: Vec<&Row> = append.rows.iter().collect();
-                let outcome = insert(pool, &rows).await.map_err(|failure| match failure {
+                let outcome = insert(store, &rows).await.map_err(|failure| match failure {
                     Failure::Insert(error) | Failure::Transaction(error) => persistence_error(pool, error),
                 });
                 let _ = append.reply.send(outcome);
@@ -190,9 +190,10 @@ async fn write(store: &Store, batch: Vec<Append>) {
 
 /// Each batch size is a statement of its own: only the one-row INSERT is prepared and kept, so
 /// that varying sizes do not evict the connection's other cached statements.
-async fn insert(pool: &EsPool, rows: &[&Row]) -> Result<(), Failure> {
-    match pool {
+async fn insert(store: &Store, rows: &[&Row]) -> Result<(), Failure> {
+    match store.es_pool() {
         EsPool::Sqlite(pool) => {
+            let _turn = store.write_turn().await;
             let mut tx = pool.begin().await.map_err(Failure::Transaction)?;
             for chunk in rows.chunks(INSERT_CHUNK) {
                 insert_statement::<Sqlite>(chunk)

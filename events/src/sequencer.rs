@@ -195,6 +195,7 @@ impl Sequencer {
 
     /// Sequences one batch.
     pub async fn run_batch(&self) -> Result<BatchOutcome, StoreError> {
+        let _turn = self.store.write_turn().await;
         let mut tx = self.store.pool().begin().await?;
         let Claimed { head, pending, held_back } = claim(&mut tx, self.store.backend(), self.batch).await?;
         let Some(last) = pending.last() else {

@@ -64,6 +64,7 @@ impl ProjectionRunner {
         projector: &dyn Projector,
         limit: i64,
     ) -> Result<(usize, i64), ProjectionError> {
+        let _turn = self.store.write_turn().await;
         let mut tx = self.store.pool().begin().await?;
         let checkpoint = lock_checkpoint(&mut tx, projector.name()).await?;
         let events = log::read_after(&mut *tx, checkpoint, limit).await?;
@@ -83,6 +84,7 @@ impl ProjectionRunner {
     /// per batch instead of one per projector is what keeps write latency low. Returns how many
     /// events the batch read and the lowest checkpoint after it.
     pub async fn run_all_batch(&self, limit: i64) -> Result<(usize, i64), ProjectionError> {
+        let _turn = self.store.write_turn().await;
         let mut tx = self.store.pool().begin().await?;
         let checkpoints = self.lock_all_checkpoints(&mut tx).await?;
         let from = checkpoints.iter().copied().min().unwrap_or(0);
