@@ -34,7 +34,7 @@ struct Args {
     /// Run only the command workloads (for profiling the write path).
     #[arg(long)]
     commands_only: bool,
-    /// Keep the PostgreSQL database at the end (its URL is printed), e.g. to profile a rebuild.
+    /// Keep the database at the end (its URL is printed), e.g. to profile a rebuild.
     #[arg(long)]
     keep_database: bool,
 }
@@ -215,7 +215,7 @@ async fn main() -> Result<(), String> {
 /// Drops the run's database unless it is to be kept.
 async fn finish(database: server::Database, keep: bool) -> Result<(), String> {
     if keep {
-        eprintln!("kept the database: {}", database.url);
+        eprintln!("kept the database: {}", database.keep());
         return Ok(());
     }
     database.drop_database().await

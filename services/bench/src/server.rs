@@ -12,12 +12,20 @@ use tokio::process::{Child, Command};
 
 pub struct Database {
     pub url: String,
-    _dir: Option<tempfile::TempDir>,
+    dir: Option<tempfile::TempDir>,
     /// The admin URL and the name of a PostgreSQL database to drop at the end.
     postgres: Option<(String, String)>,
 }
 
 impl Database {
+    /// Leaves the database in place (a SQLite file's directory is not removed).
+    pub fn keep(self) -> String {
+        if let Some(dir) = self.dir {
+            let _ = dir.keep();
+        }
+        self.url
+    }
+
     /// Drops the PostgreSQL database (SQLite files go with their temporary directory).
     pub async fn drop_database(self) -> Result<(), String> {
         let Some((admin, name)) = &self.postgres else { return Ok(()) };
@@ -36,7 +44,7 @@ pub async fn fresh_database(postgres_admin_url: Option<&str>) -> Result<Database
         None => {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
             let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-            Ok(Database { url, _dir: Some(dir), postgres: None })
+            Ok(Database { url, dir: Some(dir), postgres: None })
         }
         Some(admin) => {
             let name = format!("pwnbook_bench_{}", rand::random::<u32>());
@@ -53,7 +61,7 @@ pub async fn fresh_database(postgres_admin_url: Option<&str>) -> Result<Database
             } else {
                 format!("{base}/{name}?{options}")
             };
-            Ok(Database { url, _dir: None, postgres: Some((admin.to_owned(), name)) })
+            Ok(Database { url, dir: None, postgres: Some((admin.to_owned(), name)) })
         }
     }
 }
