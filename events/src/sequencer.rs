@@ -420,6 +420,9 @@ async fn chain_heads(
 }
 
 async fn insert(tx: &mut Transaction<'_, Any>, rows: &[LogEvent]) -> Result<(), StoreError> {
+    // SQLite gets anonymous placeholders: sqlx looks each numbered one up by name, a scan of the
+    // parameter list, which makes binding a 2 800-parameter statement quadratic.
+    let anonymous = tx.backend_name() == "SQLite";
     for chunk in rows.chunks(INSERT_CHUNK) {
         let mut sql = String::from(
             "INSERT INTO event_log (position, event_id, organization_id, engagement_id, aggregate_type, \
@@ -430,7 +433,10 @@ async fn insert(tx: &mut Transaction<'_, Any>, rows: &[LogEvent]) -> Result<(), 
             if i > 0 {
                 sql.push_str(", ");
             }
-            let values = (1..=14).map(|c| format!("${}", i * 14 + c)).collect::<Vec<_>>().join(", ");
+            let values = (1..=14)
+                .map(|c| if anonymous { "?".to_owned() } else { format!("${}", i * 14 + c) })
+                .collect::<Vec<_>>()
+                .join(", ");
             sql.push('(');
             sql.push_str(&values);
             sql.push(')');

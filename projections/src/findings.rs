@@ -383,21 +383,19 @@ async fn flush_counts(tx: &mut Transaction<'_, Any>, counts: &mut Counts) -> Res
     counts.retain(|_, n| *n != 0);
     let changes: Vec<(Bucket, i64)> = counts.drain().collect();
     for chunk in changes.chunks(INSERT_ROWS) {
-        let mut rows = Sql::new("");
+        let mut upsert = Sql::new(&format!("INSERT INTO finding_counts ({BUCKET_COLUMNS}, n) VALUES "));
         for (i, (bucket, n)) in chunk.iter().enumerate() {
-            rows.push(if i == 0 { "(" } else { ", (" });
-            rows.bind(bucket.organization_id.as_str()).push(", ");
-            rows.bind(bucket.engagement_id.as_str()).push(", ");
-            rows.bind(bucket.severity.as_str()).push(", ");
-            rows.bind(bucket.status.as_str()).push(", ");
-            rows.bind(bucket.review_status.as_str()).push(", ").bind(*n).push(")");
+            upsert.push(if i == 0 { "(" } else { ", (" });
+            upsert.bind(bucket.organization_id.as_str()).push(", ");
+            upsert.bind(bucket.engagement_id.as_str()).push(", ");
+            upsert.bind(bucket.severity.as_str()).push(", ");
+            upsert.bind(bucket.status.as_str()).push(", ");
+            upsert.bind(bucket.review_status.as_str()).push(", ").bind(*n).push(")");
         }
-        let upsert = format!(
-            "INSERT INTO finding_counts ({BUCKET_COLUMNS}, n) VALUES {} \
-             ON CONFLICT ({BUCKET_COLUMNS}) DO UPDATE SET n = finding_counts.n + excluded.n",
-            rows.text()
-        );
-        rows.query_with_text(&upsert).execute(&mut **tx).await?;
+        upsert.push(&format!(
+            " ON CONFLICT ({BUCKET_COLUMNS}) DO UPDATE SET n = finding_counts.n + excluded.n"
+        ));
+        upsert.query_on(tx.backend_name()).execute(&mut **tx).await?;
         if chunk.iter().any(|(_, n)| *n < 0) {
             let mut keys =
                 Sql::new(&format!("DELETE FROM finding_counts WHERE n = 0 AND ({BUCKET_COLUMNS}) IN ("));
@@ -410,7 +408,7 @@ async fn flush_counts(tx: &mut Transaction<'_, Any>, counts: &mut Counts) -> Res
                 keys.bind(bucket.review_status.as_str()).push(")");
             }
             keys.push(")");
-            keys.query().execute(&mut **tx).await?;
+            keys.query_on(tx.backend_name()).execute(&mut **tx).await?;
         }
     }
     Ok(())
@@ -430,7 +428,7 @@ async fn insert_set(
             query.bind(*owner).push(", ").bind(*value).push(")");
         }
         query.push(" ON CONFLICT DO NOTHING");
-        query.query().execute(&mut **tx).await?;
+        query.query_on(tx.backend_name()).execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -490,8 +488,9 @@ async fn insert_created(
             query.push(")");
         }
         query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+        let backend = tx.backend_name().to_owned();
         let inserted = query
-            .query()
+            .query_on(&backend)
             .fetch_all(&mut **tx)
             .await?
             .iter()
