@@ -188,35 +188,32 @@ async fn write(store: &Store, batch: Vec<Append>) {
     }
 }
 
-/// Each batch size is a statement of its own: only the one-row INSERT is prepared and kept, so
-/// that varying sizes do not evict the connection's other cached statements.
+/// One transaction of multi-row INSERTs on a concrete pool (a macro: a function generic over
+/// the backend needs lifetime bounds that `QueryBuilder`'s borrows cannot meet). Each batch size
+/// is a statement of its own: only the one-row INSERT is prepared and kept, so that varying sizes
+/// do not evict the connection's other cached statements.
+macro_rules! insert_in {
+    ($pool:expr, $backend:ty, $rows:expr) => {{
+        let mut tx = $pool.begin().await.map_err(Failure::Transaction)?;
+        for chunk in $rows.chunks(INSERT_CHUNK) {
+            insert_statement::<$backend>(chunk)
+                .build()
+                .persistent(chunk.len() == 1)
+                .execute(&mut *tx)
+                .await
+                .map_err(Failure::Insert)?;
+        }
+        tx.commit().await.map_err(Failure::Transaction)
+    }};
+}
+
 async fn insert(store: &Store, rows: &[&Row]) -> Result<(), Failure> {
     match store.es_pool() {
         EsPool::Sqlite(pool) => {
             let _turn = store.write_turn().await;
-            let mut tx = pool.begin().await.map_err(Failure::Transaction)?;
-            for chunk in rows.chunks(INSERT_CHUNK) {
-                insert_statement::<Sqlite>(chunk)
-                    .build()
-                    .persistent(chunk.len() == 1)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(Failure::Insert)?;
-            }
-            tx.commit().await.map_err(Failure::Transaction)
+            insert_in!(pool, Sqlite, rows)
         }
-        EsPool::Postgres(pool) => {
-            let mut tx = pool.begin().await.map_err(Failure::Transaction)?;
-            for chunk in rows.chunks(INSERT_CHUNK) {
-                insert_statement::<Postgres>(chunk)
-                    .build()
-                    .persistent(chunk.len() == 1)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(Failure::Insert)?;
-            }
-            tx.commit().await.map_err(Failure::Transaction)
-        }
+        EsPool::Postgres(pool) => insert_in!(pool, Postgres, rows),
     }
 }
 
