@@ -142,7 +142,7 @@ backend_tests! {
 
     async fn expired_keys_are_refused(db) {
         let app = TestApp::spawn(db).await;
-        let expires = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+        let expires = chrono::Utc::now() + chrono::Duration::milliseconds(3000);
         let (status, created) = create_key(&app, &app.key, json!({
             "name": "short-lived", "permissions": ["engagements:read"],
             "expiresAt": expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
