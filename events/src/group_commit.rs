@@ -10,12 +10,11 @@
 //! conflict.
 //!
 //! One caller at a time holds the write slot and spawns the writer, which writes batch after
-//! batch until the queue is empty; the others return as soon as their own batch is written. A
-//! caller that goes away before the writer took its append takes it out of the queue (it is
-//! never written, as with an abandoned transaction); once taken, it is written with the rest of
-//! its batch whatever happens to the caller.
+//! batch until the queue is empty; the others return as soon as their own batch is written. The
+//! writer skips the append of a caller that went away before it was taken (it is never written,
+//! as with an abandoned transaction); once taken, it is written with the rest of its batch
+//! whatever happens to the caller.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
@@ -41,7 +40,6 @@ struct Row {
 
 /// One caller's append: its events and where to send the outcome.
 struct Append {
-    id: u64,
     rows: Vec<Row>,
     reply: oneshot::Sender<Result<(), PersistenceError>>,
 }
@@ -51,24 +49,11 @@ struct Append {
 pub(crate) struct GroupCommit {
     queue: Mutex<Vec<Append>>,
     slot: Arc<tokio::sync::Mutex<()>>,
-    next_id: AtomicU64,
 }
 
 impl std::fmt::Debug for GroupCommit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GroupCommit").field("queued", &self.lock_queue().len()).finish_non_exhaustive()
-    }
-}
-
-/// Takes a caller's append out of the queue if the caller goes away before the writer took it.
-struct Withdraw<'a> {
-    group: &'a GroupCommit,
-    id: u64,
-}
-
-impl Drop for Withdraw<'_> {
-    fn drop(&mut self) {
-        self.group.lock_queue().retain(|append| append.id != self.id);
     }
 }
 
@@ -95,27 +80,24 @@ impl GroupCommit {
             })
             .collect::<Result<_, PersistenceError>>()?;
         let (reply, mut outcome) = oneshot::channel();
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock_queue().push(Append { id, rows, reply });
-        let withdraw = Withdraw { group: self, id };
+        self.lock_queue().push(Append { rows, reply });
         let slot = tokio::select! {
             biased;
             done = &mut outcome => return finished(done),
             slot = Arc::clone(&self.slot).lock_owned() => slot,
         };
         tokio::spawn(drain(store.clone(), slot));
-        let done = outcome.await;
-        drop(withdraw);
-        finished(done)
+        finished(outcome.await)
     }
 
+    /// What is queued, but for the appends whose callers went away.
     fn take_queue(&self) -> Vec<Append> {
-        std::mem::take(&mut *self.lock_queue())
+        let queued = std::mem::take(&mut *self.lock_queue());
+        queued.into_iter().filter(|append| !append.reply.is_closed()).collect()
     }
 
     fn lock_queue(&self) -> std::sync::MutexGuard<'_, Vec<Append>> {
-        // The queue is only pushed to, filtered and taken from, so a poisoned one is still
-        // consistent.
+        // The queue is only pushed to and taken from, so a poisoned one is still consistent.
         self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
