@@ -15,27 +15,27 @@
 //! as with an abandoned transaction); once taken, it is written with the rest of its batch
 //! whatever happens to the caller.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
-use serde_json::Value;
-use sqlx::{Postgres, QueryBuilder, Sqlite};
+use sqlx::{Any, Transaction};
 use tokio::sync::{oneshot, OwnedMutexGuard};
 
-use crate::{EsPool, Store};
+use crate::sequencer::{Sequenced, Sequencer};
+use crate::{Backend, Store};
 
 /// Rows per INSERT statement: 7 parameters each stays far below both backends' limits.
 const INSERT_CHUNK: usize = 500;
 
-/// One event as stored in `events`.
+/// One event as stored in `events` (payload and metadata as JSON text).
 struct Row {
     aggregate_type: String,
     aggregate_id: String,
     sequence: i64,
     event_type: String,
     event_version: String,
-    payload: Value,
-    metadata: Value,
+    payload: String,
+    metadata: String,
 }
 
 /// One caller's append: its events and where to send the outcome.
@@ -49,6 +49,9 @@ struct Append {
 pub(crate) struct GroupCommit {
     queue: Mutex<Vec<Append>>,
     slot: Arc<tokio::sync::Mutex<()>>,
+    /// This process's running sequencer, which sequences each batch in the batch's own
+    /// transaction: a write then needs one commit, not two, before it is readable.
+    sequencer: Mutex<Weak<Sequencer>>,
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -74,8 +77,8 @@ impl GroupCommit {
                         .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?,
                     event_type: event.event_type.clone(),
                     event_version: event.event_version.clone(),
-                    payload: event.payload.clone(),
-                    metadata: event.metadata.clone(),
+                    payload: event.payload.to_string(),
+                    metadata: event.metadata.to_string(),
                 })
             })
             .collect::<Result<_, PersistenceError>>()?;
@@ -88,6 +91,15 @@ impl GroupCommit {
         };
         tokio::spawn(drain(store.clone(), slot));
         finished(outcome.await)
+    }
+
+    /// Has `sequencer` sequence the batches (until it is dropped).
+    pub(crate) fn attach(&self, sequencer: Weak<Sequencer>) {
+        *self.sequencer.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = sequencer;
+    }
+
+    fn sequencer(&self) -> Option<Arc<Sequencer>> {
+        self.sequencer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).upgrade()
     }
 
     /// What is queued, but for the appends whose callers went away.
@@ -128,11 +140,11 @@ enum Failure {
     Transaction(sqlx::Error),
 }
 
-/// Writes the batch in one transaction; after a failed INSERT, each append in its own.
+/// Writes the batch in one transaction (sequenced in it when this process runs a sequencer);
+/// after a failed INSERT, each append in its own.
 async fn write(store: &Store, batch: Vec<Append>) {
-    let pool = store.es_pool();
     let rows: Vec<&Row> = batch.iter().flat_map(|append| &append.rows).collect();
-    let failure = match insert(store, &rows).await {
+    let failure = match insert(store, &rows, store.group_commit().sequencer()).await {
         Ok(()) => {
             for append in batch {
                 let _ = append.reply.send(Ok(()));
@@ -141,15 +153,17 @@ async fn write(store: &Store, batch: Vec<Append>) {
         }
         Err(failure) => failure,
     };
+    let backend = store.backend();
     match failure {
         // Only a constraint or trigger refusal can be one append's fault; the others should not
-        // wait for it (an I/O error would fail them one by one as well).
+        // wait for it (an I/O error would fail them one by one as well). The retries leave the
+        // sequencing to the sequencer task, which their waiters kick.
         Failure::Insert(sqlx::Error::Database(error)) if batch.len() > 1 => {
             tracing::debug!(%error, appends = batch.len(), "a shared append failed; retrying them one by one");
             for append in batch {
                 let rows: Vec<&Row> = append.rows.iter().collect();
-                let outcome = insert(store, &rows).await.map_err(|failure| match failure {
-                    Failure::Insert(error) | Failure::Transaction(error) => persistence_error(pool, error),
+                let outcome = insert(store, &rows, None).await.map_err(|failure| match failure {
+                    Failure::Insert(error) | Failure::Transaction(error) => persistence_error(backend, error),
                 });
                 let _ = append.reply.send(outcome);
             }
@@ -160,7 +174,7 @@ async fn write(store: &Store, batch: Vec<Append>) {
                 tracing::warn!(%error, appends = batch.len(), "a shared append failed");
             }
             let message = error.to_string();
-            let mut first = Some(persistence_error(pool, error));
+            let mut first = Some(persistence_error(backend, error));
             for append in batch {
                 let outcome =
                     first.take().unwrap_or_else(|| PersistenceError::ConnectionError(message.clone().into()));
@@ -170,64 +184,92 @@ async fn write(store: &Store, batch: Vec<Append>) {
     }
 }
 
-/// One transaction of multi-row INSERTs on a concrete pool (a macro: a function generic over
-/// the backend needs lifetime bounds that `QueryBuilder`'s borrows cannot meet). Each batch size
-/// is a statement of its own: only the one-row INSERT is prepared and kept, so that varying sizes
-/// do not evict the connection's other cached statements.
-macro_rules! insert_in {
-    ($pool:expr, $backend:ty, $rows:expr) => {{
-        let mut tx = $pool.begin().await.map_err(Failure::Transaction)?;
-        for chunk in $rows.chunks(INSERT_CHUNK) {
-            insert_statement::<$backend>(chunk)
-                .build()
-                .persistent(chunk.len() == 1)
-                .execute(&mut *tx)
-                .await
-                .map_err(Failure::Insert)?;
+/// One transaction of multi-row INSERTs, and the sequencing of what it wrote when `sequencer` is
+/// given. Each batch size is a statement of its own: only the one-row INSERT is prepared and
+/// kept, so that varying sizes do not evict the connection's other cached statements.
+async fn insert(store: &Store, rows: &[&Row], sequencer: Option<Arc<Sequencer>>) -> Result<(), Failure> {
+    let _turn = store.write_turn().await;
+    let mut tx = store.pool().begin().await.map_err(Failure::Transaction)?;
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let sql = insert_sql(store.backend(), chunk.len());
+        let mut query = sqlx::query(&sql).persistent(chunk.len() == 1);
+        for row in chunk {
+            query = query
+                .bind(row.aggregate_type.as_str())
+                .bind(row.aggregate_id.as_str())
+                .bind(row.sequence)
+                .bind(row.event_type.as_str())
+                .bind(row.event_version.as_str())
+                .bind(row.payload.as_str())
+                .bind(row.metadata.as_str());
         }
-        tx.commit().await.map_err(Failure::Transaction)
-    }};
+        query.execute(&mut *tx).await.map_err(Failure::Insert)?;
+    }
+    let sequenced = match &sequencer {
+        Some(sequencer) => sequence(sequencer, &mut tx).await.map_err(Failure::Transaction)?,
+        None => None,
+    };
+    tx.commit().await.map_err(Failure::Transaction)?;
+    if let (Some(sequencer), Some(sequenced)) = (sequencer, sequenced) {
+        sequencer.committed(sequenced);
+    }
+    Ok(())
 }
 
-async fn insert(store: &Store, rows: &[&Row]) -> Result<(), Failure> {
-    match store.es_pool() {
-        EsPool::Sqlite(pool) => {
-            let _turn = store.write_turn().await;
-            insert_in!(pool, Sqlite, rows)
+/// Sequences the batch in its transaction, inside a savepoint: if that fails, the appends still
+/// commit and the sequencer task sequences them later.
+async fn sequence(
+    sequencer: &Sequencer,
+    tx: &mut Transaction<'static, Any>,
+) -> Result<Option<Sequenced>, sqlx::Error> {
+    sqlx::query("SAVEPOINT group_commit_sequence").execute(&mut **tx).await?;
+    match sequencer.sequence_in(tx).await {
+        Ok(sequenced) => Ok(Some(sequenced)),
+        Err(error) => {
+            tracing::warn!(%error, "sequencing in the group commit failed; the sequencer task will");
+            sqlx::query("ROLLBACK TO SAVEPOINT group_commit_sequence").execute(&mut **tx).await?;
+            Ok(None)
         }
-        EsPool::Postgres(pool) => insert_in!(pool, Postgres, rows),
     }
 }
 
-fn insert_statement<'a, DB>(rows: &'a [&'a Row]) -> QueryBuilder<'a, DB>
-where
-    DB: sqlx::Database,
-    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-    &'a Value: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-{
-    let mut query = QueryBuilder::new(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) ",
+/// `INSERT INTO events … VALUES` with `rows` rows of parameters. SQLite gets anonymous
+/// placeholders (sqlx looks numbered ones up by name, a linear scan per parameter); PostgreSQL
+/// casts the JSON text to the columns' type.
+fn insert_sql(backend: Backend, rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) VALUES ",
     );
-    query.push_values(rows, |mut values, row| {
-        values
-            .push_bind(row.aggregate_type.as_str())
-            .push_bind(row.aggregate_id.as_str())
-            .push_bind(row.sequence)
-            .push_bind(row.event_type.as_str())
-            .push_bind(row.event_version.as_str())
-            .push_bind(&row.payload)
-            .push_bind(&row.metadata);
-    });
-    query
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        match backend {
+            Backend::Sqlite => sql.push_str("(?, ?, ?, ?, ?, ?, ?)"),
+            Backend::Postgres => {
+                let n = row * 7;
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, CAST(${} AS json), CAST(${} AS json))",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5,
+                    n + 6,
+                    n + 7
+                ));
+            }
+        }
+    }
+    sql
 }
 
 /// The error as the cqrs-es repositories report it: a clash on a unique key (a concurrent
 /// append, a taken name, a refused engagement, see the migrations) is an optimistic-lock conflict.
-fn persistence_error(pool: &EsPool, error: sqlx::Error) -> PersistenceError {
-    let conflict_code = match pool {
-        EsPool::Sqlite(_) => "1555",
-        EsPool::Postgres(_) => "23505",
+fn persistence_error(backend: Backend, error: sqlx::Error) -> PersistenceError {
+    let conflict_code = match backend {
+        Backend::Sqlite => "1555",
+        Backend::Postgres => "23505",
     };
     match &error {
         sqlx::Error::Database(db) if db.code().as_deref() == Some(conflict_code) => {

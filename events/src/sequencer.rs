@@ -130,6 +130,43 @@ pub struct Sequencer {
     batch: i64,
     chains: Arc<Mutex<ChainCache>>,
     hook: Option<Arc<dyn BatchHook>>,
+    published: Arc<Published>,
+}
+
+/// What committed batches tell this process's waiters: the log head and where recent streams got to.
+#[derive(Debug)]
+struct Published {
+    head: watch::Sender<i64>,
+    recent: Mutex<RecentPositions>,
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Self { head: watch::channel(0).0, recent: Mutex::default() }
+    }
+}
+
+impl Published {
+    /// Batches of the group commit and of the sequencer task publish in any order; the head only
+    /// grows.
+    fn head(&self, head: i64) {
+        self.head.send_if_modified(|current| {
+            let moved = head > *current;
+            if moved {
+                *current = head;
+            }
+            moved
+        });
+    }
+}
+
+/// A batch sequenced in a transaction that has not committed yet.
+pub(crate) struct Sequenced {
+    appended: Vec<LogEvent>,
+    head: i64,
+    held_back: bool,
+    chains: HashMap<String, String>,
+    hooked: bool,
 }
 
 impl std::fmt::Debug for Sequencer {
@@ -140,7 +177,7 @@ impl std::fmt::Debug for Sequencer {
 
 impl Sequencer {
     pub fn new(store: Store) -> Self {
-        Self { store, batch: DEFAULT_BATCH, chains: Arc::default(), hook: None }
+        Self { store, batch: DEFAULT_BATCH, chains: Arc::default(), hook: None, published: Arc::default() }
     }
 
     /// A sequencer that runs `hook` in every batch's transaction.
@@ -150,18 +187,13 @@ impl Sequencer {
 
     /// Sequences everything that is committed and sequenceable now; returns the log head.
     pub async fn catch_up(&self) -> Result<i64, StoreError> {
-        Ok(self.catch_up_with(&mut |_| {}).await?.0)
+        Ok(self.catch_up_held().await?.0)
     }
 
-    /// `catch_up`, handing every appended batch to `appended`; also tells whether committed
-    /// events were held back.
-    async fn catch_up_with(
-        &self,
-        appended: &mut (dyn FnMut(&[LogEvent]) + Send),
-    ) -> Result<(i64, bool), StoreError> {
+    /// `catch_up`; also tells whether committed events were held back.
+    async fn catch_up_held(&self) -> Result<(i64, bool), StoreError> {
         loop {
             let outcome = self.run_batch().await?;
-            appended(&outcome.appended);
             if outcome.appended.len() < self.batch as usize {
                 return Ok((outcome.head, outcome.held_back));
             }
@@ -197,34 +229,67 @@ impl Sequencer {
     pub async fn run_batch(&self) -> Result<BatchOutcome, StoreError> {
         let _turn = self.store.write_turn().await;
         let mut tx = self.store.pool().begin().await?;
-        let Claimed { head, pending, held_back } = claim(&mut tx, self.store.backend(), self.batch).await?;
-        let Some(last) = pending.last() else {
+        let sequenced = self.sequence_in(&mut tx).await?;
+        if sequenced.appended.is_empty() {
             tx.rollback().await?;
-            return Ok(BatchOutcome { appended: Vec::new(), head, held_back });
+        } else {
+            tx.commit().await?;
+        }
+        Ok(self.committed(sequenced))
+    }
+
+    /// Sequences what is sequenceable in `tx`, which may also hold the caller's own appends to
+    /// `events` (the group commit's): they are sequenced with it unless an older writer is open.
+    /// `committed` must follow the transaction's commit.
+    pub(crate) async fn sequence_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+    ) -> Result<Sequenced, StoreError> {
+        let Claimed { head, pending, held_back } = claim(tx, self.store.backend(), self.batch).await?;
+        let Some(last) = pending.last() else {
+            return Ok(Sequenced {
+                appended: Vec::new(),
+                head,
+                held_back,
+                chains: HashMap::new(),
+                hooked: false,
+            });
         };
         let (cursor_tx, cursor_no) = (last.cursor_tx.clone(), last.cursor_no);
         let mut chains = self.cached_chains(head);
-        let appended = chain(&mut tx, &mut chains, head, &pending).await?;
-        insert(&mut tx, &appended).await?;
+        let appended = chain(tx, &mut chains, head, &pending).await?;
+        insert(tx, &appended).await?;
         let new_head = head + appended.len() as i64;
         sqlx::query("UPDATE sequencer_state SET last_tx = $1, last_no = $2, head = $3 WHERE id = 1")
             .bind(cursor_tx)
             .bind(cursor_no)
             .bind(new_head)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         let hooked = match &self.hook {
-            Some(hook) => run_hook(&mut tx, hook.as_ref(), head, &appended).await?,
+            Some(hook) => run_hook(tx, hook.as_ref(), head, &appended).await?,
             None => false,
         };
-        tx.commit().await?;
-        if let Ok(mut cache) = self.chains.lock() {
-            *cache = ChainCache { head: Some(new_head), hashes: chains };
+        Ok(Sequenced { appended, head: new_head, held_back, chains, hooked })
+    }
+
+    /// After the transaction of `sequenced` committed (or rolled back with nothing appended):
+    /// keeps the chain heads and tells this process's waiters.
+    pub(crate) fn committed(&self, sequenced: Sequenced) -> BatchOutcome {
+        let Sequenced { appended, head, held_back, chains, hooked } = sequenced;
+        if !appended.is_empty() {
+            if let Ok(mut cache) = self.chains.lock() {
+                *cache = ChainCache { head: Some(head), hashes: chains };
+            }
+            if let Ok(mut recent) = self.published.recent.lock() {
+                recent.record(&appended);
+            }
         }
+        self.published.head(head);
         if let (true, Some(hook)) = (hooked, &self.hook) {
-            hook.committed(new_head);
+            hook.committed(head);
         }
-        Ok(BatchOutcome { appended, head: new_head, held_back })
+        BatchOutcome { appended, head, held_back }
     }
 
     /// The cached chain heads if they are those of log head `head`; taken out of the cache so
@@ -263,24 +328,34 @@ async fn run_hook(
 async fn claim(tx: &mut Transaction<'_, Any>, backend: Backend, limit: i64) -> Result<Claimed, StoreError> {
     match backend {
         Backend::Postgres => {
-            // The bound: the oldest transaction id among open writers of `events` (see
-            // migration 1006), else the first id not yet assigned. It is read before the next
-            // statement's snapshot, so a writer older than it has ended by then and its rows are
-            // visible; one that took its id later sorts after every visible row. Writers are
-            // matched to the snapshot's running ids by their low 32 bits (what pg_locks shows).
-            // The next statement also runs after the sequencer lock is granted, so it sees the
-            // state the previous batch committed.
+            // The bound: the oldest transaction id among the other open writers of `events`
+            // (see migration 1006), else the first id not yet assigned, or past this
+            // transaction's own id when it wrote events (the group commit's: its own rows are
+            // visible to it). It is read before the next statement's snapshot, so a writer older
+            // than it has ended by then and its rows are visible; one that took its id later
+            // sorts after every visible row. pg_locks shows the writers' ids by their low 32
+            // bits: each is widened to the 64-bit id nearest the snapshot's xmax (running ids lie
+            // within 2^31 of it). They are not looked up in the snapshot's running list, which
+            // omits ids at or past xmax: a writer that took its id after the last commit but
+            // before this transaction's own must still hold this transaction's rows back. The
+            // next statement also runs after the sequencer lock is granted, so it sees the state
+            // the previous batch committed.
             let bound: String = sqlx::query_scalar(
-                "SELECT COALESCE( \
-                          (SELECT min(x) FROM pg_snapshot_xip(pg_current_snapshot()) x \
-                            WHERE x::text::bigint % 4294967296 IN ( \
-                              SELECT t.transactionid::text::bigint \
-                                FROM pg_locks w JOIN pg_locks t ON t.pid = w.pid \
-                               WHERE w.locktype = 'advisory' AND w.classid::bigint = $2 \
-                                 AND w.objid::bigint = $3 AND w.objsubid = 2 \
-                                 AND w.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-                                 AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted)), \
-                          pg_snapshot_xmax(pg_current_snapshot()))::text AS bound, \
+                "WITH snapshot AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax), \
+                      writers AS ( \
+                        SELECT t.transactionid::text::bigint AS low \
+                          FROM pg_locks w JOIN pg_locks t ON t.pid = w.pid \
+                         WHERE w.locktype = 'advisory' AND w.classid::bigint = $2 \
+                           AND w.objid::bigint = $3 AND w.objsubid = 2 \
+                           AND w.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                           AND w.pid <> pg_backend_pid() \
+                           AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted) \
+                 SELECT COALESCE( \
+                          (SELECT min(s.xmax + ((w.low - s.xmax % 4294967296 + 2147483648) % 4294967296 \
+                                                + 4294967296) % 4294967296 - 2147483648) \
+                             FROM writers w, snapshot s), \
+                          (SELECT GREATEST(s.xmax, pg_current_xact_id_if_assigned()::text::bigint + 1) \
+                             FROM snapshot s))::text AS bound, \
                         (SELECT 1 FROM pg_advisory_xact_lock($1)) AS locked",
             )
             .bind(SEQUENCER_LOCK)
@@ -481,10 +556,15 @@ impl RecentPositions {
             if self.current.len() >= RECENT_GENERATION {
                 self.previous = std::mem::take(&mut self.current);
             }
-            self.current.insert(
-                (event.aggregate_type.clone(), event.aggregate_id.clone()),
-                (event.sequence, event.position),
-            );
+            // Batches may be recorded out of order (the group commit's and the task's).
+            self.current
+                .entry((event.aggregate_type.clone(), event.aggregate_id.clone()))
+                .and_modify(|known| {
+                    if event.sequence > known.0 {
+                        *known = (event.sequence, event.position);
+                    }
+                })
+                .or_insert((event.sequence, event.position));
         }
     }
 
@@ -503,7 +583,7 @@ impl RecentPositions {
 pub struct SequencerHandle {
     kick: Arc<Notify>,
     head: watch::Receiver<i64>,
-    recent: Arc<Mutex<RecentPositions>>,
+    published: Arc<Published>,
 }
 
 impl SequencerHandle {
@@ -517,16 +597,18 @@ impl SequencerHandle {
     }
 
     /// A log position at or after the event `sequence` of the stream, if this process's sequencer
-    /// appended that event recently (`None` says nothing: another process may have). It is the
-    /// position of the stream's newest event known here, so waiting for it covers the event.
+    /// (or group commit) appended that event recently (`None` says nothing: another process may
+    /// have). It is the position of the stream's newest event known here, so waiting for it
+    /// covers the event.
     pub fn sequenced_at(&self, aggregate_type: &str, aggregate_id: &str, sequence: i64) -> Option<i64> {
-        self.recent.lock().ok()?.position_of(aggregate_type, aggregate_id, sequence)
+        self.published.recent.lock().ok()?.position_of(aggregate_type, aggregate_id, sequence)
     }
 }
 
-/// Runs a sequencer (with `hook` in its batches) until `shutdown` fires. It wakes on `kick`, for events committed by other
-/// processes every `poll`, and sooner while committed events are held back by an older
-/// transaction (whose commit may come from anywhere, so nothing kicks it).
+/// Runs a sequencer (with `hook` in its batches) until `shutdown` fires, and has this process's
+/// group commit sequence its own batches in their transactions. The task wakes on `kick`, for
+/// events committed by other processes every `poll`, and sooner while committed events are held
+/// back by an older transaction (whose commit may come from anywhere, so nothing kicks it).
 pub fn spawn(
     store: Store,
     hook: Option<Arc<dyn BatchHook>>,
@@ -534,37 +616,30 @@ pub fn spawn(
     shutdown: watch::Receiver<bool>,
 ) -> SequencerHandle {
     let kick = Arc::new(Notify::new());
-    let (head_tx, head_rx) = watch::channel(0);
-    let recent = Arc::new(Mutex::new(RecentPositions::default()));
-    let sequencer = match hook {
+    let sequencer = Arc::new(match hook {
         Some(hook) => Sequencer::with_hook(store, hook),
         None => Sequencer::new(store),
+    });
+    // The group commit holds it weakly: the store must not keep its own sequencer alive.
+    sequencer.store.group_commit().attach(Arc::downgrade(&sequencer));
+    let handle = SequencerHandle {
+        kick: kick.clone(),
+        head: sequencer.published.head.subscribe(),
+        published: sequencer.published.clone(),
     };
-    let (wake, record) = (kick.clone(), recent.clone());
     tokio::spawn(async move {
         let mut shutdown = shutdown;
         let mut retry = HELD_BACK_RETRY;
         loop {
-            let mut remember = |events: &[LogEvent]| {
-                if let Ok(mut recent) = record.lock() {
-                    recent.record(events);
+            let pause = match sequencer.catch_up_held().await {
+                Ok((_, true)) => {
+                    let pause = retry;
+                    retry = (retry * 2).min(poll);
+                    pause
                 }
-            };
-            let pause = match sequencer.catch_up_with(&mut remember).await {
-                Ok((head, held_back)) => {
-                    head_tx.send_if_modified(|current| {
-                        let moved = *current != head;
-                        *current = head;
-                        moved
-                    });
-                    if held_back {
-                        let pause = retry;
-                        retry = (retry * 2).min(poll);
-                        pause
-                    } else {
-                        retry = HELD_BACK_RETRY;
-                        poll
-                    }
+                Ok((_, false)) => {
+                    retry = HELD_BACK_RETRY;
+                    poll
                 }
                 Err(error) => {
                     tracing::error!(%error, "sequencer batch failed; retrying");
@@ -572,13 +647,13 @@ pub fn spawn(
                 }
             };
             tokio::select! {
-                () = wake.notified() => {}
+                () = kick.notified() => {}
                 () = tokio::time::sleep(pause) => {}
                 _ = shutdown.changed() => return,
             }
         }
     });
-    SequencerHandle { kick, head: head_rx, recent }
+    handle
 }
 
 #[cfg(test)]

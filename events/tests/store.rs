@@ -312,3 +312,42 @@ async fn gap_case_postgres() {
     assert_eq!((slow, fast), (2, 3));
     assert!(log::verify_chain(&store, None).await.unwrap().valid);
 }
+
+/// PostgreSQL only: the group commit sequences its own batch in its transaction, but not past an
+/// older writer that is still open, even one whose id is past the snapshot's xmax (it took its id
+/// after the last commit, so the snapshot's list of running ids omits it). That case needs no
+/// other transaction of the cluster to end between A's insert and B's (tests running beside this
+/// one may hide it; `two_server_processes_share_one_database_correctly` meets it too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gap_case_in_the_group_commit_postgres() {
+    let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
+    let store = Store::open(&db.url).await.unwrap();
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let handle =
+        pwnbook_events::sequencer::spawn(store.clone(), None, std::time::Duration::from_secs(3600), shutdown);
+    increment(&store, "first", "org_a").await.unwrap();
+    assert_eq!(handle.sequenced_at("counter", "first", 1), Some(1), "sequenced in its own commit");
+
+    let pool = match store.es_pool() {
+        pwnbook_events::EsPool::Postgres(pool) => pool.clone(),
+        pwnbook_events::EsPool::Sqlite(_) => unreachable!(),
+    };
+    let mut a = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('counter', 'slow', 1, 'counter.incremented', '1', '{\"by\":1}', '{\"organizationId\":\"org_a\"}')",
+    )
+    .execute(&mut *a)
+    .await
+    .unwrap();
+    increment(&store, "fast", "org_a").await.unwrap();
+    assert_eq!(handle.sequenced_at("counter", "fast", 1), None, "B must wait for A");
+    assert_eq!(log::position_of(&store, "counter", "fast", 1).await.unwrap(), None);
+
+    a.commit().await.unwrap();
+    assert_eq!(Sequencer::new(store.clone()).settle(SETTLE).await.unwrap(), 3);
+    let slow = log::position_of(&store, "counter", "slow", 1).await.unwrap().unwrap();
+    let fast = log::position_of(&store, "counter", "fast", 1).await.unwrap().unwrap();
+    assert_eq!((slow, fast), (2, 3));
+    assert!(log::verify_chain(&store, None).await.unwrap().valid);
+}

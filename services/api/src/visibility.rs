@@ -44,17 +44,22 @@ impl Visibility {
         if !committed.changed {
             return Ok(());
         }
-        self.sequencer.kick();
         let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
         let mut head = self.sequencer.head();
         let (kind, id, version) =
             (committed.aggregate_type, committed.aggregate_id.as_str(), committed.version);
-        // The local sequencer names the position of what it appended; the log is only asked on a
-        // quiet poll, when another process's sequencer may have appended it instead.
+        // The local sequencer (usually in the write's own commit) names the position of what it
+        // appended; the log is only asked on a quiet poll, when another process's sequencer may
+        // have appended it instead.
         let mut ask_log = false;
+        let mut kicked = false;
         let position = loop {
             if let Some(position) = self.sequencer.sequenced_at(kind, id, version) {
                 break position;
+            }
+            if !kicked {
+                self.sequencer.kick();
+                kicked = true;
             }
             if ask_log {
                 if let Some(position) = log::position_of(&self.store, kind, id, version).await? {
