@@ -325,17 +325,23 @@ pub struct FindingsProjector;
 /// Counter rows per multi-row upsert: 6 parameters each stays under SQLite's 32 766.
 const INSERT_ROWS: usize = 400;
 
-/// `rows` in chunks of `size`, then `size / 10`, then 1 rows: multi-row statements of only three
-/// shapes per table, which stay in the connection's prepared statement cache instead of being
-/// parsed and planned anew for every batch size.
+/// `rows` in chunks of `size` (at least 10), then of its lower powers of ten down to 10, then of
+/// 8, 4, 2 and 1 rows: multi-row statements of a few fixed shapes per table, which stay in the
+/// connection's prepared statement cache instead of being parsed and planned anew for every
+/// batch size, and a small batch (a group commit's few creations) still takes at most three
+/// statements below ten rows.
 fn fixed_chunks<T>(rows: &[T], size: usize) -> impl Iterator<Item = &[T]> {
-    let small = (size / 10).max(1);
-    let large_end = rows.len() / size * size;
-    let small_end = large_end + (rows.len() - large_end) / small * small;
-    rows[..large_end]
-        .chunks(size)
-        .chain(rows[large_end..small_end].chunks(small))
-        .chain(rows[small_end..].chunks(1))
+    let mut shapes: Vec<usize> = std::iter::successors(Some(size), |shape| Some(shape / 10))
+        .take_while(|shape| *shape >= 10)
+        .collect();
+    shapes.extend([8, 4, 2, 1]);
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        let shape = shapes.iter().copied().find(|shape| *shape <= rest.len())?;
+        let (chunk, tail) = rest.split_at(shape);
+        rest = tail;
+        Some(chunk)
+    })
 }
 
 /// The facet a finding is counted under in `finding_counts`: page mode's exact total for the
@@ -839,13 +845,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fixed_chunks_cover_every_row_in_order_with_three_sizes() {
-        let rows: Vec<usize> = (0..1_234).collect();
+    fn fixed_chunks_cover_every_row_in_order_with_few_sizes() {
+        let rows: Vec<usize> = (0..1_239).collect();
         let chunks: Vec<&[usize]> = fixed_chunks(&rows, 100).collect();
         assert_eq!(chunks.concat(), rows);
-        let sizes: std::collections::BTreeSet<usize> = chunks.iter().map(|c| c.len()).collect();
-        assert_eq!(sizes.into_iter().collect::<Vec<_>>(), vec![1, 10, 100]);
-        assert_eq!(chunks.len(), 12 + 3 + 4);
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [vec![100; 12], vec![10; 3], vec![8, 1]].concat());
         assert_eq!(fixed_chunks(&rows[..0], 100).count(), 0);
+        for len in 0..300 {
+            let chunks: Vec<&[usize]> = fixed_chunks(&rows[..len], 100).collect();
+            assert_eq!(chunks.concat(), &rows[..len]);
+            assert!(chunks.iter().all(|c| [100, 10, 8, 4, 2, 1].contains(&c.len())), "{len}");
+            assert!(chunks.iter().filter(|c| c.len() < 10).count() <= 3, "{len}");
+        }
     }
 }
