@@ -82,39 +82,38 @@ impl Store {
             .test_before_acquire(false)
             .connect_with(options)
             .await?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(8)
-            .test_before_acquire(false)
-            .after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA synchronous = FULL").await?;
-                    conn.execute("PRAGMA busy_timeout = 30000").await?;
-                    conn.execute("PRAGMA foreign_keys = ON").await?;
-                    Ok(())
-                })
+        let options = AnyPoolOptions::new().test_before_acquire(false).after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA synchronous = FULL").await?;
+                conn.execute("PRAGMA busy_timeout = 30000").await?;
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                Ok(())
             })
-            .connect(url)
-            .await?;
-        Ok(Self {
-            backend: Backend::Sqlite,
-            pool,
-            es: EsPool::Sqlite(es),
-            appends: Arc::default(),
-            write_turn: Arc::default(),
-        })
+        });
+        let pool = options.clone().max_connections(8).connect(url).await?;
+        Self::with_pools(Backend::Sqlite, pool, options, EsPool::Sqlite(es))
     }
 
     async fn open_postgres(url: &str) -> Result<Self, StoreError> {
         let es = PgPoolOptions::new().max_connections(8).test_before_acquire(false).connect(url).await?;
-        let pool = AnyPoolOptions::new().max_connections(12).test_before_acquire(false).connect(url).await?;
-        Ok(Self {
-            backend: Backend::Postgres,
-            pool,
-            es: EsPool::Postgres(es),
-            appends: Arc::default(),
-            write_turn: Arc::default(),
-        })
+        let options = AnyPoolOptions::new().test_before_acquire(false);
+        let pool = options.clone().max_connections(12).connect(url).await?;
+        Self::with_pools(Backend::Postgres, pool, options, EsPool::Postgres(es))
+    }
+
+    /// The store on its pools, with a group commit writer whose connection is made like `pool`'s.
+    fn with_pools(
+        backend: Backend,
+        pool: AnyPool,
+        options: AnyPoolOptions,
+        es: EsPool,
+    ) -> Result<Self, StoreError> {
+        let write_turn = Arc::default();
+        let connect = (*pool.connect_options()).clone();
+        let appends = GroupCommit::start(backend, options, connect, Arc::clone(&write_turn))
+            .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        Ok(Self { backend, pool, es, appends: Arc::new(appends), write_turn })
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -165,7 +164,7 @@ impl Store {
     /// Appends one command's events to `events` atomically, in a transaction it may share with
     /// concurrent appends of this process.
     pub(crate) async fn append(&self, events: &[SerializedEvent]) -> Result<(), PersistenceError> {
-        self.appends.append(self, events).await
+        self.appends.append(events).await
     }
 
     /// On SQLite, this process's writers take turns here before they begin: queued on an async
