@@ -182,6 +182,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.appends.close();
         self.pool.close().await;
         match &self.es {
             EsPool::Sqlite(pool) => pool.close().await,

@@ -2,12 +2,12 @@
 //! in one transaction with multi-row INSERTs, so concurrent commands share one commit (one WAL
 //! flush, one fsync on SQLite) instead of queueing for the write lock one by one.
 //!
-//! Each command's events stay all-or-nothing: when an INSERT of a batch fails (a concurrent
-//! append to the same aggregate, a name already taken, a refused engagement, all of which abort
-//! the whole transaction), its appends are retried one transaction each, so only the offending
-//! one fails. Any other failure (the connection, BEGIN or COMMIT) is every append's outcome: a
-//! COMMIT that failed may still have committed, so retrying could report a stored append as a
-//! conflict.
+//! Each command's events stay all-or-nothing: when an INSERT of a batch is refused by a
+//! constraint or trigger (a concurrent append to the same aggregate, a name already taken, a
+//! refused engagement, all of which abort the whole transaction), its appends are retried one
+//! transaction each, so only the offending one fails. Any other failure (the connection, a
+//! timeout, BEGIN, SAVEPOINT or COMMIT) is every append's outcome: a COMMIT that failed may still
+//! have committed, so retrying could report a stored append as a conflict.
 //!
 //! The batches are written by a thread of their own, with its own runtime and connection: the
 //! writer is the one serial step of every command, and on the server's runtime each of its
@@ -15,7 +15,9 @@
 //! throughput at 16 concurrent commands without that queueing). The writer skips the append of a
 //! caller that went away before it was taken (it is never written, as with an abandoned
 //! transaction); once taken, it is written with the rest of its batch whatever happens to the
-//! caller. The thread ends when the store is dropped.
+//! caller. The thread ends when the store is closed or its last clone dropped. A panic while
+//! writing a batch fails that batch's appends (as an error whose outcome is unknown) and the
+//! writer carries on.
 
 use std::sync::{Arc, Mutex, Weak};
 
@@ -51,6 +53,7 @@ struct Append {
 pub(crate) struct GroupCommit {
     appends: mpsc::UnboundedSender<Append>,
     sequencer: Arc<Mutex<Weak<Sequencer>>>,
+    close: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -69,15 +72,17 @@ impl GroupCommit {
     ) -> std::io::Result<Self> {
         let (appends, queue) = mpsc::unbounded_channel();
         let sequencer = Arc::new(Mutex::new(Weak::new()));
-        let writer = Writer { backend, write_turn, sequencer: Arc::clone(&sequencer) };
+        let close = Arc::new(tokio::sync::Notify::new());
+        let writer = Arc::new(Writer { backend, write_turn, sequencer: Arc::clone(&sequencer) });
+        let closed = Arc::clone(&close);
         std::thread::Builder::new().name("pwnbook-group-commit".to_owned()).spawn(move || {
             match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime.block_on(writer.run(pool.max_connections(1), connect, queue)),
+                Ok(runtime) => runtime.block_on(writer.run(pool.max_connections(1), connect, queue, closed)),
                 // Dropping the queue fails every append with "the append's writer stopped".
                 Err(error) => tracing::error!(%error, "the group commit's writer could not start"),
             }
         })?;
-        Ok(Self { appends, sequencer })
+        Ok(Self { appends, sequencer, close })
     }
 
     /// Appends `events` in one transaction, possibly shared with concurrent appends.
@@ -102,6 +107,11 @@ impl GroupCommit {
         outcome.await.map_err(|_| stopped())?
     }
 
+    /// Stops the writer after the batch it is writing; later appends fail.
+    pub(crate) fn close(&self) {
+        self.close.notify_one();
+    }
+
     /// Has `sequencer` sequence the batches (until it is dropped).
     pub(crate) fn attach(&self, sequencer: Weak<Sequencer>) {
         *self.sequencer.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = sequencer;
@@ -120,22 +130,34 @@ struct Writer {
 }
 
 impl Writer {
-    /// Writes what is queued, batch after batch, until every sender (the store) is gone.
+    /// Writes what is queued, batch after batch, until the store is closed or gone.
     async fn run(
-        self,
+        self: Arc<Self>,
         pool: AnyPoolOptions,
         connect: AnyConnectOptions,
         mut queue: mpsc::UnboundedReceiver<Append>,
+        close: Arc<tokio::sync::Notify>,
     ) {
         let pool = pool.connect_lazy_with(connect);
-        while let Some(first) = queue.recv().await {
+        loop {
+            let first = tokio::select! {
+                first = queue.recv() => first,
+                () = close.notified() => None,
+            };
+            let Some(first) = first else { break };
             let mut batch = vec![first];
             while let Ok(next) = queue.try_recv() {
                 batch.push(next);
             }
             batch.retain(|append| !append.reply.is_closed());
-            if !batch.is_empty() {
-                self.write(&pool, batch).await;
+            if batch.is_empty() {
+                continue;
+            }
+            // A task of its own, so that a panic (in a projector, say) fails this batch only: its
+            // replies are dropped, which its callers see as an error.
+            let (writer, batch_pool) = (Arc::clone(&self), pool.clone());
+            if let Err(error) = tokio::spawn(async move { writer.write(&batch_pool, batch).await }).await {
+                tracing::error!(%error, "the group commit's writer failed in a batch");
             }
         }
         pool.close().await;
@@ -161,9 +183,10 @@ impl Writer {
         let backend = self.backend;
         match failure {
             // Only a constraint or trigger refusal can be one append's fault; the others should
-            // not wait for it (an I/O error would fail them one by one as well). The retries
-            // leave the sequencing to the sequencer task, which their waiters kick.
-            Failure::Insert(sqlx::Error::Database(error)) if batch.len() > 1 => {
+            // not wait for it (a timeout, a deadlock or an I/O error would fail them one by one
+            // as well). The retries leave the sequencing to the sequencer task, which their
+            // waiters kick.
+            Failure::Insert(sqlx::Error::Database(error)) if batch.len() > 1 && refused(backend, &*error) => {
                 tracing::debug!(%error, appends = batch.len(), "a shared append failed; retrying them one by one");
                 for append in batch {
                     let rows: Vec<&Row> = append.rows.iter().collect();
@@ -243,15 +266,15 @@ enum Failure {
     Transaction(sqlx::Error),
 }
 
-/// Sequences the batch in its transaction, inside a savepoint: if that fails, the appends still
-/// commit and the sequencer task sequences them later.
+/// Sequences the batch in its transaction, inside a savepoint: if that fails (or another batch
+/// holds the sequencer lock), the appends still commit and the sequencer task sequences them.
 async fn sequence(
     sequencer: &Sequencer,
     tx: &mut Transaction<'static, Any>,
 ) -> Result<Option<Sequenced>, sqlx::Error> {
     sqlx::query("SAVEPOINT group_commit_sequence").execute(&mut **tx).await?;
-    match sequencer.sequence_in(tx).await {
-        Ok(sequenced) => Ok(Some(sequenced)),
+    match sequencer.try_sequence_in(tx).await {
+        Ok(sequenced) => Ok(sequenced),
         Err(error) => {
             tracing::warn!(%error, "sequencing in the group commit failed; the sequencer task will");
             sqlx::query("ROLLBACK TO SAVEPOINT group_commit_sequence").execute(&mut **tx).await?;
@@ -289,6 +312,16 @@ fn insert_sql(backend: Backend, rows: usize) -> String {
         }
     }
     sql
+}
+
+/// Whether `error` is a constraint or trigger refusal (PostgreSQL class 23, SQLite's
+/// `SQLITE_CONSTRAINT` family, extended codes `19 + n × 256`), which one append can cause alone.
+fn refused(backend: Backend, error: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = error.code() else { return false };
+    match backend {
+        Backend::Postgres => code.starts_with("23"),
+        Backend::Sqlite => code.parse::<i64>().is_ok_and(|code| code % 256 == 19),
+    }
 }
 
 /// The error as the cqrs-es repositories report it: a clash on a unique key (a concurrent

@@ -2,12 +2,14 @@
 //! organization's hash chain, appending it to the insert-only `event_log`.
 //!
 //! Any number of sequencers (server processes, the CLI) may run against one database: each batch
-//! runs in one transaction that first takes the sequencer lock (an advisory transaction lock on
-//! PostgreSQL, the write lock on SQLite), so batches never interleave.
+//! runs in one transaction that holds the sequencer lock (an advisory transaction lock on
+//! PostgreSQL, the write lock on SQLite), so batches never interleave. In a server, the group
+//! commit also sequences its own batch in the batch's transaction, after its INSERTs: it only
+//! tries the lock, and leaves the batch to the sequencer task when another batch holds it.
 //!
 //! PostgreSQL assigns transaction ids (and identity values) before commit, and transactions
 //! commit in any order. A row is therefore only sequenced once its transaction id is below that
-//! of every open transaction that writes `events`: those finish before anything can appear
+//! of every other open transaction that writes `events`: those finish before anything can appear
 //! before the sequencer's cursor. Writers announce themselves with a shared advisory lock taken
 //! before their first row (migration 1006), so transactions that never write events (in this or
 //! another database) hold nothing back. SQLite has one writer at a time, so its rowid order is
@@ -229,7 +231,11 @@ impl Sequencer {
     pub async fn run_batch(&self) -> Result<BatchOutcome, StoreError> {
         let _turn = self.store.write_turn().await;
         let mut tx = self.store.pool().begin().await?;
-        let sequenced = self.sequence_in(&mut tx).await?;
+        let claimed = claim(&mut tx, self.store.backend(), self.batch, LockWait::Wait).await?;
+        let sequenced = match claimed {
+            Some(claimed) => self.sequence_claimed(&mut tx, claimed).await?,
+            None => return Err(StoreError::Timeout("taking the sequencer lock")),
+        };
         if sequenced.appended.is_empty() {
             tx.rollback().await?;
         } else {
@@ -238,14 +244,27 @@ impl Sequencer {
         Ok(self.committed(sequenced))
     }
 
-    /// Sequences what is sequenceable in `tx`, which may also hold the caller's own appends to
+    /// Sequences what is sequenceable in `tx`, which also holds the caller's own appends to
     /// `events` (the group commit's): they are sequenced with it unless an older writer is open.
+    /// `None` when another batch holds the sequencer lock: the caller's appends must not wait for
+    /// it (it may be another process's, as slow as it likes), the sequencer task takes them.
     /// `committed` must follow the transaction's commit.
-    pub(crate) async fn sequence_in(
+    pub(crate) async fn try_sequence_in(
         &self,
         tx: &mut Transaction<'static, Any>,
+    ) -> Result<Option<Sequenced>, StoreError> {
+        match claim(tx, self.store.backend(), self.batch, LockWait::Try).await? {
+            Some(claimed) => Ok(Some(self.sequence_claimed(tx, claimed).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn sequence_claimed(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        claimed: Claimed,
     ) -> Result<Sequenced, StoreError> {
-        let Claimed { head, pending, held_back } = claim(tx, self.store.backend(), self.batch).await?;
+        let Claimed { head, pending, held_back } = claimed;
         let Some(last) = pending.last() else {
             return Ok(Sequenced {
                 appended: Vec::new(),
@@ -324,8 +343,22 @@ async fn run_hook(
     }
 }
 
-/// Takes the sequencer lock and reads the state row and the sequenceable events after its cursor.
-async fn claim(tx: &mut Transaction<'_, Any>, backend: Backend, limit: i64) -> Result<Claimed, StoreError> {
+/// How `claim` takes the sequencer lock on PostgreSQL (on SQLite the transaction's first write
+/// takes the write lock, waiting for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LockWait {
+    Wait,
+    Try,
+}
+
+/// Takes the sequencer lock and reads the state row and the sequenceable events after its
+/// cursor; `None` if the lock was only tried and is held elsewhere.
+async fn claim(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    limit: i64,
+    lock: LockWait,
+) -> Result<Option<Claimed>, StoreError> {
     match backend {
         Backend::Postgres => {
             // The bound: the oldest transaction id among the other open writers of `events`
@@ -338,17 +371,24 @@ async fn claim(tx: &mut Transaction<'_, Any>, backend: Backend, limit: i64) -> R
             // within 2^31 of it). They are not looked up in the snapshot's running list, which
             // omits ids at or past xmax: a writer that took its id after the last commit but
             // before this transaction's own must still hold this transaction's rows back. The
-            // next statement also runs after the sequencer lock is granted, so it sees the state
-            // the previous batch committed.
-            let bound: String = sqlx::query_scalar(
+            // lock table is read once (a materialized CTE), so a writer's advisory lock and its
+            // id come from the same reading. The next statement also runs after the sequencer
+            // lock is granted, so it sees the state the previous batch committed.
+            let take_lock = match lock {
+                LockWait::Wait => "(SELECT true FROM pg_advisory_xact_lock($1))",
+                LockWait::Try => "pg_try_advisory_xact_lock($1)",
+            };
+            let (bound, locked): (String, bool) = sqlx::query_as(&format!(
                 "WITH snapshot AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax), \
+                      locks AS MATERIALIZED ( \
+                        SELECT pid, locktype, mode, granted, database, classid, objid, objsubid, transactionid \
+                          FROM pg_locks WHERE pid <> pg_backend_pid()), \
                       writers AS ( \
                         SELECT t.transactionid::text::bigint AS low \
-                          FROM pg_locks w JOIN pg_locks t ON t.pid = w.pid \
+                          FROM locks w JOIN locks t ON t.pid = w.pid \
                          WHERE w.locktype = 'advisory' AND w.classid::bigint = $2 \
                            AND w.objid::bigint = $3 AND w.objsubid = 2 \
                            AND w.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-                           AND w.pid <> pg_backend_pid() \
                            AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted) \
                  SELECT COALESCE( \
                           (SELECT min(s.xmax + ((w.low - s.xmax % 4294967296 + 2147483648) % 4294967296 \
@@ -356,13 +396,16 @@ async fn claim(tx: &mut Transaction<'_, Any>, backend: Backend, limit: i64) -> R
                              FROM writers w, snapshot s), \
                           (SELECT GREATEST(s.xmax, pg_current_xact_id_if_assigned()::text::bigint + 1) \
                              FROM snapshot s))::text AS bound, \
-                        (SELECT 1 FROM pg_advisory_xact_lock($1)) AS locked",
-            )
+                        {take_lock} AS locked"
+            ))
             .bind(SEQUENCER_LOCK)
             .bind(WRITERS_LOCK.0)
             .bind(WRITERS_LOCK.1)
             .fetch_one(&mut **tx)
             .await?;
+            if !locked {
+                return Ok(None);
+            }
             let rows = sqlx::query(
                 "SELECT s.head, e.* FROM sequencer_state s LEFT JOIN LATERAL ( \
                      SELECT tx_id::text AS cursor_tx, seq_no AS cursor_no, \
@@ -389,7 +432,7 @@ async fn claim(tx: &mut Transaction<'_, Any>, backend: Backend, limit: i64) -> R
                     Some(_) => claimed.held_back = true,
                 }
             }
-            Ok(claimed)
+            Ok(Some(claimed))
         }
         Backend::Sqlite => {
             // A write first, so the transaction holds SQLite's write lock from its first statement.
@@ -408,11 +451,11 @@ async fn claim(tx: &mut Transaction<'_, Any>, backend: Backend, limit: i64) -> R
             .bind(limit)
             .fetch_all(&mut **tx)
             .await?;
-            Ok(Claimed {
+            Ok(Some(Claimed {
                 head: state.try_get("head")?,
                 pending: rows.iter().map(Pending::from_row).collect::<Result<_, _>>()?,
                 held_back: false,
-            })
+            }))
         }
     }
 }
@@ -483,7 +526,8 @@ async fn chain_heads(
         })
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
-    let mut query = sqlx::query(&sql);
+    // Prepared and kept only in its commonest shape: every size is a statement of its own.
+    let mut query = sqlx::query(&sql).persistent(organizations.len() == 1);
     for organization in organizations {
         query = query.bind(*organization);
     }
@@ -516,7 +560,7 @@ async fn insert(tx: &mut Transaction<'_, Any>, rows: &[LogEvent]) -> Result<(), 
             sql.push_str(&values);
             sql.push(')');
         }
-        let mut query = sqlx::query(&sql);
+        let mut query = sqlx::query(&sql).persistent(chunk.len() == 1);
         for row in chunk {
             query = query
                 .bind(row.position)

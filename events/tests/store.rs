@@ -351,3 +351,59 @@ async fn gap_case_in_the_group_commit_postgres() {
     assert_eq!((slow, fast), (2, 3));
     assert!(log::verify_chain(&store, None).await.unwrap().valid);
 }
+
+/// PostgreSQL only: the group commit only tries the sequencer lock. While another session holds
+/// it (another process's long batch), appends still commit at once and the sequencer task
+/// sequences them once the lock is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_do_not_wait_for_a_held_sequencer_lock_postgres() {
+    let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
+    let store = Store::open(&db.url).await.unwrap();
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let poll = std::time::Duration::from_millis(50);
+    let handle = pwnbook_events::sequencer::spawn(store.clone(), None, poll, shutdown);
+    let mut holder = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    // The sequencer's advisory lock key (sequencer.rs).
+    sqlx::query("SELECT pg_advisory_lock(8104067423531920129)").execute(&mut holder).await.unwrap();
+    let appended = tokio::time::timeout(SETTLE / 2, increment(&store, "while_held", "org_a")).await;
+    assert_eq!(appended.expect("the append waited for the sequencer lock").unwrap(), 1);
+    assert_eq!(log::position_of(&store, "counter", "while_held", 1).await.unwrap(), None);
+    sqlx::query("SELECT pg_advisory_unlock(8104067423531920129)").execute(&mut holder).await.unwrap();
+    let mut head = handle.head();
+    tokio::time::timeout(SETTLE, head.wait_for(|head| *head >= 1)).await.unwrap().unwrap();
+    assert_eq!(log::position_of(&store, "counter", "while_held", 1).await.unwrap(), Some(1));
+}
+
+/// A hook that panics in the first batch it sees.
+struct PanicOnce(std::sync::atomic::AtomicBool);
+
+impl pwnbook_events::sequencer::BatchHook for PanicOnce {
+    fn apply<'a>(
+        &'a self,
+        _: &'a mut sqlx::Transaction<'static, sqlx::Any>,
+        _: i64,
+        _: &'a [pwnbook_events::LogEvent],
+    ) -> pwnbook_events::sequencer::HookFuture<'a> {
+        Box::pin(async move {
+            assert!(!self.0.swap(false, std::sync::atomic::Ordering::SeqCst), "a projector bug");
+            Ok(false)
+        })
+    }
+
+    fn committed(&self, _: i64) {}
+}
+
+backend_tests! {
+    async fn a_panic_in_a_batch_fails_that_batch_only(db) {
+        let store = Store::open(&db.url).await.unwrap();
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let hook = std::sync::Arc::new(PanicOnce(std::sync::atomic::AtomicBool::new(true)));
+        let handle = pwnbook_events::sequencer::spawn(store.clone(), Some(hook), std::time::Duration::from_secs(3600), shutdown);
+        // The panic comes before the commit: the append fails and nothing of it is stored.
+        assert!(increment(&store, "unlucky", "org_a").await.is_err());
+        assert_eq!(increment(&store, "next", "org_a").await.unwrap(), 1);
+        assert_eq!(handle.sequenced_at("counter", "next", 1), Some(1));
+        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(store.pool()).await.unwrap();
+        assert_eq!(stored, 1);
+    }
+}

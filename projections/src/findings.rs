@@ -449,59 +449,19 @@ async fn insert_created(
     created: &[(&LogEvent, FindingCreated)],
     counts: &mut Counts,
 ) -> Result<(), ProjectionError> {
-    for chunk in fixed_chunks(created, 100) {
-        let mut query =
-            Sql::new(&format!("INSERT INTO findings ({COLUMNS}, title_key, severity_rank) VALUES "));
-        for (i, (event, c)) in chunk.iter().enumerate() {
-            let values: [Param; 28] = [
-                event.aggregate_id.as_str().into(),
-                c.organization_id.as_str().into(),
-                c.engagement_id.as_str().into(),
-                c.title.as_str().into(),
-                c.severity.as_str().into(),
-                c.cvss.as_ref().map(|v| v.vector.clone()).into(),
-                c.cvss.as_ref().map(|v| v.version.clone()).into(),
-                score_key(c.cvss.as_ref()).into(),
-                serde_json::to_string(&c.cwe)?.into(),
-                serde_json::to_string(&c.cve)?.into(),
-                c.description.clone().into(),
-                c.impact.clone().into(),
-                c.remediation.clone().into(),
-                c.steps_to_reproduce.clone().into(),
-                serde_json::to_string(&c.references)?.into(),
-                serde_json::to_string(&c.affected_target_ids)?.into(),
-                c.status.as_str().into(),
-                c.review_status.as_str().into(),
-                c.retest_notes.clone().into(),
-                serde_json::to_string(&c.tags)?.into(),
-                // Only transitions set the opened, remediated and closed times.
-                None::<i64>.into(),
-                None::<i64>.into(),
-                None::<i64>.into(),
-                event.recorded_at.into(),
-                event.recorded_at.into(),
-                event.sequence.into(),
-                c.title.to_lowercase().into(),
-                severity_rank(&c.severity).into(),
-            ];
-            query.push(if i == 0 { "(" } else { ", (" });
-            for (j, value) in values.into_iter().enumerate() {
-                if j > 0 {
-                    query.push(", ");
-                }
-                query.bind(value);
-            }
-            query.push(")");
-        }
-        query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-        let backend = tx.backend_name().to_owned();
-        let inserted = query
-            .query_on(&backend)
-            .fetch_all(&mut **tx)
-            .await?
-            .iter()
-            .map(|row| row.try_get::<String, _>("id"))
-            .collect::<Result<HashSet<_>, _>>()?;
+    let chunks: Vec<&[(&LogEvent, FindingCreated)]> = fixed_chunks(created, 100).collect();
+    let backend = tx.backend_name().to_owned();
+    let mut next = chunks.first().map(|chunk| created_insert(chunk)).transpose()?;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let Some(statement) = next.take() else { break };
+        // The next chunk's statement is built while the server runs this one: in a rebuild the
+        // client's share (thousands of parameters) would otherwise leave the server idle.
+        let (rows, following) = tokio::join!(statement.query_on(&backend).fetch_all(&mut **tx), async {
+            chunks.get(i + 1).map(|chunk| created_insert(chunk)).transpose()
+        });
+        next = following?;
+        let inserted =
+            rows?.iter().map(|row| row.try_get::<String, _>("id")).collect::<Result<HashSet<_>, _>>()?;
         let fresh: Vec<&(&LogEvent, FindingCreated)> =
             chunk.iter().filter(|(event, _)| inserted.contains(&event.aggregate_id)).collect();
         let sets: [ChildSet; 4] = [
@@ -524,7 +484,54 @@ async fn insert_created(
     Ok(())
 }
 
-/// Removes a deleted engagement's findings, their child rows and their counters.
+/// The multi-row INSERT of `chunk`'s findings, returning the ids it inserted.
+fn created_insert(chunk: &[(&LogEvent, FindingCreated)]) -> Result<Sql, ProjectionError> {
+    let mut query = Sql::new(&format!("INSERT INTO findings ({COLUMNS}, title_key, severity_rank) VALUES "));
+    for (i, (event, c)) in chunk.iter().enumerate() {
+        let values: [Param; 28] = [
+            event.aggregate_id.as_str().into(),
+            c.organization_id.as_str().into(),
+            c.engagement_id.as_str().into(),
+            c.title.as_str().into(),
+            c.severity.as_str().into(),
+            c.cvss.as_ref().map(|v| v.vector.clone()).into(),
+            c.cvss.as_ref().map(|v| v.version.clone()).into(),
+            score_key(c.cvss.as_ref()).into(),
+            serde_json::to_string(&c.cwe)?.into(),
+            serde_json::to_string(&c.cve)?.into(),
+            c.description.clone().into(),
+            c.impact.clone().into(),
+            c.remediation.clone().into(),
+            c.steps_to_reproduce.clone().into(),
+            serde_json::to_string(&c.references)?.into(),
+            serde_json::to_string(&c.affected_target_ids)?.into(),
+            c.status.as_str().into(),
+            c.review_status.as_str().into(),
+            c.retest_notes.clone().into(),
+            serde_json::to_string(&c.tags)?.into(),
+            // Only transitions set the opened, remediated and closed times.
+            None::<i64>.into(),
+            None::<i64>.into(),
+            None::<i64>.into(),
+            event.recorded_at.into(),
+            event.recorded_at.into(),
+            event.sequence.into(),
+            c.title.to_lowercase().into(),
+            severity_rank(&c.severity).into(),
+        ];
+        query.push(if i == 0 { "(" } else { ", (" });
+        for (j, value) in values.into_iter().enumerate() {
+            if j > 0 {
+                query.push(", ");
+            }
+            query.bind(value);
+        }
+        query.push(")");
+    }
+    query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+    Ok(query)
+}
+
 async fn purge(tx: &mut Transaction<'_, Any>, event: &LogEvent) -> Result<(), ProjectionError> {
     let children = [
         ("finding_tags", "finding_id"),
