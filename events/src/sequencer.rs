@@ -48,6 +48,9 @@ const LOOKUP_CHUNK: usize = 200;
 /// First retry delay while committed events wait behind an older open transaction; it doubles
 /// up to the poll interval.
 const HELD_BACK_RETRY: Duration = Duration::from_millis(1);
+/// How long the group commit waits for this process's sequencer task to finish its batch (a few
+/// milliseconds, unless it waits for another process's) before leaving its own to the task.
+const LOCAL_TURN_WAIT: Duration = Duration::from_millis(20);
 
 /// Work done inside a batch's transaction once its rows are appended (the in-process
 /// projectors): the work commits with the batch, so it adds no commit of its own.
@@ -133,6 +136,10 @@ pub struct Sequencer {
     chains: Arc<Mutex<ChainCache>>,
     hook: Option<Arc<dyn BatchHook>>,
     published: Arc<Published>,
+    /// This process's sequencer task and group commit take turns here, so that the group
+    /// commit's try of the sequencer lock fails only when another process holds it (failing
+    /// whenever the task runs would hand every batch to the task, which the waiters kick).
+    local_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What committed batches tell this process's waiters: the log head and where recent streams got to.
@@ -179,7 +186,14 @@ impl std::fmt::Debug for Sequencer {
 
 impl Sequencer {
     pub fn new(store: Store) -> Self {
-        Self { store, batch: DEFAULT_BATCH, chains: Arc::default(), hook: None, published: Arc::default() }
+        Self {
+            store,
+            batch: DEFAULT_BATCH,
+            chains: Arc::default(),
+            hook: None,
+            published: Arc::default(),
+            local_turn: Arc::default(),
+        }
     }
 
     /// A sequencer that runs `hook` in every batch's transaction.
@@ -230,6 +244,7 @@ impl Sequencer {
     /// Sequences one batch.
     pub async fn run_batch(&self) -> Result<BatchOutcome, StoreError> {
         let _turn = self.store.write_turn().await;
+        let _local = self.local_turn.lock().await;
         let mut tx = self.store.pool().begin().await?;
         let claimed = claim(&mut tx, self.store.backend(), self.batch, LockWait::Wait).await?;
         let sequenced = match claimed {
@@ -253,6 +268,9 @@ impl Sequencer {
         &self,
         tx: &mut Transaction<'static, Any>,
     ) -> Result<Option<Sequenced>, StoreError> {
+        let Ok(_local) = tokio::time::timeout(LOCAL_TURN_WAIT, self.local_turn.lock()).await else {
+            return Ok(None);
+        };
         match claim(tx, self.store.backend(), self.batch, LockWait::Try).await? {
             Some(claimed) => Ok(Some(self.sequence_claimed(tx, claimed).await?)),
             None => Ok(None),
