@@ -287,18 +287,7 @@ async fn gap_case_postgres() {
     assert_eq!(sequencer.settle(SETTLE).await.unwrap(), 1);
 
     // Transaction A appends and stays open.
-    let pool = match store.es_pool() {
-        pwnbook_events::EsPool::Postgres(pool) => pool.clone(),
-        pwnbook_events::EsPool::Sqlite(_) => unreachable!(),
-    };
-    let mut a = pool.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-         VALUES ('counter', 'slow', 1, 'counter.incremented', '1', '{\"by\":1}', '{\"organizationId\":\"org_a\"}')",
-    )
-    .execute(&mut *a)
-    .await
-    .unwrap();
+    let a = open_slow_append(&store).await;
 
     // B appends after A and commits first.
     increment(&store, "fast", "org_a").await.unwrap();
@@ -306,11 +295,7 @@ async fn gap_case_postgres() {
     assert_eq!(log::position_of(&store, "counter", "fast", 1).await.unwrap(), None);
 
     a.commit().await.unwrap();
-    assert_eq!(sequencer.settle(SETTLE).await.unwrap(), 3);
-    let slow = log::position_of(&store, "counter", "slow", 1).await.unwrap().unwrap();
-    let fast = log::position_of(&store, "counter", "fast", 1).await.unwrap().unwrap();
-    assert_eq!((slow, fast), (2, 3));
-    assert!(log::verify_chain(&store, None).await.unwrap().valid);
+    assert_slow_then_fast(&store).await;
 }
 
 /// PostgreSQL only: the group commit sequences its own batch in its transaction, but not past an
@@ -328,28 +313,13 @@ async fn gap_case_in_the_group_commit_postgres() {
     increment(&store, "first", "org_a").await.unwrap();
     assert_eq!(handle.sequenced_at("counter", "first", 1), Some(1), "sequenced in its own commit");
 
-    let pool = match store.es_pool() {
-        pwnbook_events::EsPool::Postgres(pool) => pool.clone(),
-        pwnbook_events::EsPool::Sqlite(_) => unreachable!(),
-    };
-    let mut a = pool.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-         VALUES ('counter', 'slow', 1, 'counter.incremented', '1', '{\"by\":1}', '{\"organizationId\":\"org_a\"}')",
-    )
-    .execute(&mut *a)
-    .await
-    .unwrap();
+    let a = open_slow_append(&store).await;
     increment(&store, "fast", "org_a").await.unwrap();
     assert_eq!(handle.sequenced_at("counter", "fast", 1), None, "B must wait for A");
     assert_eq!(log::position_of(&store, "counter", "fast", 1).await.unwrap(), None);
 
     a.commit().await.unwrap();
-    assert_eq!(Sequencer::new(store.clone()).settle(SETTLE).await.unwrap(), 3);
-    let slow = log::position_of(&store, "counter", "slow", 1).await.unwrap().unwrap();
-    let fast = log::position_of(&store, "counter", "fast", 1).await.unwrap().unwrap();
-    assert_eq!((slow, fast), (2, 3));
-    assert!(log::verify_chain(&store, None).await.unwrap().valid);
+    assert_slow_then_fast(&store).await;
 }
 
 /// PostgreSQL only: the group commit only tries the sequencer lock. While another session holds
@@ -406,4 +376,30 @@ backend_tests! {
         let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(store.pool()).await.unwrap();
         assert_eq!(stored, 1);
     }
+}
+
+/// Transaction A of the gap cases: it appends `slow` and stays open.
+async fn open_slow_append(store: &Store) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let pool = match store.es_pool() {
+        pwnbook_events::EsPool::Postgres(pool) => pool.clone(),
+        pwnbook_events::EsPool::Sqlite(_) => unreachable!(),
+    };
+    let mut a = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('counter', 'slow', 1, 'counter.incremented', '1', '{\"by\":1}', '{\"organizationId\":\"org_a\"}')",
+    )
+    .execute(&mut *a)
+    .await
+    .unwrap();
+    a
+}
+
+/// After A committed: `slow` before `fast` (appended after A, committed first), dense, chained.
+async fn assert_slow_then_fast(store: &Store) {
+    assert_eq!(Sequencer::new(store.clone()).settle(SETTLE).await.unwrap(), 3);
+    let slow = log::position_of(store, "counter", "slow", 1).await.unwrap().unwrap();
+    let fast = log::position_of(store, "counter", "fast", 1).await.unwrap().unwrap();
+    assert_eq!((slow, fast), (2, 3));
+    assert!(log::verify_chain(store, None).await.unwrap().valid);
 }
