@@ -442,6 +442,13 @@ async fn insert_set(
 /// A child table, its value column, and the values a creation gives it.
 type ChildSet = (&'static str, &'static str, fn(&FindingCreated) -> &[String]);
 
+const CHILD_SETS: [ChildSet; 4] = [
+    ("finding_tags", "tag", |c| &c.tags),
+    ("finding_cwes", "cwe", |c| &c.cwe),
+    ("finding_cves", "cve", |c| &c.cve),
+    ("finding_targets", "target_id", |c| &c.affected_target_ids),
+];
+
 /// Inserts created findings with multi-row INSERTs (a rebuild is mostly creations), with their
 /// child rows and counters. A finding already present is left as it is.
 async fn insert_created(
@@ -451,31 +458,33 @@ async fn insert_created(
 ) -> Result<(), ProjectionError> {
     let chunks: Vec<&[(&LogEvent, FindingCreated)]> = fixed_chunks(created, 100).collect();
     let backend = tx.backend_name().to_owned();
-    let mut next = chunks.first().map(|chunk| created_insert(chunk)).transpose()?;
+    // On PostgreSQL the child rows go into the same statement (data-modifying CTEs): one round
+    // trip per chunk instead of two.
+    let children_inline = backend == "PostgreSQL";
+    let build = |chunk: &[(&LogEvent, FindingCreated)]| created_insert(chunk, children_inline);
+    let mut next = chunks.first().map(|chunk| build(chunk)).transpose()?;
     for (i, chunk) in chunks.iter().enumerate() {
         let Some(statement) = next.take() else { break };
         // The next chunk's statement is built while the server runs this one: in a rebuild the
         // client's share (thousands of parameters) would otherwise leave the server idle.
         let (rows, following) = tokio::join!(statement.query_on(&backend).fetch_all(&mut **tx), async {
-            chunks.get(i + 1).map(|chunk| created_insert(chunk)).transpose()
+            chunks.get(i + 1).map(|chunk| build(chunk)).transpose()
         });
         next = following?;
         let inserted =
             rows?.iter().map(|row| row.try_get::<String, _>("id")).collect::<Result<HashSet<_>, _>>()?;
         let fresh: Vec<&(&LogEvent, FindingCreated)> =
             chunk.iter().filter(|(event, _)| inserted.contains(&event.aggregate_id)).collect();
-        let sets: [ChildSet; 4] = [
-            ("finding_tags", "tag", |c| &c.tags),
-            ("finding_cwes", "cwe", |c| &c.cwe),
-            ("finding_cves", "cve", |c| &c.cve),
-            ("finding_targets", "target_id", |c| &c.affected_target_ids),
-        ];
-        for (table, column, values) in sets {
-            let rows: Vec<(&str, &str)> = fresh
-                .iter()
-                .flat_map(|(event, c)| values(c).iter().map(|v| (event.aggregate_id.as_str(), v.as_str())))
-                .collect();
-            insert_set(tx, table, column, &rows).await?;
+        if !children_inline {
+            for (table, column, values) in CHILD_SETS {
+                let rows: Vec<(&str, &str)> = fresh
+                    .iter()
+                    .flat_map(|(event, c)| {
+                        values(c).iter().map(|v| (event.aggregate_id.as_str(), v.as_str()))
+                    })
+                    .collect();
+                insert_set(tx, table, column, &rows).await?;
+            }
         }
         for (_, c) in &fresh {
             *counts.entry(Bucket::of(c)).or_default() += 1;
@@ -484,9 +493,11 @@ async fn insert_created(
     Ok(())
 }
 
-/// The multi-row INSERT of `chunk`'s findings, returning the ids it inserted.
-fn created_insert(chunk: &[(&LogEvent, FindingCreated)]) -> Result<Sql, ProjectionError> {
-    let mut query = Sql::new(&format!("INSERT INTO findings ({COLUMNS}, title_key, severity_rank) VALUES "));
+/// The multi-row INSERT of `chunk`'s findings, returning the ids it inserted; with `children`,
+/// also the child rows of the findings it inserted (PostgreSQL's data-modifying CTEs).
+fn created_insert(chunk: &[(&LogEvent, FindingCreated)], children: bool) -> Result<Sql, ProjectionError> {
+    let mut query = Sql::new(if children { "WITH inserted AS (" } else { "" });
+    query.push(&format!("INSERT INTO findings ({COLUMNS}, title_key, severity_rank) VALUES "));
     for (i, (event, c)) in chunk.iter().enumerate() {
         let values: [Param; 28] = [
             event.aggregate_id.as_str().into(),
@@ -529,6 +540,29 @@ fn created_insert(chunk: &[(&LogEvent, FindingCreated)]) -> Result<Sql, Projecti
         query.push(")");
     }
     query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+    if !children {
+        return Ok(query);
+    }
+    query.push(")");
+    for (n, (table, column, values)) in CHILD_SETS.into_iter().enumerate() {
+        let rows: Vec<(&str, &str)> = chunk
+            .iter()
+            .flat_map(|(event, c)| values(c).iter().map(|v| (event.aggregate_id.as_str(), v.as_str())))
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        query.push(&format!(
+            ", child{n} AS (INSERT INTO {table} (finding_id, {column}) SELECT v.owner, v.value FROM (VALUES "
+        ));
+        for (i, (owner, value)) in rows.into_iter().enumerate() {
+            query.push(if i == 0 { "(" } else { ", (" });
+            query.bind(owner).push(", ").bind(value).push(")");
+        }
+        query
+            .push(") AS v (owner, value) WHERE v.owner IN (SELECT id FROM inserted) ON CONFLICT DO NOTHING)");
+    }
+    query.push(" SELECT id FROM inserted");
     Ok(query)
 }
 
