@@ -11,8 +11,8 @@
 //!
 //! The batches are written by a thread of their own, with its own runtime and connection: the
 //! writer is the one serial step of every command, and on the server's runtime each of its
-//! statements would wait behind the request tasks ready at that moment (on two cores, +30–50 %
-//! throughput at 16 concurrent commands without that queueing). The writer skips the append of a
+//! statements would wait behind the request tasks ready at that moment (on two cores, +15–50 %
+//! throughput at 16 concurrent commands without that queueing, one thread hop more at one). The writer skips the append of a
 //! caller that went away before it was taken (it is never written, as with an abandoned
 //! transaction); once taken, it is written with the rest of its batch whatever happens to the
 //! caller. The thread ends when the store is closed or its last clone dropped. A panic while
