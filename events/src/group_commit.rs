@@ -54,6 +54,7 @@ pub(crate) struct GroupCommit {
     appends: mpsc::UnboundedSender<Append>,
     sequencer: Arc<Mutex<Weak<Sequencer>>>,
     close: Arc<tokio::sync::Notify>,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -82,7 +83,7 @@ impl GroupCommit {
                 Err(error) => tracing::error!(%error, "the group commit's writer could not start"),
             }
         })?;
-        Ok(Self { appends, sequencer, close })
+        Ok(Self { appends, sequencer, close, closed: std::sync::atomic::AtomicBool::new(false) })
     }
 
     /// Appends `events` in one transaction, possibly shared with concurrent appends.
@@ -102,6 +103,9 @@ impl GroupCommit {
                 })
             })
             .collect::<Result<_, PersistenceError>>()?;
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(stopped());
+        }
         let (reply, outcome) = oneshot::channel();
         self.appends.send(Append { rows, reply }).map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
@@ -109,6 +113,7 @@ impl GroupCommit {
 
     /// Stops the writer after the batch it is writing; later appends fail.
     pub(crate) fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         self.close.notify_one();
     }
 
@@ -141,8 +146,9 @@ impl Writer {
         let pool = pool.connect_lazy_with(connect);
         loop {
             let first = tokio::select! {
-                first = queue.recv() => first,
+                biased;
                 () = close.notified() => None,
+                first = queue.recv() => first,
             };
             let Some(first) = first else { break };
             let mut batch = vec![first];

@@ -403,3 +403,18 @@ async fn assert_slow_then_fast(store: &Store) {
     assert_eq!((slow, fast), (2, 3));
     assert!(log::verify_chain(store, None).await.unwrap().valid);
 }
+
+backend_tests! {
+    async fn a_closed_store_refuses_appends(db) {
+        let store = Store::open(&db.url).await.unwrap();
+        assert_eq!(increment(&store, "before", "org_a").await.unwrap(), 1);
+        // Loaded before the close, so that only the append meets the closed store.
+        let events = AggregateStore::<Counter>::new(&store);
+        let mut context = events.load("after").await.unwrap();
+        let sink = EventSink::default();
+        context.aggregate.handle(1, &(), &sink).await.unwrap();
+        store.close().await;
+        let refused = tokio::time::timeout(SETTLE, events.commit(sink.collect().await, context, metadata("org_a"))).await;
+        assert!(refused.expect("an append to a closed store hung").is_err());
+    }
+}
