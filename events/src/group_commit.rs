@@ -27,6 +27,7 @@ use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::sequencer::{Sequenced, Sequencer};
+use crate::values::values;
 use crate::Backend;
 
 /// Rows per INSERT statement: 7 parameters each stays far below both backends' limits.
@@ -289,35 +290,15 @@ async fn sequence(
     }
 }
 
-/// `INSERT INTO events … VALUES` with `rows` rows of parameters. SQLite gets anonymous
-/// placeholders (sqlx looks numbered ones up by name, a linear scan per parameter); PostgreSQL
-/// casts the JSON text to the columns' type.
+/// `INSERT INTO events … VALUES` with `rows` rows of parameters (JSON text cast to the columns'
+/// type on PostgreSQL).
 fn insert_sql(backend: Backend, rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) VALUES ",
-    );
-    for row in 0..rows {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        match backend {
-            Backend::Sqlite => sql.push_str("(?, ?, ?, ?, ?, ?, ?)"),
-            Backend::Postgres => {
-                let n = row * 7;
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, CAST(${} AS json), CAST(${} AS json))",
-                    n + 1,
-                    n + 2,
-                    n + 3,
-                    n + 4,
-                    n + 5,
-                    n + 6,
-                    n + 7
-                ));
-            }
-        }
-    }
-    sql
+    const COLUMNS: [&str; 7] = ["{}", "{}", "{}", "{}", "{}", "CAST({} AS json)", "CAST({} AS json)"];
+    format!(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES {}",
+        values(backend, rows, &COLUMNS)
+    )
 }
 
 /// Whether `error` is a constraint or trigger refusal (PostgreSQL class 23, SQLite's

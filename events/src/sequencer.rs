@@ -34,6 +34,7 @@ use tokio::sync::{watch, Notify};
 use crate::hash::{chain_hash, GENESIS};
 use crate::ids::{Id, IdKind};
 use crate::log::LogEvent;
+use crate::values::values;
 use crate::{Backend, Store, StoreError};
 
 /// Key of the PostgreSQL advisory lock that serializes sequencer batches.
@@ -295,7 +296,7 @@ impl Sequencer {
         let (cursor_tx, cursor_no) = (last.cursor_tx.clone(), last.cursor_no);
         let mut chains = self.cached_chains(head);
         let appended = chain(tx, &mut chains, head, &pending).await?;
-        insert(tx, &appended).await?;
+        insert(tx, self.store.backend(), &appended).await?;
         let new_head = head + appended.len() as i64;
         sqlx::query("UPDATE sequencer_state SET last_tx = $1, last_no = $2, head = $3 WHERE id = 1")
             .bind(cursor_tx)
@@ -556,28 +557,18 @@ async fn chain_heads(
         .collect::<Result<_, sqlx::Error>>()?)
 }
 
-async fn insert(tx: &mut Transaction<'_, Any>, rows: &[LogEvent]) -> Result<(), StoreError> {
-    // SQLite gets anonymous placeholders: sqlx looks each numbered one up by name, a scan of the
-    // parameter list, which makes binding a 2 800-parameter statement quadratic.
-    let anonymous = tx.backend_name() == "SQLite";
+async fn insert(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    rows: &[LogEvent],
+) -> Result<(), StoreError> {
     for chunk in rows.chunks(INSERT_CHUNK) {
-        let mut sql = String::from(
+        let sql = format!(
             "INSERT INTO event_log (position, event_id, organization_id, engagement_id, aggregate_type, \
              aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, prev_hash, hash) \
-             VALUES ",
+             VALUES {}",
+            values(backend, chunk.len(), &["{}"; 14])
         );
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            let values = (1..=14)
-                .map(|c| if anonymous { "?".to_owned() } else { format!("${}", i * 14 + c) })
-                .collect::<Vec<_>>()
-                .join(", ");
-            sql.push('(');
-            sql.push_str(&values);
-            sql.push(')');
-        }
         let mut query = sqlx::query(&sql).persistent(chunk.len() == 1);
         for row in chunk {
             query = query
@@ -644,7 +635,6 @@ impl RecentPositions {
 #[derive(Debug, Clone)]
 pub struct SequencerHandle {
     kick: Arc<Notify>,
-    head: watch::Receiver<i64>,
     published: Arc<Published>,
 }
 
@@ -655,7 +645,7 @@ impl SequencerHandle {
     }
 
     pub fn head(&self) -> watch::Receiver<i64> {
-        self.head.clone()
+        self.published.head.subscribe()
     }
 
     /// A log position at or after the event `sequence` of the stream, if this process's sequencer
@@ -684,11 +674,7 @@ pub fn spawn(
     });
     // The group commit holds it weakly: the store must not keep its own sequencer alive.
     sequencer.store.group_commit().attach(Arc::downgrade(&sequencer));
-    let handle = SequencerHandle {
-        kick: kick.clone(),
-        head: sequencer.published.head.subscribe(),
-        published: sequencer.published.clone(),
-    };
+    let handle = SequencerHandle { kick: kick.clone(), published: sequencer.published.clone() };
     tokio::spawn(async move {
         let mut shutdown = shutdown;
         let mut retry = HELD_BACK_RETRY;

@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::list::{self, Order, SortValue, Window};
-use crate::sql::{deletes_engagement, purge_engagement, replace_set, Param, Sql};
+use crate::sql::{self, deletes_engagement, purge_engagement, replace_set, Param, Sql};
 use crate::{ProjectionError, Projector};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -429,18 +429,34 @@ async fn insert_set(
 ) -> Result<(), ProjectionError> {
     for chunk in fixed_chunks(rows, 1_000) {
         let mut query = Sql::new(&format!("INSERT INTO {table} (finding_id, {value_column}) VALUES "));
-        for (i, (owner, value)) in chunk.iter().enumerate() {
-            query.push(if i == 0 { "(" } else { ", (" });
-            query.bind(*owner).push(", ").bind(*value).push(")");
-        }
+        push_pairs(&mut query, chunk);
         query.push(" ON CONFLICT DO NOTHING");
         query.query_on(tx.backend_name()).execute(&mut **tx).await?;
     }
     Ok(())
 }
 
+/// `(owner, value), …` as bound placeholders.
+fn push_pairs(query: &mut Sql, rows: &[(&str, &str)]) {
+    for (i, (owner, value)) in rows.iter().enumerate() {
+        query.push(if i == 0 { "(" } else { ", (" });
+        query.bind(*owner).push(", ").bind(*value).push(")");
+    }
+}
+
 /// A child table, its value column, and the values a creation gives it.
 type ChildSet = (&'static str, &'static str, fn(&FindingCreated) -> &[String]);
+
+/// The `(finding id, value)` rows of one child table for `created`.
+fn child_rows<'a>(
+    created: impl IntoIterator<Item = &'a (&'a LogEvent, FindingCreated)>,
+    values: fn(&FindingCreated) -> &[String],
+) -> Vec<(&'a str, &'a str)> {
+    created
+        .into_iter()
+        .flat_map(|(event, c)| values(c).iter().map(|v| (event.aggregate_id.as_str(), v.as_str())))
+        .collect()
+}
 
 const CHILD_SETS: [ChildSet; 4] = [
     ("finding_tags", "tag", |c| &c.tags),
@@ -460,7 +476,7 @@ async fn insert_created(
     let backend = tx.backend_name().to_owned();
     // On PostgreSQL the child rows go into the same statement (data-modifying CTEs): one round
     // trip per chunk instead of two.
-    let children_inline = backend == "PostgreSQL";
+    let children_inline = !sql::is_sqlite(&backend);
     let build = |chunk: &[(&LogEvent, FindingCreated)]| created_insert(chunk, children_inline);
     let mut next = chunks.first().map(|chunk| build(chunk)).transpose()?;
     for (i, chunk) in chunks.iter().enumerate() {
@@ -477,13 +493,7 @@ async fn insert_created(
             chunk.iter().filter(|(event, _)| inserted.contains(&event.aggregate_id)).collect();
         if !children_inline {
             for (table, column, values) in CHILD_SETS {
-                let rows: Vec<(&str, &str)> = fresh
-                    .iter()
-                    .flat_map(|(event, c)| {
-                        values(c).iter().map(|v| (event.aggregate_id.as_str(), v.as_str()))
-                    })
-                    .collect();
-                insert_set(tx, table, column, &rows).await?;
+                insert_set(tx, table, column, &child_rows(fresh.iter().copied(), values)).await?;
             }
         }
         for (_, c) in &fresh {
@@ -545,20 +555,14 @@ fn created_insert(chunk: &[(&LogEvent, FindingCreated)], children: bool) -> Resu
     }
     query.push(")");
     for (n, (table, column, values)) in CHILD_SETS.into_iter().enumerate() {
-        let rows: Vec<(&str, &str)> = chunk
-            .iter()
-            .flat_map(|(event, c)| values(c).iter().map(|v| (event.aggregate_id.as_str(), v.as_str())))
-            .collect();
+        let rows = child_rows(chunk, values);
         if rows.is_empty() {
             continue;
         }
         query.push(&format!(
             ", child{n} AS (INSERT INTO {table} (finding_id, {column}) SELECT v.owner, v.value FROM (VALUES "
         ));
-        for (i, (owner, value)) in rows.into_iter().enumerate() {
-            query.push(if i == 0 { "(" } else { ", (" });
-            query.bind(owner).push(", ").bind(value).push(")");
-        }
+        push_pairs(&mut query, &rows);
         query
             .push(") AS v (owner, value) WHERE v.owner IN (SELECT id FROM inserted) ON CONFLICT DO NOTHING)");
     }

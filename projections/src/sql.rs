@@ -9,6 +9,11 @@ use sqlx::Any;
 /// `AnyConnection::backend_name` of a SQLite connection.
 const SQLITE: &str = "SQLite";
 
+/// Whether `backend` (`AnyConnection::backend_name`) is SQLite.
+pub fn is_sqlite(backend: &str) -> bool {
+    backend == SQLITE
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Param {
     Int(Option<i64>),
@@ -108,7 +113,7 @@ impl Sql {
     /// anonymous placeholders where it can, for statements with many parameters.
     pub fn query_on(&self, backend: &str) -> Query<'_, Any, AnyArguments<'_>> {
         match &self.anonymous {
-            Some(anonymous) if backend == SQLITE => self.query_with_text(anonymous),
+            Some(anonymous) if is_sqlite(backend) => self.query_with_text(anonymous),
             _ => self.query(),
         }
     }
