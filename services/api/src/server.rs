@@ -77,6 +77,7 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
         projections: projection_runner,
         rate_limits,
         usage: Arc::new(UsageTracker::default()),
+        engagements: Arc::default(),
         body_limit: settings.body_limit,
         shutdown: shutdown_rx.clone(),
         sse_heartbeat: Duration::from_secs(settings.sse_heartbeat_seconds.get().into()),

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::auth::UsageTracker;
 use crate::rate_limit::RateLimits;
+use crate::routes::scope::EngagementOwners;
 use crate::visibility::Visibility;
 
 #[derive(Clone)]
@@ -19,6 +20,7 @@ pub struct AppState {
     pub visibility: Visibility,
     pub rate_limits: Arc<RateLimits>,
     pub usage: Arc<UsageTracker>,
+    pub engagements: Arc<EngagementOwners>,
     pub projections: ProjectionRunner,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,

@@ -355,18 +355,30 @@ pub(crate) async fn create_row(
     engagement_id: &str,
     body: CreateBody,
 ) -> Result<FindingRow, ApiError> {
-    let engagement = scope::writable(state, caller, engagement_id).await?;
+    let engagement = scope::write_scope(state, caller, engagement_id).await?;
+    let command = engagement
+        .before_commit(state, caller, create_command(state, caller, &engagement.id, body).await)
+        .await?;
+    let id = Id::generate(IdKind::Finding);
+    run(state, caller, id.as_str(), &engagement.id, command, None).await
+}
+
+async fn create_command(
+    state: &AppState,
+    caller: &Caller,
+    engagement_id: &str,
+    body: CreateBody,
+) -> Result<FindingCommand, ApiError> {
     // A new finding starts as a draft in review; its lifecycle moves only through transitions.
     reject_unknown(&body.unknown, &[READ_ONLY, &["status", "reviewStatus"]].concat())?;
     let Some(title) = body.title else {
         return Err(ApiError::Validation(vec![FieldError::new("title", "is required")]));
     };
     let affected = body.affected_target_ids.unwrap_or_default();
-    check_targets(state, caller, &engagement.id, &affected).await?;
-    let id = Id::generate(IdKind::Finding);
-    let command = FindingCommand::Create {
+    check_targets(state, caller, engagement_id, &affected).await?;
+    Ok(FindingCommand::Create {
         organization_id: caller.organization_id().to_owned(),
-        engagement_id: engagement.id.clone(),
+        engagement_id: engagement_id.to_owned(),
         finding: NewFinding {
             title,
             severity: body.severity,
@@ -382,8 +394,7 @@ pub(crate) async fn create_row(
             retest_notes: body.retest_notes,
             tags: body.tags.unwrap_or_default(),
         },
-    };
-    run(state, caller, id.as_str(), &engagement.id, command, None).await
+    })
 }
 
 /// Findings in history and time travel.
@@ -511,7 +522,19 @@ pub(crate) async fn update_row(
     expected_version: Result<Option<i64>, ApiError>,
 ) -> Result<FindingRow, ApiError> {
     let current = load(state, caller, id).await?;
-    scope::writable(state, caller, &current.engagement_id).await?;
+    let engagement = scope::write_scope(state, caller, &current.engagement_id).await?;
+    let prepared = update_command(state, caller, &engagement.id, body, expected_version).await;
+    let (command, expected_version) = engagement.before_commit(state, caller, prepared).await?;
+    run(state, caller, &current.id, &engagement.id, command, expected_version).await
+}
+
+async fn update_command(
+    state: &AppState,
+    caller: &Caller,
+    engagement_id: &str,
+    body: PatchBody,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<(FindingCommand, Option<i64>), ApiError> {
     reject_unknown(&body.unknown, READ_ONLY)?;
     let mut errors = Vec::new();
     let title = not_null("title", body.title, &mut errors);
@@ -524,7 +547,7 @@ pub(crate) async fn update_row(
     // `null` empties a list.
     let affected = body.affected_target_ids.map(Option::unwrap_or_default);
     if let Some(ids) = &affected {
-        check_targets(state, caller, &current.engagement_id, ids).await?;
+        check_targets(state, caller, engagement_id, ids).await?;
     }
     let patch = FindingPatch {
         title,
@@ -544,7 +567,7 @@ pub(crate) async fn update_row(
         review_status,
     };
     let command = FindingCommand::Update { organization_id: caller.organization_id().to_owned(), patch };
-    run(state, caller, &current.id, &current.engagement_id, command, expected_version?).await
+    Ok((command, expected_version?))
 }
 
 /// A transition of either lifecycle.
@@ -583,15 +606,16 @@ pub(crate) async fn transition_row(
     expected_version: Result<Option<i64>, ApiError>,
 ) -> Result<FindingRow, ApiError> {
     let current = load(state, caller, id).await?;
-    scope::writable(state, caller, &current.engagement_id).await?;
-    reject_unknown(&body.unknown, &[])?;
+    let engagement = scope::write_scope(state, caller, &current.engagement_id).await?;
+    let prepared = reject_unknown(&body.unknown, &[]).and(expected_version);
+    let expected_version = engagement.before_commit(state, caller, prepared).await?;
     let command = FindingCommand::Transition {
         organization_id: caller.organization_id().to_owned(),
         status: body.status,
         review_status: body.review_status,
         comment: body.comment,
     };
-    run(state, caller, &current.id, &current.engagement_id, command, expected_version?).await
+    run(state, caller, &current.id, &engagement.id, command, expected_version).await
 }
 
 /// Delete a finding.

@@ -10,7 +10,7 @@ pub mod history;
 pub(crate) mod organizations;
 mod report_document;
 pub(crate) mod reports;
-mod scope;
+pub(crate) mod scope;
 pub(crate) mod targets;
 pub(crate) mod tasks;
 pub(crate) mod webhooks;

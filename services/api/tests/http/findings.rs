@@ -307,10 +307,16 @@ backend_tests! {
         assert_eq!(app.post(&format!("/api/v1/engagements/{engagement}/archive"), &json!({})).send().await.unwrap().status(), 200);
         assert_eq!(parts(app.get(&finding).send().await.unwrap()).await.0, 200);
         assert_eq!(titles(&app, &list).await, ["Kept"]);
+        // This server has written to the engagement before, so it knows the engagement without
+        // reading it; the engagement's state still answers before the body's errors.
         for request in [
             app.post(&list, &json!({"title": "New", "severity": "low"})),
+            app.post(&list, &json!({"severity": "low"})),
+            app.post(&list, &json!({"title": "New", "affectedTargetIds": ["tgt_01j9k2m3n4p5q6r7s8t9v0w1x2"]})),
             app.patch(&finding, &json!({"title": "x"})),
+            app.patch(&finding, &json!({"title": null})),
             app.post(&format!("{finding}/transition"), &json!({"status": "open"})),
+            app.post(&format!("{finding}/transition"), &json!({"status": "open", "colour": "red"})),
             app.patch(&format!("{list}/bulk"), &json!({"ids": [id], "set": {"status": "open"}})),
             app.delete(&finding),
         ] {
@@ -323,6 +329,7 @@ backend_tests! {
             app.get(&finding),
             app.get(&list),
             app.post(&list, &json!({"title": "New", "severity": "low"})),
+            app.post(&list, &json!({"severity": "low"})),
             app.patch(&finding, &json!({"title": "x"})),
             app.post(&format!("{finding}/transition"), &json!({"status": "open"})),
             app.delete(&finding),
