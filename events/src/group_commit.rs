@@ -6,7 +6,7 @@
 //! constraint or trigger (a concurrent append to the same aggregate, a name already taken, a
 //! refused engagement, all of which abort the whole transaction), its appends are retried one
 //! transaction each, so only the offending one fails. Any other failure (the connection, a
-//! timeout, BEGIN, SAVEPOINT or COMMIT) is every append's outcome: a COMMIT that failed may still
+//! timeout, BEGIN or COMMIT) is every append's outcome: a COMMIT that failed may still
 //! have committed, so retrying could report a stored append as a conflict.
 //!
 //! The batches are written by a thread of their own, with its own runtime and connection: the
@@ -23,10 +23,10 @@ use std::sync::{Arc, Mutex, Weak};
 
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Transaction};
+use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::sequencer::{Sequenced, Sequencer};
+use crate::sequencer::Sequencer;
 use crate::values::values;
 use crate::Backend;
 
@@ -178,7 +178,12 @@ impl Writer {
     /// sequencer); after a failed INSERT, each append in its own.
     async fn write(&self, pool: &AnyPool, batch: Vec<Append>) {
         let rows: Vec<&Row> = batch.iter().flat_map(|append| &append.rows).collect();
-        let failure = match self.insert(pool, &rows, self.sequencer()).await {
+        let mut outcome = self.insert(pool, &rows, self.sequencer()).await;
+        if let Err(Failure::Sequencing(error)) = &outcome {
+            tracing::warn!(%error, "sequencing in the group commit failed; the sequencer task will");
+            outcome = self.insert(pool, &rows, None).await;
+        }
+        let failure = match outcome {
             Ok(()) => {
                 for append in batch {
                     let _ = append.reply.send(Ok(()));
@@ -201,8 +206,15 @@ impl Writer {
                         Failure::Insert(error) | Failure::Transaction(error) => {
                             persistence_error(backend, error)
                         }
+                        Failure::Sequencing(error) => PersistenceError::UnknownError(Box::new(error)),
                     });
                     let _ = append.reply.send(outcome);
+                }
+            }
+            // Writing it again unsequenced cannot fail in sequencing.
+            Failure::Sequencing(error) => {
+                for append in batch {
+                    let _ = append.reply.send(Err(PersistenceError::UnknownError(error.to_string().into())));
                 }
             }
             // A single append's own failure, or one the whole batch shares.
@@ -254,7 +266,7 @@ impl Writer {
             query.execute(&mut *tx).await.map_err(Failure::Insert)?;
         }
         let sequenced = match &sequencer {
-            Some(sequencer) => sequence(sequencer, &mut tx).await.map_err(Failure::Transaction)?,
+            Some(sequencer) => sequencer.try_sequence_in(&mut tx).await.map_err(Failure::Sequencing)?,
             None => None,
         };
         tx.commit().await.map_err(Failure::Transaction)?;
@@ -271,23 +283,9 @@ enum Failure {
     Insert(sqlx::Error),
     /// BEGIN, COMMIT or the connection: nothing says which append, or whether it committed.
     Transaction(sqlx::Error),
-}
-
-/// Sequences the batch in its transaction, inside a savepoint: if that fails (or another batch
-/// holds the sequencer lock), the appends still commit and the sequencer task sequences them.
-async fn sequence(
-    sequencer: &Sequencer,
-    tx: &mut Transaction<'static, Any>,
-) -> Result<Option<Sequenced>, sqlx::Error> {
-    sqlx::query("SAVEPOINT group_commit_sequence").execute(&mut **tx).await?;
-    match sequencer.try_sequence_in(tx).await {
-        Ok(sequenced) => Ok(sequenced),
-        Err(error) => {
-            tracing::warn!(%error, "sequencing in the group commit failed; the sequencer task will");
-            sqlx::query("ROLLBACK TO SAVEPOINT group_commit_sequence").execute(&mut **tx).await?;
-            Ok(None)
-        }
-    }
+    /// Sequencing the batch (or the in-batch projection) before COMMIT: nothing committed, and
+    /// the appends can be written again for the sequencer task to sequence.
+    Sequencing(crate::StoreError),
 }
 
 /// `INSERT INTO events … VALUES` with `rows` rows of parameters (JSON text cast to the columns'

@@ -44,6 +44,8 @@ pub enum StoreError {
     Timeout(&'static str),
     #[error("stored event is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("in-batch work failed: {0}")]
+    Hook(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// The payload of events that carry no data (`{}` on the wire).

@@ -56,9 +56,12 @@ const LOCAL_TURN_WAIT: Duration = Duration::from_millis(20);
 /// Work done inside a batch's transaction once its rows are appended (the in-process
 /// projectors): the work commits with the batch, so it adds no commit of its own.
 pub trait BatchHook: Send + Sync {
-    /// Runs in the batch's transaction, inside a savepoint: an error undoes only the hook's own
-    /// writes and the batch still commits. `head` is the log head before the batch. Returns
-    /// whether it did its work (it may decline, e.g. when its checkpoints are elsewhere).
+    /// Runs in the batch's transaction. In the sequencer task's batches it runs inside a
+    /// savepoint: an error undoes only the hook's own writes and the batch still commits. In the
+    /// group commit's, an error fails the transaction, which the group commit then writes again
+    /// without sequencing it (no savepoint round trips on the path of every write). `head` is the
+    /// log head before the batch. Returns whether it did its work (it may decline, e.g. when its
+    /// checkpoints are elsewhere).
     fn apply<'a>(
         &'a self,
         tx: &'a mut Transaction<'static, Any>,
@@ -249,7 +252,7 @@ impl Sequencer {
         let mut tx = self.store.pool().begin().await?;
         let claimed = claim(&mut tx, self.store.backend(), self.batch, LockWait::Wait).await?;
         let sequenced = match claimed {
-            Some(claimed) => self.sequence_claimed(&mut tx, claimed).await?,
+            Some(claimed) => self.sequence_claimed(&mut tx, claimed, HookFailure::Skip).await?,
             None => return Err(StoreError::Timeout("taking the sequencer lock")),
         };
         if sequenced.appended.is_empty() {
@@ -264,7 +267,8 @@ impl Sequencer {
     /// `events` (the group commit's): they are sequenced with it unless an older writer is open.
     /// `None` when another batch holds the sequencer lock: the caller's appends must not wait for
     /// it (it may be another process's, as slow as it likes), the sequencer task takes them.
-    /// `committed` must follow the transaction's commit.
+    /// An error leaves `tx` unusable (there is no savepoint): the caller rolls back and writes its
+    /// appends again unsequenced. `committed` must follow the transaction's commit.
     pub(crate) async fn try_sequence_in(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -273,7 +277,7 @@ impl Sequencer {
             return Ok(None);
         };
         match claim(tx, self.store.backend(), self.batch, LockWait::Try).await? {
-            Some(claimed) => Ok(Some(self.sequence_claimed(tx, claimed).await?)),
+            Some(claimed) => Ok(Some(self.sequence_claimed(tx, claimed, HookFailure::Fail).await?)),
             None => Ok(None),
         }
     }
@@ -282,6 +286,7 @@ impl Sequencer {
         &self,
         tx: &mut Transaction<'static, Any>,
         claimed: Claimed,
+        hook_failure: HookFailure,
     ) -> Result<Sequenced, StoreError> {
         let Claimed { head, pending, held_back } = claimed;
         let Some(last) = pending.last() else {
@@ -296,17 +301,15 @@ impl Sequencer {
         let (cursor_tx, cursor_no) = (last.cursor_tx.clone(), last.cursor_no);
         let mut chains = self.cached_chains(head);
         let appended = chain(tx, &mut chains, head, &pending).await?;
-        insert(tx, self.store.backend(), &appended).await?;
         let new_head = head + appended.len() as i64;
-        sqlx::query("UPDATE sequencer_state SET last_tx = $1, last_no = $2, head = $3 WHERE id = 1")
-            .bind(cursor_tx)
-            .bind(cursor_no)
-            .bind(new_head)
-            .execute(&mut **tx)
-            .await?;
-        let hooked = match &self.hook {
-            Some(hook) => run_hook(tx, hook.as_ref(), head, &appended).await?,
-            None => false,
+        let state = State { last_tx: cursor_tx, last_no: cursor_no, head: new_head };
+        insert(tx, self.store.backend(), &appended, &state).await?;
+        let hooked = match (&self.hook, hook_failure) {
+            (Some(hook), HookFailure::Skip) => run_hook(tx, hook.as_ref(), head, &appended).await?,
+            (Some(hook), HookFailure::Fail) => {
+                hook.apply(tx, head, &appended).await.map_err(StoreError::Hook)?
+            }
+            (None, _) => false,
         };
         Ok(Sequenced { appended, head: new_head, held_back, chains, hooked })
     }
@@ -341,6 +344,22 @@ impl Sequencer {
             HashMap::new()
         }
     }
+}
+
+/// What a failing hook does to its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HookFailure {
+    /// The batch commits without the hook's writes (a savepoint).
+    Skip,
+    /// The batch fails.
+    Fail,
+}
+
+/// The sequencer's cursor and the log head after a batch.
+struct State {
+    last_tx: String,
+    last_no: i64,
+    head: i64,
 }
 
 /// Runs the hook inside a savepoint (left open on success: the commit releases it, one round
@@ -557,14 +576,30 @@ async fn chain_heads(
         .collect::<Result<_, sqlx::Error>>()?)
 }
 
+/// Appends `rows` to the log and moves the sequencer's state to `state`; on PostgreSQL the state
+/// is updated by the last INSERT statement itself (a data-modifying CTE), one round trip fewer.
 async fn insert(
     tx: &mut Transaction<'_, Any>,
     backend: Backend,
     rows: &[LogEvent],
+    state: &State,
 ) -> Result<(), StoreError> {
-    for chunk in rows.chunks(INSERT_CHUNK) {
+    let chunks = rows.chunks(INSERT_CHUNK).count();
+    for (index, chunk) in rows.chunks(INSERT_CHUNK).enumerate() {
+        let with_state = backend == Backend::Postgres && index + 1 == chunks;
+        let params = chunk.len() * 14;
+        let prefix = if with_state {
+            format!(
+                "WITH state AS (UPDATE sequencer_state SET last_tx = ${}, last_no = ${}, head = ${} WHERE id = 1) ",
+                params + 1,
+                params + 2,
+                params + 3
+            )
+        } else {
+            String::new()
+        };
         let sql = format!(
-            "INSERT INTO event_log (position, event_id, organization_id, engagement_id, aggregate_type, \
+            "{prefix}INSERT INTO event_log (position, event_id, organization_id, engagement_id, aggregate_type, \
              aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, prev_hash, hash) \
              VALUES {}",
             values(backend, chunk.len(), &["{}"; 14])
@@ -587,7 +622,18 @@ async fn insert(
                 .bind(&row.prev_hash)
                 .bind(&row.hash);
         }
+        if with_state {
+            query = query.bind(&state.last_tx).bind(state.last_no).bind(state.head);
+        }
         query.execute(&mut **tx).await?;
+    }
+    if backend == Backend::Sqlite {
+        sqlx::query("UPDATE sequencer_state SET last_tx = $1, last_no = $2, head = $3 WHERE id = 1")
+            .bind(&state.last_tx)
+            .bind(state.last_no)
+            .bind(state.head)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }

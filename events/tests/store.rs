@@ -378,6 +378,56 @@ backend_tests! {
     }
 }
 
+/// A hook that fails in the first batch after it is armed and counts the batches it applied.
+struct FailOnce {
+    armed: std::sync::atomic::AtomicBool,
+    applied: std::sync::atomic::AtomicUsize,
+}
+
+impl pwnbook_events::sequencer::BatchHook for FailOnce {
+    fn apply<'a>(
+        &'a self,
+        _: &'a mut sqlx::Transaction<'static, sqlx::Any>,
+        _: i64,
+        _: &'a [pwnbook_events::LogEvent],
+    ) -> pwnbook_events::sequencer::HookFuture<'a> {
+        Box::pin(async move {
+            if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err("a projector failed".into());
+            }
+            self.applied.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(true)
+        })
+    }
+
+    fn committed(&self, _: i64) {}
+}
+
+backend_tests! {
+    async fn a_failure_sequencing_in_the_group_commit_still_stores_the_append(db) {
+        let store = Store::open(&db.url).await.unwrap();
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let hook = std::sync::Arc::new(FailOnce { armed: false.into(), applied: 0.into() });
+        let handle = pwnbook_events::sequencer::spawn(store.clone(), Some(hook.clone()), std::time::Duration::from_secs(3600), shutdown);
+        let mut head = handle.head();
+        assert_eq!(increment(&store, "first", "org_a").await.unwrap(), 1);
+        handle.kick();
+        tokio::time::timeout(SETTLE, head.wait_for(|head| *head >= 1)).await.unwrap().unwrap();
+        hook.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        // The in-commit sequencing fails with the hook: the append is written again unsequenced,
+        // and the sequencer task sequences it (and runs the hook) when kicked.
+        assert_eq!(increment(&store, "unlucky", "org_a").await.unwrap(), 1);
+        handle.kick();
+        tokio::time::timeout(SETTLE, head.wait_for(|head| *head >= 2)).await.unwrap().unwrap();
+        assert_eq!(log::position_of(&store, "counter", "unlucky", 1).await.unwrap(), Some(2));
+        assert_eq!(hook.applied.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(increment(&store, "next", "org_a").await.unwrap(), 1);
+        assert_eq!(handle.sequenced_at("counter", "next", 1), Some(3));
+        assert_eq!(hook.applied.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert!(log::verify_chain(&store, None).await.unwrap().valid);
+    }
+}
+
 /// Transaction A of the gap cases: it appends `slow` and stays open.
 async fn open_slow_append(store: &Store) -> sqlx::Transaction<'static, sqlx::Postgres> {
     let pool = match store.es_pool() {

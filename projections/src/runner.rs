@@ -118,23 +118,27 @@ impl ProjectionRunner {
         Ok(())
     }
 
-    /// Every projector's checkpoint in projector order, locked, or `None` when another
-    /// transaction holds one of them (PostgreSQL; SQLite's caller already has the write lock).
-    async fn try_lock_all_checkpoints(
+    /// Moves every checkpoint from `head` to `end` in one statement if all of them are at `head`
+    /// and none is locked by another transaction (PostgreSQL; SQLite's caller already has the
+    /// write lock); returns whether it did.
+    async fn try_advance_all_from(
         &self,
         tx: &mut Transaction<'_, Any>,
-    ) -> Result<Option<Vec<i64>>, ProjectionError> {
-        let mut lock = Sql::new("SELECT name, position FROM projector_checkpoints WHERE name IN (");
-        self.push_names(&mut lock);
+        head: i64,
+        end: i64,
+    ) -> Result<bool, ProjectionError> {
+        let mut advance = Sql::new("UPDATE projector_checkpoints SET position = ");
+        advance.bind(end).push(" WHERE name IN (");
+        self.push_names(&mut advance);
+        advance.push(" AND (SELECT count(*) FROM (SELECT name FROM projector_checkpoints WHERE position = ");
+        advance.bind(head).push(" AND name IN (");
+        self.push_names(&mut advance);
         if self.store.backend() == Backend::Postgres {
-            lock.push(" FOR UPDATE SKIP LOCKED");
+            advance.push(" FOR UPDATE SKIP LOCKED");
         }
-        let rows = lock.query().fetch_all(&mut **tx).await?;
-        let mut found = std::collections::HashMap::with_capacity(rows.len());
-        for row in &rows {
-            found.insert(row.try_get::<String, _>("name")?, row.try_get::<i64, _>("position")?);
-        }
-        Ok(self.projectors.iter().map(|p| found.get(p.name()).copied()).collect())
+        advance.push(") ready) = ").bind(self.projectors.len() as i64);
+        let advanced = advance.query().execute(&mut **tx).await?.rows_affected();
+        Ok(advanced == self.projectors.len() as u64)
     }
 
     /// Takes every projector's checkpoint row lock in one statement (and on SQLite the write
@@ -543,16 +547,13 @@ impl BatchHook for InlineProjection {
     ) -> HookFuture<'a> {
         Box::pin(async move {
             let Some(last) = appended.last() else { return Ok(false) };
-            let Some(checkpoints) = self.runner.try_lock_all_checkpoints(tx).await? else {
-                return Ok(false);
-            };
-            if checkpoints.iter().any(|checkpoint| *checkpoint != head) {
+            // The checkpoints move first; the projectors' writes commit with them or not at all.
+            if !self.runner.try_advance_all_from(tx, head, last.position).await? {
                 return Ok(false);
             }
             for projector in &self.runner.projectors {
                 projector.apply(tx, appended).await?;
             }
-            self.runner.advance_all(tx, last.position).await?;
             Ok(true)
         })
     }
