@@ -643,8 +643,16 @@ async fn insert(
 /// replaces the older.
 #[derive(Debug, Default)]
 struct RecentPositions {
-    current: HashMap<(String, String), (i64, i64)>,
-    previous: HashMap<(String, String), (i64, i64)>,
+    current: HashMap<(String, String), Recent>,
+    previous: HashMap<(String, String), Recent>,
+}
+
+/// A stream's newest sequenced event.
+#[derive(Debug, Clone, Copy)]
+struct Recent {
+    sequence: i64,
+    position: i64,
+    recorded_at: i64,
 }
 
 const RECENT_GENERATION: usize = 50_000;
@@ -656,24 +664,41 @@ impl RecentPositions {
                 self.previous = std::mem::take(&mut self.current);
             }
             // Batches may be recorded out of order (the group commit's and the task's).
+            let recent =
+                Recent { sequence: event.sequence, position: event.position, recorded_at: event.recorded_at };
             self.current
                 .entry((event.aggregate_type.clone(), event.aggregate_id.clone()))
                 .and_modify(|known| {
-                    if event.sequence > known.0 {
-                        *known = (event.sequence, event.position);
+                    if event.sequence > known.sequence {
+                        *known = recent;
                     }
                 })
-                .or_insert((event.sequence, event.position));
+                .or_insert(recent);
         }
     }
 
-    fn position_of(&self, aggregate_type: &str, aggregate_id: &str, sequence: i64) -> Option<i64> {
+    /// The stream's newest event known to either generation that satisfies `wanted`.
+    fn find(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        wanted: impl Fn(&Recent) -> bool,
+    ) -> Option<Recent> {
         let key = (aggregate_type.to_owned(), aggregate_id.to_owned());
         [&self.current, &self.previous]
             .into_iter()
             .filter_map(|generation| generation.get(&key))
-            .find(|(newest, _)| *newest >= sequence)
-            .map(|(_, position)| *position)
+            .find(|recent| wanted(recent))
+            .copied()
+    }
+
+    fn position_of(&self, aggregate_type: &str, aggregate_id: &str, sequence: i64) -> Option<i64> {
+        self.find(aggregate_type, aggregate_id, |newest| newest.sequence >= sequence).map(|r| r.position)
+    }
+
+    /// When the stream's event `sequence` was recorded, if it is the newest known.
+    fn recorded_at(&self, aggregate_type: &str, aggregate_id: &str, sequence: i64) -> Option<i64> {
+        self.find(aggregate_type, aggregate_id, |newest| newest.sequence == sequence).map(|r| r.recorded_at)
     }
 }
 
@@ -700,6 +725,12 @@ impl SequencerHandle {
     /// covers the event.
     pub fn sequenced_at(&self, aggregate_type: &str, aggregate_id: &str, sequence: i64) -> Option<i64> {
         self.published.recent.lock().ok()?.position_of(aggregate_type, aggregate_id, sequence)
+    }
+
+    /// When the stream's event `sequence` was recorded, if this process sequenced it recently and
+    /// it is the newest event of its stream that this process knows.
+    pub fn recorded_at(&self, aggregate_type: &str, aggregate_id: &str, sequence: i64) -> Option<i64> {
+        self.published.recent.lock().ok()?.recorded_at(aggregate_type, aggregate_id, sequence)
     }
 }
 
@@ -767,7 +798,7 @@ mod tests {
             event_version: "1".to_owned(),
             payload: "{}".to_owned(),
             metadata: "{}".to_owned(),
-            recorded_at: 0,
+            recorded_at: 1_000 + position,
             prev_hash: String::new(),
             hash: String::new(),
         }
@@ -782,6 +813,10 @@ mod tests {
         assert_eq!(recent.position_of("finding", "a", 3), None);
         assert_eq!(recent.position_of("finding", "b", 1), Some(11));
         assert_eq!(recent.position_of("task", "a", 1), None);
+        // Only the newest event's time is kept.
+        assert_eq!(recent.recorded_at("finding", "a", 1), None);
+        assert_eq!(recent.recorded_at("finding", "a", 2), Some(1_012));
+        assert_eq!(recent.recorded_at("finding", "b", 1), Some(1_011));
     }
 
     #[test]

@@ -777,15 +777,44 @@ impl Projector for FindingsProjector {
     }
 }
 
+/// One event of a finding's stream, as folding needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamEvent<'a> {
+    pub aggregate_id: &'a str,
+    pub sequence: i64,
+    pub recorded_at: i64,
+    /// The JSON of the event enum.
+    pub payload: &'a str,
+}
+
+impl<'a> From<&'a LogEvent> for StreamEvent<'a> {
+    fn from(event: &'a LogEvent) -> Self {
+        Self {
+            aggregate_id: &event.aggregate_id,
+            sequence: event.sequence,
+            recorded_at: event.recorded_at,
+            payload: &event.payload,
+        }
+    }
+}
+
 /// The row as of the end of `events` (one finding's stream, in order), folded the way the
 /// projector applies them: time travel. `None` before the creation and after the deletion.
 pub fn fold(events: &[LogEvent]) -> Result<Option<FindingRow>, ProjectionError> {
-    let mut row: Option<FindingRow> = None;
+    fold_onto(None, events.iter().map(StreamEvent::from))
+}
+
+/// `row` (the finding as of some version, `None` before its creation) with the stream's next
+/// `events` applied.
+pub fn fold_onto<'a>(
+    mut row: Option<FindingRow>,
+    events: impl IntoIterator<Item = StreamEvent<'a>>,
+) -> Result<Option<FindingRow>, ProjectionError> {
     for event in events {
-        let change = match serde_json::from_str::<FindingEvent>(&event.payload)? {
+        let change = match serde_json::from_str::<FindingEvent>(event.payload)? {
             FindingEvent::Created(c) => {
                 row = Some(FindingRow {
-                    id: event.aggregate_id.clone(),
+                    id: event.aggregate_id.to_owned(),
                     organization_id: c.organization_id,
                     engagement_id: c.engagement_id,
                     title: c.title,

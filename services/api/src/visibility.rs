@@ -40,6 +40,12 @@ impl Visibility {
         self.sequencer.head()
     }
 
+    /// When the last event of `committed` was recorded, if this process sequenced it and nothing
+    /// newer of its stream since.
+    pub fn recorded_at(&self, committed: &Committed) -> Option<i64> {
+        self.sequencer.recorded_at(committed.aggregate_type, &committed.aggregate_id, committed.version)
+    }
+
     pub async fn wait(&self, committed: &Committed) -> Result<(), ApiError> {
         if !committed.changed {
             return Ok(());

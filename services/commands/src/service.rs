@@ -47,6 +47,8 @@ pub struct Committed {
     pub aggregate_id: String,
     pub version: i64,
     pub changed: bool,
+    /// The JSON of each event it appended, in order (as stored: the event enum).
+    pub payloads: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +144,7 @@ impl CommandService {
                     aggregate_id: aggregate_id.to_owned(),
                     version: current,
                     changed: false,
+                    payloads: Vec::new(),
                 });
             }
             let metadata = EventMetadata {
@@ -155,11 +158,17 @@ impl CommandService {
             match events.commit(new_events, loaded, metadata.into_map()).await {
                 Ok(committed) => {
                     let version = committed.last().map_or(current, |e| e.sequence as i64);
+                    let payloads = committed
+                        .iter()
+                        .map(|e| serde_json::to_string(&e.payload))
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| CommandError::Store(e.to_string()))?;
                     return Ok(Committed {
                         aggregate_type: A::TYPE,
                         aggregate_id: aggregate_id.to_owned(),
                         version,
                         changed: true,
+                        payloads,
                     });
                 }
                 // Another writer got there first (same aggregate, or the same name), or the

@@ -10,9 +10,9 @@ use axum::Json;
 use pwnbook_commands::finding::{
     Finding, FindingCommand, FindingPatch, NewFinding, REVIEW_STATUSES, SEVERITIES, STATUSES,
 };
-use pwnbook_commands::{Execution, FieldError};
+use pwnbook_commands::{Committed, Execution, FieldError};
 use pwnbook_events::{Id, IdKind, LogEvent};
-use pwnbook_projections::findings::{self, FindingFilter, FindingRow, FindingSort};
+use pwnbook_projections::findings::{self, FindingFilter, FindingRow, FindingSort, StreamEvent};
 use pwnbook_projections::targets;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -360,7 +360,7 @@ pub(crate) async fn create_row(
         .before_commit(state, caller, create_command(state, caller, &engagement.id, body).await)
         .await?;
     let id = Id::generate(IdKind::Finding);
-    run(state, caller, id.as_str(), &engagement.id, command, None).await
+    run(state, caller, id.as_str(), &engagement.id, None, command, None).await
 }
 
 async fn create_command(
@@ -525,7 +525,7 @@ pub(crate) async fn update_row(
     let engagement = scope::write_scope(state, caller, &current.engagement_id).await?;
     let prepared = update_command(state, caller, &engagement.id, body, expected_version).await;
     let (command, expected_version) = engagement.before_commit(state, caller, prepared).await?;
-    run(state, caller, &current.id, &engagement.id, command, expected_version).await
+    run(state, caller, &current.id, &engagement.id, Some(&current), command, expected_version).await
 }
 
 async fn update_command(
@@ -615,7 +615,7 @@ pub(crate) async fn transition_row(
         review_status: body.review_status,
         comment: body.comment,
     };
-    run(state, caller, &current.id, &engagement.id, command, expected_version).await
+    run(state, caller, &current.id, &engagement.id, Some(&current), command, expected_version).await
 }
 
 /// Delete a finding.
@@ -736,7 +736,7 @@ pub(crate) async fn bulk_results(
             }
             let command =
                 FindingCommand::Update { organization_id: caller.organization_id().to_owned(), patch };
-            run(state, caller, &current.id, &current.engagement_id, command, None).await
+            run(state, caller, &current.id, &current.engagement_id, Some(&current), command, None).await
         }
         .await;
         results.push(match outcome {
@@ -753,11 +753,14 @@ pub(crate) async fn bulk_results(
 }
 
 /// Runs `command`, waits until the read table shows it, and returns the row.
+/// Runs `command` on the finding `id`, which is `before` (`None` for a creation), and answers
+/// the finding after it.
 async fn run(
     state: &AppState,
     caller: &Caller,
     id: &str,
     engagement_id: &str,
+    before: Option<&FindingRow>,
     command: FindingCommand,
     expected_version: Option<i64>,
 ) -> Result<FindingRow, ApiError> {
@@ -770,5 +773,25 @@ async fn run(
     let committed =
         state.commands.execute::<Finding>(id, command, &caller.command_context(), execution).await?;
     state.visibility.wait(&committed).await?;
-    load(state, caller, id).await
+    match folded(state, &committed, before) {
+        Some(row) => Ok(row),
+        None => load(state, caller, id).await,
+    }
+}
+
+/// The finding after `committed` without reading it back: `before` with the command's event
+/// applied the way the projector applies it, when the command appended one event right after
+/// `before`'s version and this process sequenced it (so it knows when it was recorded).
+fn folded(state: &AppState, committed: &Committed, before: Option<&FindingRow>) -> Option<FindingRow> {
+    let [payload] = committed.payloads.as_slice() else { return None };
+    if before.map_or(0, |row| row.version) != committed.version - 1 {
+        return None;
+    }
+    let event = StreamEvent {
+        aggregate_id: &committed.aggregate_id,
+        sequence: committed.version,
+        recorded_at: state.visibility.recorded_at(committed)?,
+        payload,
+    };
+    findings::fold_onto(before.cloned(), [event]).ok().flatten()
 }
