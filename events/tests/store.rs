@@ -344,47 +344,21 @@ async fn appends_do_not_wait_for_a_held_sequencer_lock_postgres() {
     assert_eq!(log::position_of(&store, "counter", "while_held", 1).await.unwrap(), Some(1));
 }
 
-/// A hook that panics in the first batch it sees.
-struct PanicOnce(std::sync::atomic::AtomicBool);
-
-impl pwnbook_events::sequencer::BatchHook for PanicOnce {
-    fn apply<'a>(
-        &'a self,
-        _: &'a mut sqlx::Transaction<'static, sqlx::Any>,
-        _: i64,
-        _: &'a [pwnbook_events::LogEvent],
-    ) -> pwnbook_events::sequencer::HookFuture<'a> {
-        Box::pin(async move {
-            assert!(!self.0.swap(false, std::sync::atomic::Ordering::SeqCst), "a projector bug");
-            Ok(false)
-        })
-    }
-
-    fn committed(&self, _: i64) {}
-}
-
-backend_tests! {
-    async fn a_panic_in_a_batch_fails_that_batch_only(db) {
-        let store = Store::open(&db.url).await.unwrap();
-        let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        let hook = std::sync::Arc::new(PanicOnce(std::sync::atomic::AtomicBool::new(true)));
-        let handle = pwnbook_events::sequencer::spawn(store.clone(), Some(hook), std::time::Duration::from_secs(3600), shutdown);
-        // The panic comes before the commit: the append fails and nothing of it is stored.
-        assert!(increment(&store, "unlucky", "org_a").await.is_err());
-        assert_eq!(increment(&store, "next", "org_a").await.unwrap(), 1);
-        assert_eq!(handle.sequenced_at("counter", "next", 1), Some(1));
-        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(store.pool()).await.unwrap();
-        assert_eq!(stored, 1);
-    }
-}
-
-/// A hook that fails in the first batch after it is armed and counts the batches it applied.
-struct FailOnce {
+/// A hook for the failure tests: while armed, its next batch panics or fails; it counts the
+/// batches it applied.
+struct Tripwire {
+    panics: bool,
     armed: std::sync::atomic::AtomicBool,
     applied: std::sync::atomic::AtomicUsize,
 }
 
-impl pwnbook_events::sequencer::BatchHook for FailOnce {
+impl Tripwire {
+    fn new(panics: bool, armed: bool) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self { panics, armed: armed.into(), applied: 0.into() })
+    }
+}
+
+impl pwnbook_events::sequencer::BatchHook for Tripwire {
     fn apply<'a>(
         &'a self,
         _: &'a mut sqlx::Transaction<'static, sqlx::Any>,
@@ -393,6 +367,7 @@ impl pwnbook_events::sequencer::BatchHook for FailOnce {
     ) -> pwnbook_events::sequencer::HookFuture<'a> {
         Box::pin(async move {
             if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                assert!(!self.panics, "a projector bug");
                 return Err("a projector failed".into());
             }
             self.applied.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -404,10 +379,25 @@ impl pwnbook_events::sequencer::BatchHook for FailOnce {
 }
 
 backend_tests! {
+    async fn a_panic_in_a_batch_fails_that_batch_only(db) {
+        let store = Store::open(&db.url).await.unwrap();
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let hook = Tripwire::new(true, true);
+        let handle = pwnbook_events::sequencer::spawn(store.clone(), Some(hook), std::time::Duration::from_secs(3600), shutdown);
+        // The panic comes before the commit: the append fails and nothing of it is stored.
+        assert!(increment(&store, "unlucky", "org_a").await.is_err());
+        assert_eq!(increment(&store, "next", "org_a").await.unwrap(), 1);
+        assert_eq!(handle.sequenced_at("counter", "next", 1), Some(1));
+        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(store.pool()).await.unwrap();
+        assert_eq!(stored, 1);
+    }
+}
+
+backend_tests! {
     async fn a_failure_sequencing_in_the_group_commit_still_stores_the_append(db) {
         let store = Store::open(&db.url).await.unwrap();
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        let hook = std::sync::Arc::new(FailOnce { armed: false.into(), applied: 0.into() });
+        let hook = Tripwire::new(false, false);
         let handle = pwnbook_events::sequencer::spawn(store.clone(), Some(hook.clone()), std::time::Duration::from_secs(3600), shutdown);
         let mut head = handle.head();
         assert_eq!(increment(&store, "first", "org_a").await.unwrap(), 1);
