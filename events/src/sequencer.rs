@@ -399,67 +399,19 @@ async fn claim(
 ) -> Result<Option<Claimed>, StoreError> {
     match backend {
         Backend::Postgres => {
-            // The bound: the oldest transaction id among the other open writers of `events`
-            // (see migration 1006), else the first id not yet assigned, or past this
-            // transaction's own id when it wrote events (the group commit's: its own rows are
-            // visible to it). It is read before the next statement's snapshot, so a writer older
-            // than it has ended by then and its rows are visible; one that took its id later
-            // sorts after every visible row. pg_locks shows the writers' ids by their low 32
-            // bits: each is widened to the 64-bit id nearest the snapshot's xmax (running ids lie
-            // within 2^31 of it). They are not looked up in the snapshot's running list, which
-            // omits ids at or past xmax: a writer that took its id after the last commit but
-            // before this transaction's own must still hold this transaction's rows back. The
-            // lock table is read once (a materialized CTE), so a writer's advisory lock and its
-            // id come from the same reading. The next statement also runs after the sequencer
-            // lock is granted, so it sees the state the previous batch committed.
-            let take_lock = match lock {
-                LockWait::Wait => "(SELECT true FROM pg_advisory_xact_lock($1))",
-                LockWait::Try => "pg_try_advisory_xact_lock($1)",
-            };
-            let (bound, locked): (String, bool) = sqlx::query_as(&format!(
-                "WITH snapshot AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax), \
-                      locks AS MATERIALIZED ( \
-                        SELECT pid, locktype, mode, granted, database, classid, objid, objsubid, transactionid \
-                          FROM pg_locks WHERE pid <> pg_backend_pid()), \
-                      writers AS ( \
-                        SELECT t.transactionid::text::bigint AS low \
-                          FROM locks w JOIN locks t ON t.pid = w.pid \
-                         WHERE w.locktype = 'advisory' AND w.classid::bigint = $2 \
-                           AND w.objid::bigint = $3 AND w.objsubid = 2 \
-                           AND w.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-                           AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted) \
-                 SELECT COALESCE( \
-                          (SELECT min(s.xmax + ((w.low - s.xmax % 4294967296 + 2147483648) % 4294967296 \
-                                                + 4294967296) % 4294967296 - 2147483648) \
-                             FROM writers w, snapshot s), \
-                          (SELECT GREATEST(s.xmax, pg_current_xact_id_if_assigned()::text::bigint + 1) \
-                             FROM snapshot s))::text AS bound, \
-                        {take_lock} AS locked"
-            ))
-            .bind(SEQUENCER_LOCK)
-            .bind(WRITERS_LOCK.0)
-            .bind(WRITERS_LOCK.1)
-            .fetch_one(&mut **tx)
-            .await?;
-            if !locked {
+            // One call: the lock, the bound (the oldest open writer of `events`) and the events
+            // after the cursor, in statements of their own (see migration 1007).
+            let rows = sqlx::query("SELECT * FROM pwnbook_sequencer_claim($1, $2, $3, $4, $5)")
+                .bind(SEQUENCER_LOCK)
+                .bind(WRITERS_LOCK.0)
+                .bind(WRITERS_LOCK.1)
+                .bind(lock == LockWait::Wait)
+                .bind(limit)
+                .fetch_all(&mut **tx)
+                .await?;
+            if !rows.first().map(|row| row.try_get::<bool, _>("locked")).transpose()?.unwrap_or(false) {
                 return Ok(None);
             }
-            let rows = sqlx::query(
-                "SELECT s.head, e.* FROM sequencer_state s LEFT JOIN LATERAL ( \
-                     SELECT tx_id::text AS cursor_tx, seq_no AS cursor_no, \
-                            tx_id < $2::text::xid8 AS ready, \
-                            aggregate_type, aggregate_id, sequence, event_type, event_version, \
-                            payload::text AS payload, metadata::text AS metadata, recorded_at \
-                       FROM events \
-                      WHERE (tx_id, seq_no) > (s.last_tx::xid8, s.last_no) \
-                      ORDER BY tx_id, seq_no \
-                      LIMIT $1) e ON true \
-                 WHERE s.id = 1",
-            )
-            .bind(limit)
-            .bind(bound)
-            .fetch_all(&mut **tx)
-            .await?;
             let mut claimed = Claimed { head: 0, pending: Vec::with_capacity(rows.len()), held_back: false };
             for row in &rows {
                 claimed.head = row.try_get("head")?;
