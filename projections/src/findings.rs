@@ -477,7 +477,11 @@ async fn insert_created(
     // On PostgreSQL the child rows go into the same statement (data-modifying CTEs): one round
     // trip per chunk instead of two.
     let children_inline = !sql::is_sqlite(&backend);
-    let build = |chunk: &[(&LogEvent, FindingCreated)]| created_insert(chunk, children_inline);
+    // A live batch's creations fit one chunk: its counters go into that statement as well. A
+    // rebuild's thousands are counted here and flushed once, not upserted chunk by chunk.
+    let counters_inline = children_inline && chunks.len() == 1;
+    let build =
+        |chunk: &[(&LogEvent, FindingCreated)]| created_insert(chunk, children_inline, counters_inline);
     let mut next = chunks.first().map(|chunk| build(chunk)).transpose()?;
     for (i, chunk) in chunks.iter().enumerate() {
         let Some(statement) = next.take() else { break };
@@ -496,16 +500,23 @@ async fn insert_created(
                 insert_set(tx, table, column, &child_rows(fresh.iter().copied(), values)).await?;
             }
         }
-        for (_, c) in &fresh {
-            *counts.entry(Bucket::of(c)).or_default() += 1;
+        if !counters_inline {
+            for (_, c) in &fresh {
+                *counts.entry(Bucket::of(c)).or_default() += 1;
+            }
         }
     }
     Ok(())
 }
 
 /// The multi-row INSERT of `chunk`'s findings, returning the ids it inserted; with `children`,
-/// also the child rows of the findings it inserted (PostgreSQL's data-modifying CTEs).
-fn created_insert(chunk: &[(&LogEvent, FindingCreated)], children: bool) -> Result<Sql, ProjectionError> {
+/// also the child rows of the findings it inserted (PostgreSQL's data-modifying CTEs), and with
+/// `counters` their counters.
+fn created_insert(
+    chunk: &[(&LogEvent, FindingCreated)],
+    children: bool,
+    counters: bool,
+) -> Result<Sql, ProjectionError> {
     let mut query = Sql::new(if children { "WITH inserted AS (" } else { "" });
     query.push(&format!("INSERT INTO findings ({COLUMNS}, title_key, severity_rank) VALUES "));
     for (i, (event, c)) in chunk.iter().enumerate() {
@@ -553,7 +564,17 @@ fn created_insert(chunk: &[(&LogEvent, FindingCreated)], children: bool) -> Resu
     if !children {
         return Ok(query);
     }
+    if counters {
+        query.push(&format!(", {BUCKET_COLUMNS}"));
+    }
     query.push(")");
+    if counters {
+        query.push(&format!(
+            ", counted AS (INSERT INTO finding_counts ({BUCKET_COLUMNS}, n) \
+             SELECT {BUCKET_COLUMNS}, count(*) FROM inserted GROUP BY {BUCKET_COLUMNS} \
+             ON CONFLICT ({BUCKET_COLUMNS}) DO UPDATE SET n = finding_counts.n + excluded.n)"
+        ));
+    }
     for (n, (table, column, values)) in CHILD_SETS.into_iter().enumerate() {
         let rows = child_rows(chunk, values);
         if rows.is_empty() {
