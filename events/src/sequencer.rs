@@ -648,7 +648,8 @@ impl RecentPositions {
         self.find(aggregate_type, aggregate_id, |newest| newest.sequence >= sequence).map(|r| r.position)
     }
 
-    /// When the stream's event `sequence` was recorded, if it is the newest known.
+    /// When the stream's event `sequence` was recorded, if either generation holds it as its
+    /// stream's newest.
     fn recorded_at(&self, aggregate_type: &str, aggregate_id: &str, sequence: i64) -> Option<i64> {
         self.find(aggregate_type, aggregate_id, |newest| newest.sequence == sequence).map(|r| r.recorded_at)
     }
@@ -679,8 +680,8 @@ impl SequencerHandle {
         self.published.recent.lock().ok()?.position_of(aggregate_type, aggregate_id, sequence)
     }
 
-    /// When the stream's event `sequence` was recorded, if this process sequenced it recently and
-    /// it is the newest event of its stream that this process knows.
+    /// When the stream's event `sequence` was recorded, if this process sequenced it recently (it
+    /// keeps the time of each stream's newest event only).
     pub fn recorded_at(&self, aggregate_type: &str, aggregate_id: &str, sequence: i64) -> Option<i64> {
         self.published.recent.lock().ok()?.recorded_at(aggregate_type, aggregate_id, sequence)
     }

@@ -477,9 +477,9 @@ async fn insert_created(
     // On PostgreSQL the child rows go into the same statement (data-modifying CTEs): one round
     // trip per chunk instead of two.
     let children_inline = !sql::is_sqlite(&backend);
-    // A live batch's creations fit one chunk: its counters go into that statement as well. A
-    // rebuild's thousands are counted here and flushed once, not upserted chunk by chunk.
-    let counters_inline = children_inline && chunks.len() == 1;
+    // A live batch's creations (a few chunks at most) upsert their counters in their own
+    // statements; a rebuild's thousands are counted here and flushed once, not chunk by chunk.
+    let counters_inline = children_inline && created.len() <= 100;
     let build =
         |chunk: &[(&LogEvent, FindingCreated)]| created_insert(chunk, children_inline, counters_inline);
     let mut next = chunks.first().map(|chunk| build(chunk)).transpose()?;

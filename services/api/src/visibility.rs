@@ -40,8 +40,8 @@ impl Visibility {
         self.sequencer.head()
     }
 
-    /// When the last event of `committed` was recorded, if this process sequenced it and nothing
-    /// newer of its stream since.
+    /// When the last event of `committed` was recorded, if this process sequenced it recently
+    /// (see `SequencerHandle::recorded_at`).
     pub fn recorded_at(&self, committed: &Committed) -> Option<i64> {
         self.sequencer.recorded_at(committed.aggregate_type, &committed.aggregate_id, committed.version)
     }

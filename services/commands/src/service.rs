@@ -123,6 +123,11 @@ impl CommandService {
             let current = loaded.current_sequence as i64;
             if let Some(expected) = execution.expected_version {
                 if expected != current {
+                    // A read-only or deleted engagement answers before a stale version (the
+                    // route may not have read it).
+                    if let Some(engagement_id) = engagement_id {
+                        self.check_engagement(engagement_id).await?;
+                    }
                     return Err(CommandError::PreconditionFailed { expected, current });
                 }
             }

@@ -752,7 +752,6 @@ pub(crate) async fn bulk_results(
     Ok(results)
 }
 
-/// Runs `command`, waits until the read table shows it, and returns the row.
 /// Runs `command` on the finding `id`, which is `before` (`None` for a creation), and answers
 /// the finding after it.
 async fn run(

@@ -356,6 +356,8 @@ backend_tests! {
             app.post(&list, &json!({"title": "New", "affectedTargetIds": ["tgt_01j9k2m3n4p5q6r7s8t9v0w1x2"]})),
             app.patch(&finding, &json!({"title": "x"})),
             app.patch(&finding, &json!({"title": null})),
+            app.patch(&finding, &json!({"title": "x"})).header("if-match", "\"7\""),
+            app.post(&format!("{finding}/transition"), &json!({"status": "open"})).header("if-match", "\"7\""),
             app.post(&format!("{finding}/transition"), &json!({"status": "open"})),
             app.post(&format!("{finding}/transition"), &json!({"status": "open", "colour": "red"})),
             app.patch(&format!("{list}/bulk"), &json!({"ids": [id], "set": {"status": "open"}})),
