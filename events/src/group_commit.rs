@@ -178,12 +178,7 @@ impl Writer {
     /// sequencer); after a failed INSERT, each append in its own.
     async fn write(&self, pool: &AnyPool, batch: Vec<Append>) {
         let rows: Vec<&Row> = batch.iter().flat_map(|append| &append.rows).collect();
-        let mut outcome = self.insert(pool, &rows, self.sequencer()).await;
-        if let Err(Failure::Sequencing(error)) = &outcome {
-            tracing::warn!(%error, "sequencing in the group commit failed; the sequencer task will");
-            outcome = self.insert(pool, &rows, None).await;
-        }
-        let failure = match outcome {
+        let failure = match self.insert(pool, &rows, self.sequencer()).await {
             Ok(()) => {
                 for append in batch {
                     let _ = append.reply.send(Ok(()));
@@ -206,15 +201,8 @@ impl Writer {
                         Failure::Insert(error) | Failure::Transaction(error) => {
                             persistence_error(backend, error)
                         }
-                        Failure::Sequencing(error) => PersistenceError::UnknownError(Box::new(error)),
                     });
                     let _ = append.reply.send(outcome);
-                }
-            }
-            // Writing it again unsequenced cannot fail in sequencing.
-            Failure::Sequencing(error) => {
-                for append in batch {
-                    let _ = append.reply.send(Err(PersistenceError::UnknownError(error.to_string().into())));
                 }
             }
             // A single append's own failure, or one the whole batch shares.
@@ -235,45 +223,56 @@ impl Writer {
     }
 
     /// One transaction of multi-row INSERTs, and the sequencing of what it wrote when
-    /// `sequencer` is given. Each batch size is a statement of its own: only the one-row INSERT
-    /// is prepared and kept, so that varying sizes do not evict the connection's other cached
-    /// statements.
+    /// `sequencer` is given; should the sequencing (or the in-batch projection) fail, nothing is
+    /// committed and the rows are written again unsequenced, for the sequencer task. Each batch
+    /// size is a statement of its own: only the one-row INSERT is prepared and kept, so that
+    /// varying sizes do not evict the connection's other cached statements.
     async fn insert(
         &self,
         pool: &AnyPool,
         rows: &[&Row],
-        sequencer: Option<Arc<Sequencer>>,
+        mut sequencer: Option<Arc<Sequencer>>,
     ) -> Result<(), Failure> {
         // On SQLite, this process's writers take turns (see `Store::write_turn`).
         let _turn = match self.backend {
             Backend::Sqlite => Some(self.write_turn.lock().await),
             Backend::Postgres => None,
         };
-        let mut tx = pool.begin().await.map_err(Failure::Transaction)?;
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let sql = insert_sql(self.backend, chunk.len());
-            let mut query = sqlx::query(&sql).persistent(chunk.len() == 1);
-            for row in chunk {
-                query = query
-                    .bind(row.aggregate_type.as_str())
-                    .bind(row.aggregate_id.as_str())
-                    .bind(row.sequence)
-                    .bind(row.event_type.as_str())
-                    .bind(row.event_version.as_str())
-                    .bind(row.payload.as_str())
-                    .bind(row.metadata.as_str());
+        loop {
+            let mut tx = pool.begin().await.map_err(Failure::Transaction)?;
+            for chunk in rows.chunks(INSERT_CHUNK) {
+                let sql = insert_sql(self.backend, chunk.len());
+                let mut query = sqlx::query(&sql).persistent(chunk.len() == 1);
+                for row in chunk {
+                    query = query
+                        .bind(row.aggregate_type.as_str())
+                        .bind(row.aggregate_id.as_str())
+                        .bind(row.sequence)
+                        .bind(row.event_type.as_str())
+                        .bind(row.event_version.as_str())
+                        .bind(row.payload.as_str())
+                        .bind(row.metadata.as_str());
+                }
+                query.execute(&mut *tx).await.map_err(Failure::Insert)?;
             }
-            query.execute(&mut *tx).await.map_err(Failure::Insert)?;
+            let sequenced = match &sequencer {
+                Some(active) => match active.try_sequence_in(&mut tx).await {
+                    Ok(sequenced) => sequenced,
+                    Err(error) => {
+                        tracing::warn!(%error, "sequencing in the group commit failed; the sequencer task will");
+                        // Dropping the transaction rolls it back.
+                        sequencer = None;
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            tx.commit().await.map_err(Failure::Transaction)?;
+            if let (Some(sequencer), Some(sequenced)) = (sequencer, sequenced) {
+                sequencer.committed(sequenced);
+            }
+            return Ok(());
         }
-        let sequenced = match &sequencer {
-            Some(sequencer) => sequencer.try_sequence_in(&mut tx).await.map_err(Failure::Sequencing)?,
-            None => None,
-        };
-        tx.commit().await.map_err(Failure::Transaction)?;
-        if let (Some(sequencer), Some(sequenced)) = (sequencer, sequenced) {
-            sequencer.committed(sequenced);
-        }
-        Ok(())
     }
 }
 
@@ -283,9 +282,6 @@ enum Failure {
     Insert(sqlx::Error),
     /// BEGIN, COMMIT or the connection: nothing says which append, or whether it committed.
     Transaction(sqlx::Error),
-    /// Sequencing the batch (or the in-batch projection) before COMMIT: nothing committed, and
-    /// the appends can be written again for the sequencer task to sequence.
-    Sequencing(crate::StoreError),
 }
 
 /// `INSERT INTO events … VALUES` with `rows` rows of parameters (JSON text cast to the columns'
