@@ -16,6 +16,7 @@ use pwnbook_events::{Actor, Store};
 use pwnbook_projections::api_keys;
 
 use crate::error::ApiError;
+use crate::key_cache::{checked_at_commit, CommitProof};
 use crate::metrics::KeyId;
 use crate::routes::ROUTES;
 use crate::secrets::{hash_secret, hashes_match};
@@ -39,41 +40,61 @@ enum AuthOutcome {
     Missing,
 }
 
-async fn authenticate_secret(store: &Store, secret: &str) -> Result<AuthOutcome, ApiError> {
+/// Looks the key up in the database (remembering a valid one, forgetting an invalid one).
+async fn authenticate_secret(state: &AppState, secret: &str) -> Result<AuthOutcome, ApiError> {
     let hash = hash_secret(secret);
-    let Some(key) = api_keys::find_by_secret_hash(store.pool(), &hash).await? else {
-        return Ok(AuthOutcome::Invalid("the API key is not valid"));
+    let outcome = lookup(&state.store, &hash).await?;
+    match &outcome {
+        (AuthOutcome::Valid(principal), expires_at) => state.keys.remember(&hash, principal, *expires_at),
+        _ => state.keys.forget(&hash),
+    }
+    Ok(outcome.0)
+}
+
+/// What the database says of the key with `hash`, and when it expires.
+async fn lookup(store: &Store, hash: &str) -> Result<(AuthOutcome, Option<i64>), ApiError> {
+    let Some(key) = api_keys::find_by_secret_hash(store.pool(), hash).await? else {
+        return Ok((AuthOutcome::Invalid("the API key is not valid"), None));
     };
-    if !hashes_match(&key.secret_hash, &hash) {
-        return Ok(AuthOutcome::Invalid("the API key is not valid"));
+    if !hashes_match(&key.secret_hash, hash) {
+        return Ok((AuthOutcome::Invalid("the API key is not valid"), None));
     }
     if key.revoked_at.is_some() {
-        return Ok(AuthOutcome::Invalid("the API key has been revoked"));
+        return Ok((AuthOutcome::Invalid("the API key has been revoked"), None));
     }
     if key.expires_at.is_some_and(|at| at <= time::now_millis()) {
-        return Ok(AuthOutcome::Invalid("the API key has expired"));
+        return Ok((AuthOutcome::Invalid("the API key has expired"), None));
     }
     let permissions = key.permissions.iter().filter_map(|p| p.parse().ok()).collect();
-    Ok(AuthOutcome::Valid(Principal {
-        key_id: key.id,
-        key_name: key.name,
-        organization_id: key.organization_id,
-        permissions,
-    }))
+    let principal =
+        Principal { key_id: key.id, key_name: key.name, organization_id: key.organization_id, permissions };
+    Ok((AuthOutcome::Valid(principal), key.expires_at))
 }
 
 /// Outer middleware: resolves the key, applies the rate limit (per key, else per address), and
-/// puts the `X-RateLimit-*` headers on every response, errors included.
+/// puts the `X-RateLimit-*` headers on every response, errors included. A write that may leave
+/// the key's check to its commit (`key_cache`) takes the key from memory when it can; unless one
+/// of its commands then committed, its answer waits for the database to vouch for the key.
 pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let bearer = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim));
-    let outcome = match bearer {
+    let bearer = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(|v| {
+        v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim).map(str::to_owned)
+    });
+    let mut proof = None;
+    let outcome = match &bearer {
         None => Ok(AuthOutcome::Missing),
         Some(None) => Ok(AuthOutcome::Invalid("the Authorization header must be Bearer <api key>")),
-        Some(Some(secret)) => authenticate_secret(&state.store, secret).await,
+        Some(Some(secret)) => {
+            let remembered = checked_at_commit(request.method(), request.uri().path())
+                .then(|| state.keys.get(&hash_secret(secret), time::now_millis()))
+                .flatten();
+            match remembered {
+                Some(principal) => {
+                    proof = Some(CommitProof::default());
+                    Ok(AuthOutcome::Valid(principal))
+                }
+                None => authenticate_secret(&state, secret).await,
+            }
+        }
     };
     let rate_key = match &outcome {
         Ok(AuthOutcome::Valid(principal)) => rate_key(principal),
@@ -95,7 +116,15 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
                 _ => None,
             };
             request.extensions_mut().insert(outcome);
+            if let Some(proof) = &proof {
+                request.extensions_mut().insert(proof.clone());
+            }
             let mut response = next.run(request).await;
+            if let (Some(proof), Some(Some(secret))) = (&proof, &bearer) {
+                if !proof.is_set() {
+                    response = confirmed(&state, secret, response).await;
+                }
+            }
             if let Some(key_id) = key_id {
                 response.extensions_mut().insert(key_id);
             }
@@ -104,6 +133,18 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     };
     decision.apply(response.headers_mut());
     response
+}
+
+/// `response` if the database still vouches for the key, else the 401 it would have answered.
+async fn confirmed(state: &AppState, secret: &str, response: Response) -> Response {
+    match authenticate_secret(state, secret).await {
+        Ok(AuthOutcome::Valid(_)) => response,
+        Ok(AuthOutcome::Invalid(reason)) => ApiError::Unauthorized(reason.to_owned()).into_response(),
+        Ok(AuthOutcome::Missing) => {
+            ApiError::Unauthorized("an API key is required".to_owned()).into_response()
+        }
+        Err(error) => error.into_response(),
+    }
 }
 
 fn rate_key(principal: &Principal) -> String {
@@ -165,7 +206,7 @@ pub fn authenticated(extensions: &Extensions) -> Result<&Principal, ApiError> {
 /// Authenticates a key sent outside the `Authorization` header (the `connection_init` payload
 /// of a GraphQL WebSocket), with the same checks and the same 401 reasons; records its use.
 pub async fn principal_for_secret(state: &AppState, secret: &str) -> Result<Principal, ApiError> {
-    match authenticate_secret(&state.store, secret).await? {
+    match authenticate_secret(state, secret).await? {
         AuthOutcome::Valid(principal) => {
             state.usage.touch(&state.store, &principal.key_id).await;
             Ok(principal)
@@ -179,6 +220,8 @@ pub async fn principal_for_secret(state: &AppState, secret: &str) -> Result<Prin
 pub struct Caller {
     pub principal: Principal,
     pub idempotency_key: Option<String>,
+    /// Present when the key was taken from memory and its commit must vouch for it.
+    pub proof: Option<CommitProof>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -190,11 +233,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         };
         let idempotency_key =
             parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        Ok(Self { principal: principal.clone(), idempotency_key })
+        let proof = parts.extensions.get::<CommitProof>().cloned();
+        Ok(Self { principal: principal.clone(), idempotency_key, proof })
     }
 }
 
 impl Caller {
+    /// One of the request's commands committed: the write guard vouched for the key.
+    pub fn committed(&self) {
+        if let Some(proof) = &self.proof {
+            proof.set();
+        }
+    }
+
     pub fn organization_id(&self) -> &str {
         &self.principal.organization_id
     }

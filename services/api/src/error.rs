@@ -157,6 +157,7 @@ impl From<CommandError> for ApiError {
             CommandError::Domain(DomainError::Forbidden(message)) => Self::Forbidden(message),
             CommandError::Domain(DomainError::NotFound) => Self::NotFound,
             error @ CommandError::PreconditionFailed { .. } => Self::PreconditionFailed(error.to_string()),
+            error @ CommandError::KeyRevoked => Self::Unauthorized(error.to_string()),
             error @ CommandError::Contention => Self::Conflict(error.to_string()),
             CommandError::Store(cause) => Self::Internal(cause),
         }

@@ -10,6 +10,7 @@ pub mod error;
 mod extract;
 pub mod graphql;
 mod idempotency;
+mod key_cache;
 mod metrics;
 pub mod openapi;
 mod pagination;

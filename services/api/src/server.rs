@@ -18,6 +18,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::auth::{self, UsageTracker};
 use crate::bootstrap::{first_start, open_store, sync_read_side};
 use crate::config::Settings;
+use crate::key_cache::KeyCache;
 use crate::rate_limit::RateLimits;
 use crate::state::AppState;
 use crate::visibility::Visibility;
@@ -77,6 +78,7 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
         projections: projection_runner,
         rate_limits,
         usage: Arc::new(UsageTracker::default()),
+        keys: Arc::new(KeyCache::default()),
         engagements: Arc::default(),
         body_limit: settings.body_limit,
         shutdown: shutdown_rx.clone(),

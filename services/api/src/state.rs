@@ -9,6 +9,7 @@ use pwnbook_projections::ProjectionRunner;
 use tokio::sync::watch;
 
 use crate::auth::UsageTracker;
+use crate::key_cache::KeyCache;
 use crate::rate_limit::RateLimits;
 use crate::routes::scope::EngagementOwners;
 use crate::visibility::Visibility;
@@ -20,6 +21,7 @@ pub struct AppState {
     pub visibility: Visibility,
     pub rate_limits: Arc<RateLimits>,
     pub usage: Arc<UsageTracker>,
+    pub keys: Arc<KeyCache>,
     pub engagements: Arc<EngagementOwners>,
     pub projections: ProjectionRunner,
     /// Largest accepted request body, in bytes.

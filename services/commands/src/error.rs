@@ -46,6 +46,9 @@ pub enum CommandError {
     /// `If-Match` named a version that is no longer current.
     #[error("version {expected} is not current (current version is {current})")]
     PreconditionFailed { expected: i64, current: i64 },
+    /// The acting API key was revoked before the commit (the commit's guard refused it).
+    #[error("the API key has been revoked")]
+    KeyRevoked,
     /// Too many concurrent writers to one resource; the caller may retry.
     #[error("the resource is being changed concurrently; retry")]
     Contention,

@@ -1,6 +1,6 @@
 //! The command service: load → check `If-Match` → handle → commit (where triggers refuse a taken
-//! name or a read-only parent engagement), retried on a concurrent write or a refusal, which the
-//! retry names; returns what was committed.
+//! name, a read-only parent engagement or a revoked key), retried on a concurrent write or a
+//! refusal, which the retry names; returns what was committed.
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateError};
@@ -89,6 +89,7 @@ impl CommandService {
             Err(CommandError::Domain(DomainError::Forbidden(_))) => "forbidden",
             Err(CommandError::Domain(DomainError::NotFound)) => "not_found",
             Err(CommandError::PreconditionFailed { .. }) => "precondition_failed",
+            Err(CommandError::KeyRevoked) => "key_revoked",
             Err(CommandError::Contention) => "contention",
             Err(CommandError::Store(_)) => "error",
         };
@@ -132,6 +133,7 @@ impl CommandService {
                 }
             }
             if refused {
+                self.check_key(&context.actor).await?;
                 self.check_unique(context, aggregate_id, &execution, engagement_id).await?;
             }
             let sink = EventSink::default();
@@ -198,6 +200,22 @@ impl CommandService {
         }
         if let Some(engagement_id) = engagement_id {
             self.check_engagement(engagement_id).await?;
+        }
+        Ok(())
+    }
+
+    /// The acting key's revocation, which the commit's guard refuses (migration 1008); looked
+    /// up only after a refusal, since the server may have authenticated the key from memory.
+    async fn check_key(&self, actor: &Actor) -> Result<(), CommandError> {
+        let Some(key_id) = actor.id.as_deref().filter(|_| actor.kind == "api_key") else { return Ok(()) };
+        let revoked: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM api_key_states WHERE key_id = $1 AND revoked")
+                .bind(key_id)
+                .fetch_one(self.store.pool())
+                .await
+                .map_err(|e| CommandError::Store(e.to_string()))?;
+        if revoked > 0 {
+            return Err(CommandError::KeyRevoked);
         }
         Ok(())
     }

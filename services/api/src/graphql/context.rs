@@ -42,7 +42,7 @@ impl Session {
         let loader = DataLoader::new(batch, |task: BoxFuture<'static, ()>| {
             tokio::spawn(task.instrument(tracing::Span::current()))
         });
-        Self { state, caller: Caller { principal, idempotency_key: None }, loader, socket: None }
+        Self { state, caller: Caller { principal, idempotency_key: None, proof: None }, loader, socket: None }
     }
 
     pub fn on_socket(mut self, socket: Arc<Socket>) -> Self {

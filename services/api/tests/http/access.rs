@@ -98,6 +98,59 @@ backend_tests! {
         assert_eq!(status, 400);
     }
 
+    async fn a_revoked_key_writes_nothing_even_where_the_server_remembers_it(db) {
+        // Finding writes take a key the server already vouched for from memory and leave the
+        // revocation check to the commit; every answer must still be 401 once it is revoked.
+        let app = TestApp::spawn(db).await;
+        let engagement = app.create_engagement(json!({"name": "Remembered"})).await;
+        let findings = format!("/api/v1/engagements/{}/findings", engagement["id"].as_str().unwrap());
+        let (_, created) = create_key(&app, &app.key, json!({"name": "writer", "permissions": ["*"]})).await;
+        let (secret, key_id) = (created["data"]["key"].as_str().unwrap().to_owned(), created["data"]["id"].as_str().unwrap().to_owned());
+        let write = |method: Method, path: String, body: Value| app.request(method, &path, &secret).json(&body).send();
+        let mut ids = Vec::new();
+        for title in ["first", "second", "third"] {
+            let (status, body) = parts(write(Method::POST, findings.clone(), json!({"title": title, "severity": "low"})).await.unwrap()).await;
+            assert_eq!(status, 201, "{body}");
+            ids.push(body["data"]["id"].as_str().unwrap().to_owned());
+        }
+        let (status, _) = parts(write(Method::PATCH, format!("/api/v1/findings/{}", ids[0]), json!({"title": "renamed"})).await.unwrap()).await;
+        assert_eq!(status, 200);
+        let (status, _) = parts(app.delete(&format!("/api/v1/api-keys/{key_id}")).send().await.unwrap()).await;
+        assert_eq!(status, 204);
+
+        let refused: [(Method, String, Value); 7] = [
+            // Would commit: refused by the commit's guard.
+            (Method::POST, findings.clone(), json!({"title": "after", "severity": "low"})),
+            (Method::PATCH, format!("/api/v1/findings/{}", ids[1]), json!({"title": "after"})),
+            (Method::POST, format!("/api/v1/findings/{}/transition", ids[2]), json!({"status": "open"})),
+            // Would not commit: the answer waits for the database to vouch for the key.
+            (Method::POST, findings.clone(), json!({"severity": "low"})),
+            (Method::PATCH, "/api/v1/findings/fnd_doesnotexist".to_owned(), json!({"title": "x"})),
+            (Method::PATCH, format!("/api/v1/findings/{}", ids[0]), json!({"title": "renamed"})),
+            (Method::POST, format!("/api/v1/findings/{}/transition", ids[2]), json!({"status": "no-such-status"})),
+        ];
+        for (method, path, body) in refused {
+            let (status, answer) = parts(write(method.clone(), path.clone(), body.clone()).await.unwrap()).await;
+            assert_eq!((status, error_code(status, &answer)), (401, "UNAUTHORIZED".to_owned()), "{method} {path} {body}: {answer}");
+            assert!(answer.to_string().contains("revoked"), "{answer}");
+        }
+        let (_, listed) = parts(app.get(&format!("{findings}?sort=title&order=asc")).send().await.unwrap()).await;
+        let titles: Vec<&str> = listed["data"].as_array().unwrap().iter().map(|f| f["title"].as_str().unwrap()).collect();
+        assert_eq!(titles, ["renamed", "second", "third"]);
+        let (_, third) = parts(app.get(&format!("/api/v1/findings/{}", ids[2])).send().await.unwrap()).await;
+        assert_eq!(third["data"]["version"], 1, "{third}");
+
+        // A key may still revoke itself, and is refused from then on.
+        let (_, own) = create_key(&app, &app.key, json!({"name": "self", "permissions": ["*"]})).await;
+        let (own_secret, own_id) = (own["data"]["key"].as_str().unwrap(), own["data"]["id"].as_str().unwrap());
+        let (status, _) = parts(app.request(Method::POST, &findings, own_secret).json(&json!({"title": "mine", "severity": "low"})).send().await.unwrap()).await;
+        assert_eq!(status, 201);
+        let (status, _) = parts(app.request(Method::DELETE, &format!("/api/v1/api-keys/{own_id}"), own_secret).send().await.unwrap()).await;
+        assert_eq!(status, 204);
+        let (status, _) = parts(app.request(Method::POST, &findings, own_secret).json(&json!({"title": "later", "severity": "low"})).send().await.unwrap()).await;
+        assert_eq!(status, 401);
+    }
+
     async fn an_idempotent_key_creation_never_stores_the_secret(db) {
         let app = TestApp::spawn(db).await;
         let body = json!({"name": "once", "permissions": ["engagements:read"]});
