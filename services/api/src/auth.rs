@@ -11,7 +11,7 @@ use axum::http::{header, Extensions};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use pwnbook_commands::permissions::grants;
-use pwnbook_commands::{CommandContext, Permission};
+use pwnbook_commands::{CommandContext, Committed, Permission};
 use pwnbook_events::{Actor, Store};
 use pwnbook_projections::api_keys;
 
@@ -239,9 +239,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 }
 
 impl Caller {
-    /// One of the request's commands committed: the write guard vouched for the key.
-    pub fn committed(&self) {
-        if let Some(proof) = &self.proof {
+    /// Notes a command of the request that committed: the write guard vouched for the key.
+    pub fn vouched_by(&self, committed: &Committed) {
+        if let (Some(proof), true) = (&self.proof, committed.changed) {
             proof.set();
         }
     }

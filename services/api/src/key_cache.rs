@@ -16,10 +16,17 @@ use crate::auth::Principal;
 
 /// Routes whose only effect is commands committed under the caller's key (the idempotency
 /// record aside, which only that key can replay).
-const CHECKED_AT_COMMIT: [(Method, &str); 3] = [
+const CHECKED_AT_COMMIT: [(Method, &str); 10] = [
     (Method::POST, "/api/v1/engagements/{id}/findings"),
     (Method::PATCH, "/api/v1/findings/{id}"),
     (Method::POST, "/api/v1/findings/{id}/transition"),
+    (Method::POST, "/api/v1/engagements/{id}/targets"),
+    (Method::PATCH, "/api/v1/targets/{id}"),
+    (Method::POST, "/api/v1/engagements/{id}/tasks"),
+    (Method::PATCH, "/api/v1/tasks/{id}"),
+    (Method::POST, "/api/v1/tasks/{id}/close"),
+    (Method::POST, "/api/v1/engagements/{id}/wiki"),
+    (Method::PATCH, "/api/v1/wiki/{id}"),
 ];
 
 /// Whether a request to `path` may authenticate its key from memory.
@@ -100,12 +107,14 @@ mod tests {
         assert!(checked_at_commit(&Method::POST, "/api/v1/engagements/eng_1/findings"));
         assert!(checked_at_commit(&Method::PATCH, "/api/v1/findings/fnd_1"));
         assert!(checked_at_commit(&Method::POST, "/api/v1/findings/fnd_1/transition"));
+        assert!(checked_at_commit(&Method::POST, "/api/v1/tasks/tsk_1/close"));
         assert!(!checked_at_commit(&Method::GET, "/api/v1/engagements/eng_1/findings"));
         assert!(!checked_at_commit(&Method::PATCH, "/api/v1/engagements/eng_1/findings/bulk"));
         assert!(!checked_at_commit(&Method::POST, "/api/v1/engagements//findings"));
         assert!(!checked_at_commit(&Method::DELETE, "/api/v1/findings/fnd_1"));
         assert!(!checked_at_commit(&Method::POST, "/api/v1/findings/fnd_1/transition/x"));
         assert!(!checked_at_commit(&Method::POST, "/api/v1/api-keys"));
+        assert!(!checked_at_commit(&Method::POST, "/api/v1/reports/rpt_1/generate"));
     }
 
     #[test]

@@ -115,10 +115,14 @@ backend_tests! {
         }
         let (status, _) = parts(write(Method::PATCH, format!("/api/v1/findings/{}", ids[0]), json!({"title": "renamed"})).await.unwrap()).await;
         assert_eq!(status, 200);
+        let engagement_path = format!("/api/v1/engagements/{}", engagement["id"].as_str().unwrap());
+        let (status, task) = parts(write(Method::POST, format!("{engagement_path}/tasks"), json!({"title": "before"})).await.unwrap()).await;
+        assert_eq!(status, 201, "{task}");
+        let task = task["data"]["id"].as_str().unwrap().to_owned();
         let (status, _) = parts(app.delete(&format!("/api/v1/api-keys/{key_id}")).send().await.unwrap()).await;
         assert_eq!(status, 204);
 
-        let refused: [(Method, String, Value); 7] = [
+        let refused = vec![
             // Would commit: refused by the commit's guard.
             (Method::POST, findings.clone(), json!({"title": "after", "severity": "low"})),
             (Method::PATCH, format!("/api/v1/findings/{}", ids[1]), json!({"title": "after"})),
@@ -128,6 +132,12 @@ backend_tests! {
             (Method::PATCH, "/api/v1/findings/fnd_doesnotexist".to_owned(), json!({"title": "x"})),
             (Method::PATCH, format!("/api/v1/findings/{}", ids[0]), json!({"title": "renamed"})),
             (Method::POST, format!("/api/v1/findings/{}/transition", ids[2]), json!({"status": "no-such-status"})),
+            // The other child resources' writes.
+            (Method::POST, format!("{engagement_path}/targets"), json!({"type": "ip", "value": "10.0.0.9"})),
+            (Method::POST, format!("{engagement_path}/tasks"), json!({"title": "after"})),
+            (Method::POST, format!("/api/v1/tasks/{task}/close"), json!({})),
+            (Method::PATCH, format!("/api/v1/tasks/{task}"), json!({"title": 5})),
+            (Method::POST, format!("{engagement_path}/wiki"), json!({"title": "after"})),
         ];
         for (method, path, body) in refused {
             let (status, answer) = parts(write(method.clone(), path.clone(), body.clone()).await.unwrap()).await;
@@ -139,6 +149,12 @@ backend_tests! {
         assert_eq!(titles, ["renamed", "second", "third"]);
         let (_, third) = parts(app.get(&format!("/api/v1/findings/{}", ids[2])).send().await.unwrap()).await;
         assert_eq!(third["data"]["version"], 1, "{third}");
+        for (path, total) in [("targets", 0), ("tasks", 1), ("wiki", 0)] {
+            let (_, listed) = parts(app.get(&format!("{engagement_path}/{path}")).send().await.unwrap()).await;
+            assert_eq!(listed["meta"]["total"], total, "{path}: {listed}");
+        }
+        let (_, open_task) = parts(app.get(&format!("/api/v1/tasks/{task}")).send().await.unwrap()).await;
+        assert_eq!(open_task["data"]["version"], 1, "{open_task}");
 
         // A key may still revoke itself, and is refused from then on.
         let (_, own) = create_key(&app, &app.key, json!({"name": "self", "permissions": ["*"]})).await;
