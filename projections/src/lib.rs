@@ -37,6 +37,8 @@ pub enum ProjectionError {
     UnknownProjector(String),
     #[error("read table {0} has no primary key, which a rebuild needs to compare rows")]
     NoPrimaryKey(String),
+    #[error("the rebuild's log reader stopped: {0}")]
+    Reader(String),
 }
 
 /// Creates or updates the read tables of this crate on `store`.

@@ -219,16 +219,17 @@ impl ProjectionRunner {
         for table in &tables {
             shadows.push(Shadow::create(&mut conn, self.store.backend(), table).await?);
         }
-        // The next batch is read (on another connection) while this one is applied.
+        // The next batch is read (on another connection) while this one is applied, and decoded
+        // by a task of its own, so on another core when there is one.
         let pool = self.store.pool();
         let mut position = 0;
         let mut events = log::read_after(pool, position, REBUILD_BATCH).await?;
         while let Some(last) = events.last() {
             position = last.position;
-            let (next, applied) = tokio::join!(
-                log::read_after(pool, position, REBUILD_BATCH),
-                apply_shadow(&mut conn, projectors, &events)
-            );
+            let reader = pool.clone();
+            let next = tokio::spawn(async move { log::read_after(&reader, position, REBUILD_BATCH).await });
+            let applied = apply_shadow(&mut conn, projectors, &events).await;
+            let next = next.await.map_err(|e| ProjectionError::Reader(e.to_string()))?;
             applied?;
             progress(position);
             events = next?;
