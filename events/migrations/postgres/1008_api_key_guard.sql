@@ -6,6 +6,9 @@
 -- A refused event raises a unique violation like a refused engagement; the command service then
 -- looks the key up and answers 401. An actor id without a row (events written by tests or tools
 -- with made-up actors) is not refused: a key's row exists from its creation on.
+-- No key event may commit between the backfill and the guard (a revocation would be lost).
+LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE;
+
 CREATE TABLE api_key_states (
     key_id  TEXT PRIMARY KEY,
     revoked BOOLEAN NOT NULL

@@ -40,15 +40,16 @@ enum AuthOutcome {
     Missing,
 }
 
-/// Looks the key up in the database (remembering a valid one, forgetting an invalid one).
-async fn authenticate_secret(state: &AppState, secret: &str) -> Result<AuthOutcome, ApiError> {
-    let hash = hash_secret(secret);
-    let outcome = lookup(&state.store, &hash).await?;
+/// Looks the key with `hash` up in the database, remembering a valid one for the writes that
+/// may take it from memory, forgetting an invalid one.
+async fn authenticate_hash(state: &AppState, hash: &str, remember: bool) -> Result<AuthOutcome, ApiError> {
+    let (outcome, expires_at) = lookup(&state.store, hash).await?;
     match &outcome {
-        (AuthOutcome::Valid(principal), expires_at) => state.keys.remember(&hash, principal, *expires_at),
-        _ => state.keys.forget(&hash),
+        AuthOutcome::Valid(principal) if remember => state.keys.remember(hash, principal, expires_at),
+        AuthOutcome::Valid(_) => {}
+        _ => state.keys.forget(hash),
     }
-    Ok(outcome.0)
+    Ok(outcome)
 }
 
 /// What the database says of the key with `hash`, and when it expires.
@@ -74,76 +75,80 @@ async fn lookup(store: &Store, hash: &str) -> Result<(AuthOutcome, Option<i64>),
 /// Outer middleware: resolves the key, applies the rate limit (per key, else per address), and
 /// puts the `X-RateLimit-*` headers on every response, errors included. A write that may leave
 /// the key's check to its commit (`key_cache`) takes the key from memory when it can; unless one
-/// of its commands then committed, its answer waits for the database to vouch for the key.
+/// of its commands then committed, its answer (a 429 included) waits for the database to vouch
+/// for the key, and is a 401 charged to the address if it does not.
 pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let bearer = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(|v| {
         v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim).map(str::to_owned)
     });
-    let mut proof = None;
+    let address = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+    let address_key = format!("ip:{}", address.unwrap_or_default());
+    let from_memory_allowed = checked_at_commit(request.method(), request.uri().path());
+    let mut remembered = None;
     let outcome = match &bearer {
         None => Ok(AuthOutcome::Missing),
         Some(None) => Ok(AuthOutcome::Invalid("the Authorization header must be Bearer <api key>")),
         Some(Some(secret)) => {
-            let remembered = checked_at_commit(request.method(), request.uri().path())
-                .then(|| state.keys.get(&hash_secret(secret), time::now_millis()))
-                .flatten();
-            match remembered {
+            let hash = hash_secret(secret);
+            match from_memory_allowed.then(|| state.keys.get(&hash, time::now_millis())).flatten() {
                 Some(principal) => {
-                    proof = Some(CommitProof::default());
+                    remembered = Some((hash, CommitProof::default(), principal.key_id.clone()));
                     Ok(AuthOutcome::Valid(principal))
                 }
-                None => authenticate_secret(&state, secret).await,
+                None => authenticate_hash(&state, &hash, from_memory_allowed).await,
             }
         }
     };
     let rate_key = match &outcome {
         Ok(AuthOutcome::Valid(principal)) => rate_key(principal),
-        _ => {
-            let address = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-            format!("ip:{}", address.unwrap_or_default())
-        }
+        _ => address_key.clone(),
     };
-    let decision = state.rate_limits.check(&rate_key);
+    let mut decision = state.rate_limits.check(&rate_key);
     let mut response = match (decision.retry_after, outcome) {
         (Some(retry_after), _) => ApiError::RateLimited { retry_after }.into_response(),
         (None, Err(error)) => error.into_response(),
         (None, Ok(outcome)) => {
             let key_id = match &outcome {
                 AuthOutcome::Valid(principal) => {
-                    state.usage.touch(&state.store, &principal.key_id).await;
+                    if remembered.is_none() {
+                        state.usage.touch(&state.store, &principal.key_id).await;
+                    }
                     Some(KeyId(principal.key_id.clone()))
                 }
                 _ => None,
             };
             request.extensions_mut().insert(outcome);
-            if let Some(proof) = &proof {
+            if let Some((_, proof, _)) = &remembered {
                 request.extensions_mut().insert(proof.clone());
             }
             let mut response = next.run(request).await;
-            if let (Some(proof), Some(Some(secret))) = (&proof, &bearer) {
-                if !proof.is_set() {
-                    response = confirmed(&state, secret, response).await;
-                }
-            }
             if let Some(key_id) = key_id {
                 response.extensions_mut().insert(key_id);
             }
             response
         }
     };
+    if let Some((hash, proof, key_id)) = &remembered {
+        let verdict = if proof.is_set() { Ok(None) } else { revoked_since(&state, hash).await };
+        match verdict {
+            Ok(None) => state.usage.touch(&state.store, key_id).await,
+            Ok(Some(reason)) => {
+                response = ApiError::Unauthorized(reason.to_owned()).into_response();
+                decision = state.rate_limits.check(&address_key);
+            }
+            Err(error) => response = error.into_response(),
+        }
+    }
     decision.apply(response.headers_mut());
     response
 }
 
-/// `response` if the database still vouches for the key, else the 401 it would have answered.
-async fn confirmed(state: &AppState, secret: &str, response: Response) -> Response {
-    match authenticate_secret(state, secret).await {
-        Ok(AuthOutcome::Valid(_)) => response,
-        Ok(AuthOutcome::Invalid(reason)) => ApiError::Unauthorized(reason.to_owned()).into_response(),
-        Ok(AuthOutcome::Missing) => {
-            ApiError::Unauthorized("an API key is required".to_owned()).into_response()
-        }
-        Err(error) => error.into_response(),
+/// Why the database no longer vouches for the key with `hash`, if it does not.
+async fn revoked_since(state: &AppState, hash: &str) -> Result<Option<&'static str>, ApiError> {
+    match authenticate_hash(state, hash, false).await? {
+        AuthOutcome::Valid(_) => Ok(None),
+        AuthOutcome::Invalid(reason) => Ok(Some(reason)),
+        AuthOutcome::Missing => Ok(Some("an API key is required")),
     }
 }
 
@@ -206,7 +211,7 @@ pub fn authenticated(extensions: &Extensions) -> Result<&Principal, ApiError> {
 /// Authenticates a key sent outside the `Authorization` header (the `connection_init` payload
 /// of a GraphQL WebSocket), with the same checks and the same 401 reasons; records its use.
 pub async fn principal_for_secret(state: &AppState, secret: &str) -> Result<Principal, ApiError> {
-    match authenticate_secret(state, secret).await? {
+    match authenticate_hash(state, &hash_secret(secret), false).await? {
         AuthOutcome::Valid(principal) => {
             state.usage.touch(&state.store, &principal.key_id).await;
             Ok(principal)

@@ -14,8 +14,9 @@ use axum::http::Method;
 
 use crate::auth::Principal;
 
-/// Routes whose only effect is commands committed under the caller's key (the idempotency
-/// record aside, which only that key can replay).
+/// Routes whose only effect is commands committed under the caller's key. Besides, a revoked key
+/// sent here may still claim an `Idempotency-Key` (a row only that key could replay, and which
+/// then answers 401 like everything else); its use is recorded only once the key is vouched for.
 const CHECKED_AT_COMMIT: [(Method, &str); 10] = [
     (Method::POST, "/api/v1/engagements/{id}/findings"),
     (Method::PATCH, "/api/v1/findings/{id}"),
@@ -108,6 +109,11 @@ mod tests {
         assert!(checked_at_commit(&Method::PATCH, "/api/v1/findings/fnd_1"));
         assert!(checked_at_commit(&Method::POST, "/api/v1/findings/fnd_1/transition"));
         assert!(checked_at_commit(&Method::POST, "/api/v1/tasks/tsk_1/close"));
+        assert!(checked_at_commit(&Method::POST, "/api/v1/engagements/eng_1/targets"));
+        assert!(checked_at_commit(&Method::PATCH, "/api/v1/targets/tgt_1"));
+        assert!(checked_at_commit(&Method::POST, "/api/v1/engagements/eng_1/wiki"));
+        assert!(checked_at_commit(&Method::PATCH, "/api/v1/wiki/wik_1"));
+        assert!(!checked_at_commit(&Method::DELETE, "/api/v1/wiki/wik_1"));
         assert!(!checked_at_commit(&Method::GET, "/api/v1/engagements/eng_1/findings"));
         assert!(!checked_at_commit(&Method::PATCH, "/api/v1/engagements/eng_1/findings/bulk"));
         assert!(!checked_at_commit(&Method::POST, "/api/v1/engagements//findings"));

@@ -110,9 +110,10 @@ impl CommandService {
         A::Command: Clone,
     {
         let events = AggregateStore::<A>::new(&self.store);
-        // A name must be free and a child resource's engagement writable. Triggers enforce both
-        // atomically with the commit (a refusal is a conflict), so they are only looked up to
-        // name the reason: after a refusal, or when the command would not commit at all.
+        // A name must be free, a child resource's engagement writable and the acting key not
+        // revoked. Triggers enforce all three atomically with the commit (a refusal is a
+        // conflict), so they are only looked up to name the reason: after a refusal, or (names
+        // and engagements) when the command would not commit at all.
         let engagement_id = execution.engagement_id.as_deref().filter(|_| A::TYPE != "engagement");
         let mut refused = false;
         for attempt in 0..MAX_ATTEMPTS {

@@ -99,8 +99,9 @@ backend_tests! {
     }
 
     async fn a_revoked_key_writes_nothing_even_where_the_server_remembers_it(db) {
-        // Finding writes take a key the server already vouched for from memory and leave the
-        // revocation check to the commit; every answer must still be 401 once it is revoked.
+        // Writes of findings, targets, tasks and wiki pages take a key the server already vouched
+        // for from memory and leave the revocation check to the commit; every answer must still
+        // be 401 once it is revoked.
         let app = TestApp::spawn(db).await;
         let engagement = app.create_engagement(json!({"name": "Remembered"})).await;
         let findings = format!("/api/v1/engagements/{}/findings", engagement["id"].as_str().unwrap());
@@ -119,6 +120,15 @@ backend_tests! {
         let (status, task) = parts(write(Method::POST, format!("{engagement_path}/tasks"), json!({"title": "before"})).await.unwrap()).await;
         assert_eq!(status, 201, "{task}");
         let task = task["data"]["id"].as_str().unwrap().to_owned();
+        let (status, target) = parts(write(Method::POST, format!("{engagement_path}/targets"), json!({"type": "ip", "value": "10.0.0.1"})).await.unwrap()).await;
+        assert_eq!(status, 201, "{target}");
+        let target = target["data"]["id"].as_str().unwrap().to_owned();
+        let (status, page) = parts(write(Method::POST, format!("{engagement_path}/wiki"), json!({"title": "Before"})).await.unwrap()).await;
+        assert_eq!(status, 201, "{page}");
+        let page = page["data"]["id"].as_str().unwrap().to_owned();
+        let replayed = || app.request(Method::POST, &findings, &secret).header("idempotency-key", "before-revocation").json(&json!({"title": "once", "severity": "low"})).send();
+        let (status, _) = parts(replayed().await.unwrap()).await;
+        assert_eq!(status, 201);
         let (status, _) = parts(app.delete(&format!("/api/v1/api-keys/{key_id}")).send().await.unwrap()).await;
         assert_eq!(status, 204);
 
@@ -138,23 +148,30 @@ backend_tests! {
             (Method::POST, format!("/api/v1/tasks/{task}/close"), json!({})),
             (Method::PATCH, format!("/api/v1/tasks/{task}"), json!({"title": 5})),
             (Method::POST, format!("{engagement_path}/wiki"), json!({"title": "after"})),
+            (Method::PATCH, format!("/api/v1/targets/{target}"), json!({"value": "10.0.0.2"})),
+            (Method::PATCH, format!("/api/v1/wiki/{page}"), json!({"title": "After"})),
         ];
         for (method, path, body) in refused {
             let (status, answer) = parts(write(method.clone(), path.clone(), body.clone()).await.unwrap()).await;
             assert_eq!((status, error_code(status, &answer)), (401, "UNAUTHORIZED".to_owned()), "{method} {path} {body}: {answer}");
             assert!(answer.to_string().contains("revoked"), "{answer}");
         }
+        // A response stored before the revocation is not replayed to the revoked key.
+        let (status, answer) = parts(replayed().await.unwrap()).await;
+        assert_eq!((status, error_code(status, &answer)), (401, "UNAUTHORIZED".to_owned()), "{answer}");
         let (_, listed) = parts(app.get(&format!("{findings}?sort=title&order=asc")).send().await.unwrap()).await;
         let titles: Vec<&str> = listed["data"].as_array().unwrap().iter().map(|f| f["title"].as_str().unwrap()).collect();
-        assert_eq!(titles, ["renamed", "second", "third"]);
+        assert_eq!(titles, ["once", "renamed", "second", "third"]);
         let (_, third) = parts(app.get(&format!("/api/v1/findings/{}", ids[2])).send().await.unwrap()).await;
         assert_eq!(third["data"]["version"], 1, "{third}");
-        for (path, total) in [("targets", 0), ("tasks", 1), ("wiki", 0)] {
+        for path in ["targets", "tasks", "wiki"] {
             let (_, listed) = parts(app.get(&format!("{engagement_path}/{path}")).send().await.unwrap()).await;
-            assert_eq!(listed["meta"]["total"], total, "{path}: {listed}");
+            assert_eq!(listed["meta"]["total"], 1, "{path}: {listed}");
         }
-        let (_, open_task) = parts(app.get(&format!("/api/v1/tasks/{task}")).send().await.unwrap()).await;
-        assert_eq!(open_task["data"]["version"], 1, "{open_task}");
+        for path in [format!("tasks/{task}"), format!("targets/{target}"), format!("wiki/{page}")] {
+            let (_, unchanged) = parts(app.get(&format!("/api/v1/{path}")).send().await.unwrap()).await;
+            assert_eq!(unchanged["data"]["version"], 1, "{unchanged}");
+        }
 
         // A key may still revoke itself, and is refused from then on.
         let (_, own) = create_key(&app, &app.key, json!({"name": "self", "permissions": ["*"]})).await;
@@ -163,7 +180,57 @@ backend_tests! {
         assert_eq!(status, 201);
         let (status, _) = parts(app.request(Method::DELETE, &format!("/api/v1/api-keys/{own_id}"), own_secret).send().await.unwrap()).await;
         assert_eq!(status, 204);
-        let (status, _) = parts(app.request(Method::POST, &findings, own_secret).json(&json!({"title": "later", "severity": "low"})).send().await.unwrap()).await;
+        let (status, answer) = parts(app.request(Method::POST, &findings, own_secret).json(&json!({"title": "later", "severity": "low"})).send().await.unwrap()).await;
+        assert_eq!(status, 401);
+        assert!(answer.to_string().contains("revoked"), "{answer}");
+        let (_, listed) = parts(app.get(&format!("{findings}?sort=title&order=asc")).send().await.unwrap()).await;
+        let titles: Vec<&str> = listed["data"].as_array().unwrap().iter().map(|f| f["title"].as_str().unwrap()).collect();
+        assert_eq!(titles, ["mine", "once", "renamed", "second", "third"]);
+    }
+
+    async fn a_revoked_remembered_key_past_its_rate_limit_still_gets_401(db) {
+        // A 429 would tell a revoked key from an unknown one; it is confirmed like any answer.
+        let app = TestApp::spawn_with(db, |s| s.rate_limit_per_minute = std::num::NonZeroU32::new(3).unwrap()).await;
+        let engagement = app.create_engagement(json!({"name": "Limited"})).await;
+        let findings = format!("/api/v1/engagements/{}/findings", engagement["id"].as_str().unwrap());
+        let (_, created) = create_key(&app, &app.key, json!({"name": "writer", "permissions": ["*"]})).await;
+        let (secret, key_id) = (created["data"]["key"].as_str().unwrap(), created["data"]["id"].as_str().unwrap());
+        let create = || app.request(Method::POST, &findings, secret).json(&json!({"title": "t", "severity": "low"})).send();
+        // The key's own bucket is spent; the client address's is not.
+        for _ in 0..3 {
+            assert_eq!(create().await.unwrap().status(), 201);
+        }
+        let (status, _) = parts(app.delete(&format!("/api/v1/api-keys/{key_id}")).send().await.unwrap()).await;
+        assert_eq!(status, 204);
+        for attempt in 0..2 {
+            let response = create().await.unwrap();
+            assert_eq!(response.status(), 401, "attempt {attempt}");
+        }
+    }
+
+    async fn a_remembered_key_is_checked_by_the_commit_not_by_a_read(db) {
+        // Shows which path answers: the key's read row is marked revoked behind the server's
+        // back (no event, so the commit's guard still knows it as active). A write that commits
+        // takes the key from memory and is let through by the guard; any other answer, and any
+        // request that reads the key, goes to the read row and is refused.
+        let app = TestApp::spawn(db).await;
+        let engagement = app.create_engagement(json!({"name": "Paths"})).await;
+        let findings = format!("/api/v1/engagements/{}/findings", engagement["id"].as_str().unwrap());
+        let (_, created) = create_key(&app, &app.key, json!({"name": "writer", "permissions": ["*"]})).await;
+        let (secret, key_id) = (created["data"]["key"].as_str().unwrap(), created["data"]["id"].as_str().unwrap());
+        let create = |body: Value| app.request(Method::POST, &findings, secret).json(&body).send();
+        let (status, _) = parts(create(json!({"title": "first", "severity": "low"})).await.unwrap()).await;
+        assert_eq!(status, 201);
+        let store = pwnbook_events::Store::open(&app.db.url).await.unwrap();
+        sqlx::query("UPDATE api_keys SET revoked_at = 1 WHERE id = $1").bind(key_id).execute(store.pool()).await.unwrap();
+        store.close().await;
+        let (status, _) = parts(create(json!({"title": "from memory", "severity": "low"})).await.unwrap()).await;
+        assert_eq!(status, 201, "a remembered key's write is checked by the commit");
+        let (status, _) = parts(create(json!({"severity": "low"})).await.unwrap()).await;
+        assert_eq!(status, 401, "an answer that committed nothing waits for the read row");
+        let (status, _) = parts(create(json!({"title": "forgotten", "severity": "low"})).await.unwrap()).await;
+        assert_eq!(status, 401, "a key the database refused is no longer remembered");
+        let (status, _) = parts(app.request(Method::GET, &findings, secret).send().await.unwrap()).await;
         assert_eq!(status, 401);
     }
 
