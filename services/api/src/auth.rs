@@ -11,12 +11,12 @@ use axum::http::{header, Extensions};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use pwnbook_commands::permissions::grants;
-use pwnbook_commands::{CommandContext, Committed, Permission};
+use pwnbook_commands::{CommandContext, CommitProof, Permission};
 use pwnbook_events::{Actor, Store};
 use pwnbook_projections::api_keys;
 
 use crate::error::ApiError;
-use crate::key_cache::{checked_at_commit, CommitProof};
+use crate::key_cache::checked_at_commit;
 use crate::metrics::KeyId;
 use crate::routes::ROUTES;
 use crate::secrets::{hash_secret, hashes_match};
@@ -225,7 +225,8 @@ pub async fn principal_for_secret(state: &AppState, secret: &str) -> Result<Prin
 pub struct Caller {
     pub principal: Principal,
     pub idempotency_key: Option<String>,
-    /// Present when the key was taken from memory and its commit must vouch for it.
+    /// Present when the key was taken from memory: a command that commits with this caller's
+    /// context sets it, and the key then needs no other check.
     pub proof: Option<CommitProof>,
 }
 
@@ -244,13 +245,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 }
 
 impl Caller {
-    /// Notes a command of the request that committed: the write guard vouched for the key.
-    pub fn vouched_by(&self, committed: &Committed) {
-        if let (Some(proof), true) = (&self.proof, committed.changed) {
-            proof.set();
-        }
-    }
-
     pub fn organization_id(&self) -> &str {
         &self.principal.organization_id
     }
@@ -261,6 +255,7 @@ impl Caller {
             actor: Actor::api_key(&self.principal.key_id, &self.principal.key_name),
             request_id: request_id::current(),
             idempotency_key: self.idempotency_key.clone(),
+            commit_proof: self.proof.clone(),
         }
     }
 }

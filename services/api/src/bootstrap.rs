@@ -41,6 +41,7 @@ fn system_context(organization_id: &str) -> CommandContext {
         actor: Actor::system(),
         request_id: None,
         idempotency_key: None,
+        commit_proof: None,
     }
 }
 

@@ -6,13 +6,10 @@
 //! replay) is given only once the database vouches for the key again (`auth::authenticate`), so
 //! a revoked key learns nothing and changes nothing.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-
 use axum::http::Method;
 
 use crate::auth::Principal;
+use crate::bounded_map::BoundedMap;
 
 /// Routes whose only effect is commands committed under the caller's key. Besides, a revoked key
 /// sent here may still claim an `Idempotency-Key` (a row only that key could replay, and which
@@ -46,56 +43,42 @@ fn matches(pattern: &str, path: &str) -> bool {
     }
 }
 
-/// Beyond this many keys the memory starts over (each then costs one lookup again).
+/// Beyond this many keys the memory starts over.
 const CAPACITY: usize = 10_000;
 
+#[derive(Clone)]
 struct Remembered {
     principal: Principal,
     expires_at: Option<i64>,
 }
 
 /// Principals the database vouched for, by secret hash.
-#[derive(Default)]
 pub struct KeyCache {
-    entries: Mutex<HashMap<String, Remembered>>,
+    entries: BoundedMap<Remembered>,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        Self { entries: BoundedMap::new(CAPACITY) }
+    }
 }
 
 impl KeyCache {
     /// The principal of `hash` unless it is unknown here or expired at `now`.
     pub fn get(&self, hash: &str, now: i64) -> Option<Principal> {
-        let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let remembered = entries.get(hash)?;
+        let remembered = self.entries.get(hash)?;
         match remembered.expires_at {
             Some(at) if at <= now => None,
-            _ => Some(remembered.principal.clone()),
+            _ => Some(remembered.principal),
         }
     }
 
     pub fn remember(&self, hash: &str, principal: &Principal, expires_at: Option<i64>) {
-        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if entries.len() >= CAPACITY && !entries.contains_key(hash) {
-            entries.clear();
-        }
-        entries.insert(hash.to_owned(), Remembered { principal: principal.clone(), expires_at });
+        self.entries.insert(hash, Remembered { principal: principal.clone(), expires_at });
     }
 
     pub fn forget(&self, hash: &str) {
-        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(hash);
-    }
-}
-
-/// Set once a command of a request authenticated from memory commits: the write guard vouched
-/// for the key at that commit.
-#[derive(Debug, Clone, Default)]
-pub struct CommitProof(Arc<AtomicBool>);
-
-impl CommitProof {
-    pub fn set(&self) {
-        self.0.store(true, Ordering::Release);
-    }
-
-    pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.entries.remove(hash);
     }
 }
 

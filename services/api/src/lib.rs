@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod bootstrap;
+mod bounded_map;
 pub mod cli;
 pub mod config;
 mod envelope;

@@ -17,4 +17,4 @@ pub mod wiki;
 
 pub use error::{CommandError, DomainError, FieldError};
 pub use permissions::Permission;
-pub use service::{Claim, CommandContext, CommandService, Committed, Execution};
+pub use service::{Claim, CommandContext, CommandService, CommitProof, Committed, Execution};

@@ -2,6 +2,9 @@
 //! name, a read-only parent engagement or a revoked key), retried on a concurrent write or a
 //! refusal, which the retry names; returns what was committed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateError};
 use pwnbook_events::{Actor, AggregateStore, EventMetadata, NameClaim, Store};
@@ -25,6 +28,23 @@ pub struct CommandContext {
     pub actor: Actor,
     pub request_id: Option<String>,
     pub idempotency_key: Option<String>,
+    /// Set when a command run with this context commits.
+    pub commit_proof: Option<CommitProof>,
+}
+
+/// Set once a command commits: the commit's guards accepted its actor then (an event of a revoked
+/// key is refused, see the events migration 1008).
+#[derive(Debug, Clone, Default)]
+pub struct CommitProof(Arc<AtomicBool>);
+
+impl CommitProof {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// How to run one command.
@@ -171,6 +191,9 @@ impl CommandService {
                         .map(|e| serde_json::to_string(&e.payload))
                         .collect::<Result<_, _>>()
                         .map_err(|e| CommandError::Store(e.to_string()))?;
+                    if let Some(proof) = &context.commit_proof {
+                        proof.set();
+                    }
                     return Ok(Committed {
                         aggregate_type: A::TYPE,
                         aggregate_id: aggregate_id.to_owned(),

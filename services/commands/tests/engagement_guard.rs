@@ -17,6 +17,7 @@ fn context() -> CommandContext {
         actor: Actor::system(),
         request_id: None,
         idempotency_key: None,
+        commit_proof: None,
     }
 }
 

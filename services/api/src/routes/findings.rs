@@ -771,7 +771,6 @@ async fn run(
     };
     let committed =
         state.commands.execute::<Finding>(id, command, &caller.command_context(), execution).await?;
-    caller.vouched_by(&committed);
     state.visibility.wait(&committed).await?;
     match folded(state, &committed, before) {
         Some(row) => Ok(row),

@@ -1,13 +1,11 @@
 //! The engagement a child resource lives in: a deleted engagement (or another organization's)
 //! hides its children (404), an archived one makes them read-only (409).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use pwnbook_events::{Id, IdKind};
 use pwnbook_projections::engagements::{self, EngagementRow};
 
 use crate::auth::Caller;
+use crate::bounded_map::BoundedMap;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -36,25 +34,16 @@ pub async fn writable(
 
 /// The organization of each engagement this process has seen, which never changes once the
 /// engagement exists; whether it is still writable changes, and is checked by the commit itself.
-#[derive(Default)]
 pub struct EngagementOwners {
-    owners: Mutex<HashMap<String, String>>,
+    owners: BoundedMap<String>,
 }
 
 /// Engagements remembered at most (ids are 30 bytes, organizations too); beyond, it starts over.
 const OWNERS_REMEMBERED: usize = 100_000;
 
-impl EngagementOwners {
-    fn owner(&self, engagement_id: &str) -> Option<String> {
-        self.owners.lock().ok()?.get(engagement_id).cloned()
-    }
-
-    fn remember(&self, engagement_id: &str, organization_id: &str) {
-        let Ok(mut owners) = self.owners.lock() else { return };
-        if owners.len() >= OWNERS_REMEMBERED {
-            owners.clear();
-        }
-        owners.insert(engagement_id.to_owned(), organization_id.to_owned());
+impl Default for EngagementOwners {
+    fn default() -> Self {
+        Self { owners: BoundedMap::new(OWNERS_REMEMBERED) }
     }
 }
 
@@ -72,11 +61,11 @@ pub async fn write_scope(
     caller: &Caller,
     engagement_id: &str,
 ) -> Result<WriteScope, ApiError> {
-    if state.engagements.owner(engagement_id).as_deref() == Some(caller.organization_id()) {
+    if state.engagements.owners.get(engagement_id).as_deref() == Some(caller.organization_id()) {
         return Ok(WriteScope { id: engagement_id.to_owned(), read: false });
     }
     let engagement = writable(state, caller, engagement_id).await?;
-    state.engagements.remember(&engagement.id, &engagement.organization_id);
+    state.engagements.owners.insert(&engagement.id, engagement.organization_id.clone());
     Ok(WriteScope { id: engagement.id, read: true })
 }
 

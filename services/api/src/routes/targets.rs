@@ -419,7 +419,6 @@ async fn run(
     let execution = Execution { engagement_id: Some(engagement_id.to_owned()), ..execution };
     let committed =
         state.commands.execute::<Target>(id, command, &caller.command_context(), execution).await?;
-    caller.vouched_by(&committed);
     state.visibility.wait(&committed).await?;
     load(state, caller, id).await
 }

@@ -436,7 +436,6 @@ async fn run(
         fresh: matches!(command, TaskCommand::Create { .. }),
     };
     let committed = state.commands.execute::<Task>(id, command, &caller.command_context(), execution).await?;
-    caller.vouched_by(&committed);
     state.visibility.wait(&committed).await?;
     load(state, caller, id).await
 }

@@ -407,7 +407,6 @@ async fn run(
     };
     let committed =
         state.commands.execute::<WikiPage>(id, command, &caller.command_context(), execution).await?;
-    caller.vouched_by(&committed);
     state.visibility.wait(&committed).await?;
     load(state, caller, id).await
 }
