@@ -449,7 +449,7 @@ type ChildSet = (&'static str, &'static str, fn(&FindingCreated) -> &[String]);
 
 /// The `(finding id, value)` rows of one child table for `created`.
 fn child_rows<'a>(
-    created: impl IntoIterator<Item = &'a (&'a LogEvent, FindingCreated)>,
+    created: impl IntoIterator<Item = &'a Created<'a>>,
     values: fn(&FindingCreated) -> &[String],
 ) -> Vec<(&'a str, &'a str)> {
     created
@@ -465,37 +465,66 @@ const CHILD_SETS: [ChildSet; 4] = [
     ("finding_targets", "target_id", |c| &c.affected_target_ids),
 ];
 
+/// Findings per multi-row INSERT.
+const CREATED_CHUNK: usize = 100;
+
+/// The `event_type` of a creation: consecutive creations are told apart without parsing them,
+/// so that their payloads are parsed chunk by chunk while the database inserts the chunk before.
+const CREATED: &str = "finding.created";
+
+/// A creation event with its parsed payload.
+type Created<'e> = (&'e LogEvent, FindingCreated);
+
+/// Parses creation events (an event whose type says creation but whose payload does not is
+/// refused, as any payload that does not match its type).
+fn parse_created<'e>(events: &[&'e LogEvent]) -> Result<Vec<Created<'e>>, ProjectionError> {
+    events
+        .iter()
+        .map(|event| match serde_json::from_str::<FindingEvent>(&event.payload)? {
+            FindingEvent::Created(c) => Ok((*event, c)),
+            _ => Err(ProjectionError::Json(serde::de::Error::custom(format!(
+                "event {} is a {} but its payload is not",
+                event.event_id, event.event_type
+            )))),
+        })
+        .collect()
+}
+
 /// Inserts created findings with multi-row INSERTs (a rebuild is mostly creations), with their
 /// child rows and counters. A finding already present is left as it is.
 async fn insert_created(
     tx: &mut Transaction<'_, Any>,
-    created: &[(&LogEvent, FindingCreated)],
+    created: &[&LogEvent],
     counts: &mut Counts,
 ) -> Result<(), ProjectionError> {
-    let chunks: Vec<&[(&LogEvent, FindingCreated)]> = fixed_chunks(created, 100).collect();
     let backend = tx.backend_name().to_owned();
-    // On PostgreSQL the child rows go into the same statement (data-modifying CTEs): one round
-    // trip per chunk instead of two.
-    let children_inline = !sql::is_sqlite(&backend);
-    // A live batch's creations (a few chunks at most) upsert their counters in their own
-    // statements; a rebuild's thousands are counted here and flushed once, not chunk by chunk.
-    let counters_inline = children_inline && created.len() <= 100;
-    let build =
-        |chunk: &[(&LogEvent, FindingCreated)]| created_insert(chunk, children_inline, counters_inline);
+    let sqlite = sql::is_sqlite(&backend);
+    // SQLite's statement has a placeholder per value, so a few fixed chunk sizes keep it cached;
+    // PostgreSQL's is the same text for any chunk.
+    let chunks: Vec<&[&LogEvent]> = if sqlite {
+        fixed_chunks(created, CREATED_CHUNK).collect()
+    } else {
+        created.chunks(CREATED_CHUNK).collect()
+    };
+    // A live batch's creations (a few chunks at most) upsert their counters in the statement
+    // that inserts them (PostgreSQL); a rebuild's thousands are counted here and flushed once,
+    // not chunk by chunk.
+    let counters_inline = !sqlite && created.len() <= CREATED_CHUNK;
+    let build = |chunk| created_statement(chunk, sqlite, counters_inline);
     let mut next = chunks.first().map(|chunk| build(chunk)).transpose()?;
-    for (i, chunk) in chunks.iter().enumerate() {
-        let Some(statement) = next.take() else { break };
-        // The next chunk's statement is built while the server runs this one: in a rebuild the
-        // client's share (thousands of parameters) would otherwise leave the server idle.
+    for i in 0..chunks.len() {
+        let Some((statement, chunk)) = next.take() else { break };
+        // The next chunk is parsed and its statement built while the server runs this one: in a
+        // rebuild the client's share would otherwise leave the server idle.
         let (rows, following) = tokio::join!(statement.query_on(&backend).fetch_all(&mut **tx), async {
             chunks.get(i + 1).map(|chunk| build(chunk)).transpose()
         });
         next = following?;
         let inserted =
             rows?.iter().map(|row| row.try_get::<String, _>("id")).collect::<Result<HashSet<_>, _>>()?;
-        let fresh: Vec<&(&LogEvent, FindingCreated)> =
+        let fresh: Vec<&Created<'_>> =
             chunk.iter().filter(|(event, _)| inserted.contains(&event.aggregate_id)).collect();
-        if !children_inline {
+        if sqlite {
             for (table, column, values) in CHILD_SETS {
                 insert_set(tx, table, column, &child_rows(fresh.iter().copied(), values)).await?;
             }
@@ -509,16 +538,20 @@ async fn insert_created(
     Ok(())
 }
 
-/// The multi-row INSERT of `chunk`'s findings, returning the ids it inserted; with `children`,
-/// also the child rows of the findings it inserted (PostgreSQL's data-modifying CTEs), and with
-/// `counters` their counters.
-fn created_insert(
-    chunk: &[(&LogEvent, FindingCreated)],
-    children: bool,
+/// `chunk` parsed, and the statement that inserts it.
+fn created_statement<'e>(
+    chunk: &[&'e LogEvent],
+    sqlite: bool,
     counters: bool,
-) -> Result<Sql, ProjectionError> {
-    let mut query = Sql::new(if children { "WITH inserted AS (" } else { "" });
-    query.push(&format!("INSERT INTO findings ({COLUMNS}, title_key, severity_rank) VALUES "));
+) -> Result<(Sql, Vec<Created<'e>>), ProjectionError> {
+    let parsed = parse_created(chunk)?;
+    let statement = if sqlite { created_values(&parsed)? } else { created_unnest(&parsed, counters)? };
+    Ok((statement, parsed))
+}
+
+/// SQLite: the multi-row INSERT of `chunk`'s findings, returning the ids it inserted.
+fn created_values(chunk: &[Created<'_>]) -> Result<Sql, ProjectionError> {
+    let mut query = Sql::new(&format!("INSERT INTO findings ({COLUMNS}, title_key, severity_rank) VALUES "));
     for (i, (event, c)) in chunk.iter().enumerate() {
         let values: [Param; 28] = [
             event.aggregate_id.as_str().into(),
@@ -561,9 +594,89 @@ fn created_insert(
         query.push(")");
     }
     query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-    if !children {
-        return Ok(query);
+    Ok(query)
+}
+
+/// A column of created findings: the text of each, `None` for NULL.
+type TextColumn = for<'a> fn(&'a LogEvent, &'a FindingCreated) -> Option<&'a str>;
+/// A column of created findings whose values are computed.
+type ValueColumn = fn(&LogEvent, &FindingCreated) -> Result<Option<String>, serde_json::Error>;
+
+/// The text columns of a created finding, in `unnest` order.
+const CREATED_TEXTS: [(&str, TextColumn); 13] = [
+    ("id", |e, _| Some(&e.aggregate_id)),
+    ("organization_id", |_, c| Some(&c.organization_id)),
+    ("engagement_id", |_, c| Some(&c.engagement_id)),
+    ("title", |_, c| Some(&c.title)),
+    ("severity", |_, c| Some(&c.severity)),
+    ("cvss_vector", |_, c| c.cvss.as_ref().map(|v| v.vector.as_str())),
+    ("cvss_version", |_, c| c.cvss.as_ref().map(|v| v.version.as_str())),
+    ("description", |_, c| c.description.as_deref()),
+    ("impact", |_, c| c.impact.as_deref()),
+    ("remediation", |_, c| c.remediation.as_deref()),
+    ("steps_to_reproduce", |_, c| c.steps_to_reproduce.as_deref()),
+    ("status", |_, c| Some(&c.status)),
+    ("review_status", |_, c| Some(&c.review_status)),
+];
+
+/// The computed text columns (the lists as the JSON their columns hold), after the texts.
+const CREATED_VALUES: [(&str, ValueColumn); 7] = [
+    ("retest_notes", |_, c| Ok(c.retest_notes.clone())),
+    ("cwe", |_, c| serde_json::to_string(&c.cwe).map(Some)),
+    ("cve", |_, c| serde_json::to_string(&c.cve).map(Some)),
+    ("refs", |_, c| serde_json::to_string(&c.references).map(Some)),
+    ("affected_target_ids", |_, c| serde_json::to_string(&c.affected_target_ids).map(Some)),
+    ("tags", |_, c| serde_json::to_string(&c.tags).map(Some)),
+    ("title_key", |_, c| Ok(Some(c.title.to_lowercase()))),
+];
+
+/// An integer column of created findings.
+type IntColumn = fn(&LogEvent, &FindingCreated) -> i64;
+
+/// The integer columns, after the computed ones.
+const CREATED_INTS: [(&str, IntColumn); 4] = [
+    ("cvss_score", |_, c| score_key(c.cvss.as_ref())),
+    ("severity_rank", |_, c| severity_rank(&c.severity)),
+    ("recorded_at", |e, _| e.recorded_at),
+    ("version", |e, _| e.sequence),
+];
+
+/// PostgreSQL: `chunk`'s findings as one array parameter per column, unnested into rows, with
+/// the child rows of the findings it inserted and, with `counters`, their counters
+/// (data-modifying CTEs): one round trip and one statement text whatever the chunk (so it stays
+/// prepared), and far less for the server to parse and plan than a placeholder per value.
+/// Returns the ids it inserted.
+fn created_unnest(chunk: &[Created<'_>], counters: bool) -> Result<Sql, ProjectionError> {
+    let mut query = Sql::new(&format!(
+        "WITH inserted AS (INSERT INTO findings ({COLUMNS}, title_key, severity_rank) \
+         SELECT id, organization_id, engagement_id, title, severity, cvss_vector, cvss_version, cvss_score, \
+         cwe, cve, description, impact, remediation, steps_to_reproduce, refs, affected_target_ids, status, \
+         review_status, retest_notes, tags, \
+         CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), \
+         recorded_at, recorded_at, version, title_key, severity_rank FROM unnest("
+    ));
+    let mut names = Vec::new();
+    let mut arrays = Vec::new();
+    for (name, column) in CREATED_TEXTS {
+        arrays.push((sql::text_array(chunk.iter().map(|(e, c)| column(e, c))), "TEXT"));
+        names.push(name);
     }
+    for (name, column) in CREATED_VALUES {
+        let values = chunk.iter().map(|(e, c)| column(e, c)).collect::<Result<Vec<_>, _>>()?;
+        arrays.push((sql::text_array(values.iter().map(Option::as_deref)), "TEXT"));
+        names.push(name);
+    }
+    for (name, column) in CREATED_INTS {
+        arrays.push((sql::int_array(chunk.iter().map(|(e, c)| column(e, c))), "BIGINT"));
+        names.push(name);
+    }
+    for (i, (literal, ty)) in arrays.into_iter().enumerate() {
+        if i > 0 {
+            query.push(", ");
+        }
+        sql::push_array(&mut query, literal, ty);
+    }
+    query.push(&format!(") AS u ({}) ON CONFLICT (id) DO NOTHING RETURNING id", names.join(", ")));
     if counters {
         query.push(&format!(", {BUCKET_COLUMNS}"));
     }
@@ -577,13 +690,12 @@ fn created_insert(
     }
     for (n, (table, column, values)) in CHILD_SETS.into_iter().enumerate() {
         let rows = child_rows(chunk, values);
-        if rows.is_empty() {
-            continue;
-        }
         query.push(&format!(
-            ", child{n} AS (INSERT INTO {table} (finding_id, {column}) SELECT v.owner, v.value FROM (VALUES "
+            ", child{n} AS (INSERT INTO {table} (finding_id, {column}) SELECT v.owner, v.value FROM unnest("
         ));
-        push_pairs(&mut query, &rows);
+        sql::push_array(&mut query, sql::text_array(rows.iter().map(|(owner, _)| Some(*owner))), "TEXT");
+        query.push(", ");
+        sql::push_array(&mut query, sql::text_array(rows.iter().map(|(_, value)| Some(*value))), "TEXT");
         query
             .push(") AS v (owner, value) WHERE v.owner IN (SELECT id FROM inserted) ON CONFLICT DO NOTHING)");
     }
@@ -628,7 +740,7 @@ async fn apply_change(
     let mut children: Vec<(&str, &str, Vec<String>)> = Vec::new();
     let mut moved = Moved::default();
     match change {
-        FindingEvent::Created(c) => return insert_created(tx, &[(event, c)], counts).await,
+        FindingEvent::Created(_) => return insert_created(tx, &[event], counts).await,
         FindingEvent::Deleted(_) => {
             for (table, value) in [
                 ("finding_tags", "tag"),
@@ -766,19 +878,17 @@ impl Projector for FindingsProjector {
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {
         // Consecutive creations are inserted together; anything else flushes them first, since
         // it may touch one of them.
-        let mut created: Vec<(&LogEvent, FindingCreated)> = Vec::new();
+        let mut created: Vec<&LogEvent> = Vec::new();
         let mut counts = Counts::new();
         for event in events {
             let change = if deletes_engagement(event) {
                 None
             } else if event.aggregate_type == "finding" {
-                match serde_json::from_str::<FindingEvent>(&event.payload)? {
-                    FindingEvent::Created(c) => {
-                        created.push((event, c));
-                        continue;
-                    }
-                    other => Some(other),
+                if event.event_type == CREATED {
+                    created.push(event);
+                    continue;
                 }
+                Some(serde_json::from_str::<FindingEvent>(&event.payload)?)
             } else {
                 continue;
             };

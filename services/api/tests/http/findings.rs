@@ -75,6 +75,34 @@ backend_tests! {
         }
     }
 
+    async fn any_text_is_stored_as_written(db) {
+        // PostgreSQL's creations travel as array literals: quotes, backslashes, braces, commas
+        // and the word NULL must come back as they were sent.
+        let app = TestApp::spawn(db).await;
+        let engagement = id_of(&app.create_engagement(json!({"name": "Texts"})).await);
+        let awkward = "q\"u\\o{t,e} NULL \u{fc} \u{1f3af}\nline\ttab";
+        let reference = "https://a.test/a,b?q=NULL";
+        let list = format!("/api/v1/engagements/{engagement}/findings");
+        let mut created = Vec::new();
+        for (i, tag) in ["NULL", "a,b", "{x}", "\"q\"", "back\\slash"].into_iter().enumerate() {
+            let title = format!("{awkward} {i}");
+            let finding = answered_as_read(&app, app.post(&list, &json!({
+                "title": title, "severity": "low", "description": awkward, "impact": "NULL", "remediation": "{}",
+                "stepsToReproduce": "\\", "references": [reference], "retestNotes": "\"", "tags": [tag]
+            })).send().await.unwrap()).await;
+            assert_eq!(
+                (&finding["title"], &finding["description"], &finding["impact"], &finding["remediation"]),
+                (&json!(title), &json!(awkward), &json!("NULL"), &json!("{}"))
+            );
+            assert_eq!((&finding["stepsToReproduce"], &finding["retestNotes"]), (&json!("\\"), &json!("\"")));
+            assert_eq!((&finding["references"], &finding["tags"]), (&json!([reference]), &json!([tag])));
+            created.push(finding);
+        }
+        let (status, page) = parts(app.get(&format!("{list}?sort=createdAt&order=asc")).send().await.unwrap()).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["data"], json!(created));
+    }
+
     async fn findings_are_scored_created_updated_and_deleted(db) {
         let app = TestApp::spawn(db).await;
         let engagement = id_of(&app.create_engagement(json!({"name": "Web app"})).await);
