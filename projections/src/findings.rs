@@ -465,8 +465,11 @@ const CHILD_SETS: [ChildSet; 4] = [
     ("finding_targets", "target_id", |c| &c.affected_target_ids),
 ];
 
-/// Findings per multi-row INSERT.
-const CREATED_CHUNK: usize = 100;
+/// Findings per multi-row INSERT: SQLite's statement has a placeholder per value (28 per
+/// finding, under its limit of 32 766), PostgreSQL's one per column, so its chunks are larger
+/// (fewer round trips in a rebuild: 500 rows took 10 % less time than 100).
+const SQLITE_CHUNK: usize = 100;
+const POSTGRES_CHUNK: usize = 500;
 
 /// The `event_type` of a creation: consecutive creations are told apart without parsing them,
 /// so that their payloads are parsed chunk by chunk while the database inserts the chunk before.
@@ -502,51 +505,82 @@ async fn insert_created(
     // SQLite's statement has a placeholder per value, so a few fixed chunk sizes keep it cached;
     // PostgreSQL's is the same text for any chunk.
     let chunks: Vec<&[&LogEvent]> = if sqlite {
-        fixed_chunks(created, CREATED_CHUNK).collect()
+        fixed_chunks(created, SQLITE_CHUNK).collect()
     } else {
-        created.chunks(CREATED_CHUNK).collect()
+        created.chunks(POSTGRES_CHUNK).collect()
     };
     // A live batch's creations (a few chunks at most) upsert their counters in the statement
     // that inserts them (PostgreSQL); a rebuild's thousands are counted here and flushed once,
     // not chunk by chunk.
-    let counters_inline = !sqlite && created.len() <= CREATED_CHUNK;
+    let counters_inline = !sqlite && created.len() <= POSTGRES_CHUNK;
     let build = |chunk| created_statement(chunk, sqlite, counters_inline);
     let mut next = chunks.first().map(|chunk| build(chunk)).transpose()?;
+    let mut done = None;
     for i in 0..chunks.len() {
-        let Some((statement, chunk)) = next.take() else { break };
-        // The next chunk is parsed and its statement built while the server runs this one: in a
-        // rebuild the client's share would otherwise leave the server idle.
+        let Some(CreatedChunk { statement, parsed, counted }) = next.take() else { break };
+        // While the server runs this chunk's statement, the next chunk is parsed, its statement
+        // built and its counters counted, and the chunk before is dropped: in a rebuild the
+        // client's share would otherwise leave the server idle.
         let (rows, following) = tokio::join!(statement.query_on(&backend).fetch_all(&mut **tx), async {
+            drop(done.take());
             chunks.get(i + 1).map(|chunk| build(chunk)).transpose()
         });
         next = following?;
-        let inserted =
-            rows?.iter().map(|row| row.try_get::<String, _>("id")).collect::<Result<HashSet<_>, _>>()?;
-        let fresh: Vec<&Created<'_>> =
-            chunk.iter().filter(|(event, _)| inserted.contains(&event.aggregate_id)).collect();
+        let rows = rows?;
+        // Every finding of the chunk is new unless the log repeats one (the insert skips it).
+        let fresh: Vec<&Created<'_>> = if rows.len() == parsed.len() {
+            if !counters_inline {
+                for (bucket, n) in counted {
+                    *counts.entry(bucket).or_default() += n;
+                }
+            }
+            parsed.iter().collect()
+        } else {
+            let inserted =
+                rows.iter().map(|row| row.try_get::<String, _>("id")).collect::<Result<HashSet<_>, _>>()?;
+            let fresh: Vec<&Created<'_>> =
+                parsed.iter().filter(|(event, _)| inserted.contains(&event.aggregate_id)).collect();
+            if !counters_inline {
+                for (_, c) in &fresh {
+                    *counts.entry(Bucket::of(c)).or_default() += 1;
+                }
+            }
+            fresh
+        };
         if sqlite {
             for (table, column, values) in CHILD_SETS {
                 insert_set(tx, table, column, &child_rows(fresh.iter().copied(), values)).await?;
             }
         }
-        if !counters_inline {
-            for (_, c) in &fresh {
-                *counts.entry(Bucket::of(c)).or_default() += 1;
-            }
-        }
+        done = Some((rows, parsed));
     }
     Ok(())
 }
 
-/// `chunk` parsed, and the statement that inserts it.
+/// A chunk of creations ready to insert.
+struct CreatedChunk<'e> {
+    statement: Sql,
+    parsed: Vec<Created<'e>>,
+    /// The counters the chunk adds if every finding in it is new (unless the statement counts them).
+    counted: Counts,
+}
+
+/// `chunk` parsed, the statement that inserts it, and (unless the statement counts them,
+/// `counters_inline`) its counters.
 fn created_statement<'e>(
     chunk: &[&'e LogEvent],
     sqlite: bool,
-    counters: bool,
-) -> Result<(Sql, Vec<Created<'e>>), ProjectionError> {
+    counters_inline: bool,
+) -> Result<CreatedChunk<'e>, ProjectionError> {
     let parsed = parse_created(chunk)?;
-    let statement = if sqlite { created_values(&parsed)? } else { created_unnest(&parsed, counters)? };
-    Ok((statement, parsed))
+    let statement = if sqlite { created_values(&parsed)? } else { created_unnest(&parsed, counters_inline)? };
+    let mut counted = Counts::new();
+    if !counters_inline {
+        for (_, c) in &parsed {
+            *counted.entry(Bucket::of(c)).or_default() += 1;
+        }
+    }
+    Ok(CreatedChunk { statement, parsed, counted })
 }
 
 /// SQLite: the multi-row INSERT of `chunk`'s findings, returning the ids it inserted.

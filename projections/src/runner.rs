@@ -13,7 +13,7 @@ use crate::sql::Sql;
 use crate::{ProjectionError, Projector};
 
 const LIVE_BATCH: i64 = 500;
-const REBUILD_BATCH: i64 = 2_500;
+const REBUILD_BATCH: i64 = 5_000;
 
 #[derive(Clone)]
 pub struct ProjectionRunner {

@@ -9,8 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cqrs_es::DomainEvent;
 use pwnbook_events::engagement::{EngagementCreated, EngagementEvent, EngagementUpdated};
+use pwnbook_events::finding::{FindingCreated, FindingEvent};
 use pwnbook_events::sequencer::Sequencer;
 use pwnbook_events::{backend_tests, log, Backend, Empty, LogEvent, StatusChange, Store};
+use pwnbook_projections::findings::FindingsProjector;
 use pwnbook_projections::{all_projectors, ProjectionError, ProjectionRunner, Projector};
 use sqlx::{Any, Row, Transaction};
 
@@ -24,18 +26,30 @@ async fn open(url: &str) -> Store {
 
 /// Appends one event the way the command service's repositories store it.
 async fn append(store: &Store, id: &str, sequence: i64, event: EngagementEvent) {
+    append_to(store, "engagement", id, id, sequence, &event).await;
+}
+
+async fn append_to<E: DomainEvent>(
+    store: &Store,
+    aggregate_type: &str,
+    id: &str,
+    engagement: &str,
+    sequence: i64,
+    event: &E,
+) {
     let metadata = format!(
-        r#"{{"organizationId":"{ORG}","engagementId":"{id}","actorType":"system","actorName":"system"}}"#
+        r#"{{"organizationId":"{ORG}","engagementId":"{engagement}","actorType":"system","actorName":"system"}}"#
     );
     let json = if store.backend() == Backend::Postgres { "::json" } else { "" };
     sqlx::query(&format!(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-         VALUES ('engagement', $1, $2, $3, '1', $4{json}, $5{json})"
+         VALUES ($1, $2, $3, $4, '1', $5{json}, $6{json})"
     ))
+    .bind(aggregate_type)
     .bind(id)
     .bind(sequence)
     .bind(event.event_type())
-    .bind(serde_json::to_string(&event).unwrap())
+    .bind(serde_json::to_string(event).unwrap())
     .bind(metadata)
     .execute(store.pool())
     .await
@@ -189,6 +203,54 @@ backend_tests! {
         assert_eq!(all.catch_up().await.unwrap(), head);
         let too: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM recorded_too").fetch_one(store.pool()).await.unwrap();
         assert_eq!(too, head);
+    }
+
+    async fn findings_created_twice_are_inserted_and_counted_once(db) {
+        let store = open(&db.url).await;
+        let engagement = "eng_00000000000000000001";
+        append(&store, engagement, 1, created("Scope", &[])).await;
+        for i in 0..3 {
+            let finding = FindingEvent::Created(FindingCreated {
+                organization_id: ORG.to_owned(),
+                engagement_id: engagement.to_owned(),
+                title: format!("Finding {i}"),
+                severity: "high".to_owned(),
+                cvss: None,
+                cwe: vec!["CWE-79".to_owned()],
+                cve: vec![],
+                description: None,
+                impact: None,
+                remediation: None,
+                steps_to_reproduce: None,
+                references: vec![],
+                affected_target_ids: vec![],
+                status: "draft".to_owned(),
+                review_status: "in_progress".to_owned(),
+                retest_notes: None,
+                tags: vec!["a".to_owned(), "b".to_owned()],
+            });
+            append_to(&store, "finding", &format!("fnd_{i:020}"), engagement, 1, &finding).await;
+        }
+        Sequencer::new(store.clone()).settle(Duration::from_secs(10)).await.unwrap();
+        let events = log::read_after(store.pool(), 0, 100).await.unwrap();
+        assert_eq!(events.len(), 4);
+        // The same creations twice, then once more with one new in the chunk: what is there stays.
+        let mut tx = store.pool().begin().await.unwrap();
+        FindingsProjector.apply(&mut tx, &events).await.unwrap();
+        FindingsProjector.apply(&mut tx, &events).await.unwrap();
+        sqlx::query("DELETE FROM findings WHERE id = 'fnd_00000000000000000001'").execute(&mut *tx).await.unwrap();
+        sqlx::query("DELETE FROM finding_tags WHERE finding_id = 'fnd_00000000000000000001'").execute(&mut *tx).await.unwrap();
+        sqlx::query("UPDATE finding_counts SET n = n - 1").execute(&mut *tx).await.unwrap();
+        FindingsProjector.apply(&mut tx, &events).await.unwrap();
+        tx.commit().await.unwrap();
+        let count = |sql: &'static str| {
+            let pool = store.pool().clone();
+            async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap() }
+        };
+        assert_eq!(count("SELECT COUNT(*) FROM findings").await, 3);
+        assert_eq!(count("SELECT COUNT(*) FROM finding_tags").await, 6);
+        assert_eq!(count("SELECT COUNT(*) FROM finding_cwes").await, 3);
+        assert_eq!(count("SELECT CAST(SUM(n) AS BIGINT) FROM finding_counts").await, 3);
     }
 
     async fn a_rebuild_from_zero_equals_the_live_tables(db) {
