@@ -32,6 +32,10 @@ use crate::Backend;
 
 /// Rows per INSERT statement: 7 parameters each stays far below both backends' limits.
 const INSERT_CHUNK: usize = 500;
+/// Attempts of a batch that PostgreSQL rolled back of its own accord, and the pause before the
+/// n-th retry (n × this).
+const ROLLBACK_ATTEMPTS: u32 = 4;
+const ROLLBACK_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// One event as stored in `events` (payload and metadata as JSON text).
 struct Row {
@@ -178,7 +182,7 @@ impl Writer {
     /// sequencer); after a failed INSERT, each append in its own.
     async fn write(&self, pool: &AnyPool, batch: Vec<Append>) {
         let rows: Vec<&Row> = batch.iter().flat_map(|append| &append.rows).collect();
-        let failure = match self.insert(pool, &rows, self.sequencer()).await {
+        let failure = match self.insert_retrying(pool, &rows, true).await {
             Ok(()) => {
                 for append in batch {
                     let _ = append.reply.send(Ok(()));
@@ -197,11 +201,12 @@ impl Writer {
                 tracing::debug!(%error, appends = batch.len(), "a shared append failed; retrying them one by one");
                 for append in batch {
                     let rows: Vec<&Row> = append.rows.iter().collect();
-                    let outcome = self.insert(pool, &rows, None).await.map_err(|failure| match failure {
-                        Failure::Insert(error) | Failure::Transaction(error) => {
-                            persistence_error(backend, error)
-                        }
-                    });
+                    let outcome =
+                        self.insert_retrying(pool, &rows, false).await.map_err(|failure| match failure {
+                            Failure::Insert(error) | Failure::Transaction(error) => {
+                                persistence_error(backend, error)
+                            }
+                        });
                     let _ = append.reply.send(outcome);
                 }
             }
@@ -218,6 +223,28 @@ impl Writer {
                         .unwrap_or_else(|| PersistenceError::ConnectionError(message.clone().into()));
                     let _ = append.reply.send(Err(outcome));
                 }
+            }
+        }
+    }
+
+    /// `insert` (sequenced in the transaction when `sequenced` and this process runs a
+    /// sequencer), written again when PostgreSQL rolled it back to break a deadlock or a
+    /// serialization failure (another process's transaction on the same rows, e.g. a key's
+    /// revocation against the write guard's share lock): nothing of it was written, and the
+    /// same writes succeed once the other transaction is through.
+    async fn insert_retrying(&self, pool: &AnyPool, rows: &[&Row], sequenced: bool) -> Result<(), Failure> {
+        let mut attempt = 1;
+        loop {
+            let sequencer = if sequenced { self.sequencer() } else { None };
+            match self.insert(pool, rows, sequencer).await {
+                Err(Failure::Insert(error) | Failure::Transaction(error))
+                    if attempt < ROLLBACK_ATTEMPTS && rolled_back(self.backend, &error) =>
+                {
+                    tracing::info!(%error, attempt, "the database rolled a batch back; writing it again");
+                    tokio::time::sleep(ROLLBACK_PAUSE * attempt).await;
+                    attempt += 1;
+                }
+                outcome => return outcome,
             }
         }
     }
@@ -293,6 +320,14 @@ fn insert_sql(backend: Backend, rows: usize) -> String {
          VALUES {}",
         values(backend, rows, &COLUMNS)
     )
+}
+
+/// Whether PostgreSQL rolled the transaction back to break a deadlock (`40P01`) or a
+/// serialization failure (`40001`). SQLite has neither: this process's writers take turns, and
+/// another process's write lock is waited for (`busy_timeout`).
+fn rolled_back(backend: Backend, error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(error) = error else { return false };
+    backend == Backend::Postgres && matches!(error.code().as_deref(), Some("40P01" | "40001"))
 }
 
 /// Whether `error` is a constraint or trigger refusal (PostgreSQL class 23, SQLite's

@@ -418,6 +418,36 @@ backend_tests! {
     }
 }
 
+/// PostgreSQL only: a batch the database rolls back to break a deadlock (here a trigger that
+/// fails the first two attempts with `40P01`, as PostgreSQL does to one of two deadlocked
+/// transactions) is written again: the append succeeds once, sequenced, and nothing is doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_rolled_back_by_a_deadlock_is_written_again_postgres() {
+    let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
+    let store = Store::open(&db.url).await.unwrap();
+    for statement in [
+        "CREATE SEQUENCE deadlocks",
+        "CREATE FUNCTION deadlock_twice() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         IF nextval('deadlocks') <= 2 THEN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END IF; \
+         RETURN NEW; END $$",
+        "CREATE TRIGGER deadlock_twice BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION deadlock_twice()",
+    ] {
+        sqlx::query(statement).execute(store.pool()).await.unwrap();
+    }
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let handle =
+        pwnbook_events::sequencer::spawn(store.clone(), None, std::time::Duration::from_secs(3600), shutdown);
+    assert_eq!(increment(&store, "deadlocked", "org_a").await.unwrap(), 1);
+    let attempts: i64 =
+        sqlx::query_scalar("SELECT last_value FROM deadlocks").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(attempts, 3, "two rolled-back attempts, then the one that committed");
+    assert_eq!(handle.sequenced_at("counter", "deadlocked", 1), Some(1));
+    let stored: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(stored, 1);
+    assert!(log::verify_chain(&store, None).await.unwrap().valid);
+}
+
 /// Transaction A of the gap cases: it appends `slow` and stays open.
 async fn open_slow_append(store: &Store) -> sqlx::Transaction<'static, sqlx::Postgres> {
     let pool = match store.es_pool() {
