@@ -6,6 +6,36 @@
 
 use sqlx::Connection;
 
+use crate::finding::FindingCreated;
+
+/// A draft finding with only a title and a severity, as a test's creation event carries it.
+pub fn draft_finding(
+    organization_id: &str,
+    engagement_id: &str,
+    title: &str,
+    severity: &str,
+) -> FindingCreated {
+    FindingCreated {
+        organization_id: organization_id.to_owned(),
+        engagement_id: engagement_id.to_owned(),
+        title: title.to_owned(),
+        severity: severity.to_owned(),
+        cvss: None,
+        cwe: vec![],
+        cve: vec![],
+        description: None,
+        impact: None,
+        remediation: None,
+        steps_to_reproduce: None,
+        references: vec![],
+        affected_target_ids: vec![],
+        status: "draft".to_owned(),
+        review_status: "in_progress".to_owned(),
+        retest_notes: None,
+        tags: vec![],
+    }
+}
+
 pub struct TestDb {
     pub url: String,
     _dir: Option<tempfile::TempDir>,

@@ -11,6 +11,7 @@ use cqrs_es::DomainEvent;
 use pwnbook_events::engagement::{EngagementCreated, EngagementEvent, EngagementUpdated};
 use pwnbook_events::finding::{FindingCreated, FindingEvent};
 use pwnbook_events::sequencer::Sequencer;
+use pwnbook_events::testing::draft_finding;
 use pwnbook_events::{backend_tests, log, Backend, Empty, LogEvent, StatusChange, Store};
 use pwnbook_projections::findings::FindingsProjector;
 use pwnbook_projections::{all_projectors, ProjectionError, ProjectionRunner, Projector};
@@ -211,23 +212,9 @@ backend_tests! {
         append(&store, engagement, 1, created("Scope", &[])).await;
         for i in 0..3 {
             let finding = FindingEvent::Created(FindingCreated {
-                organization_id: ORG.to_owned(),
-                engagement_id: engagement.to_owned(),
-                title: format!("Finding {i}"),
-                severity: "high".to_owned(),
-                cvss: None,
                 cwe: vec!["CWE-79".to_owned()],
-                cve: vec![],
-                description: None,
-                impact: None,
-                remediation: None,
-                steps_to_reproduce: None,
-                references: vec![],
-                affected_target_ids: vec![],
-                status: "draft".to_owned(),
-                review_status: "in_progress".to_owned(),
-                retest_notes: None,
                 tags: vec!["a".to_owned(), "b".to_owned()],
+                ..draft_finding(ORG, engagement, &format!("Finding {i}"), "high")
             });
             append_to(&store, "finding", &format!("fnd_{i:020}"), engagement, 1, &finding).await;
         }

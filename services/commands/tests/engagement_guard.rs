@@ -6,7 +6,8 @@ use cqrs_es::AggregateError;
 use pwnbook_commands::engagement::{Engagement, EngagementCommand, NewEngagement};
 use pwnbook_commands::finding::{Finding, FindingCommand, NewFinding};
 use pwnbook_commands::{CommandContext, CommandError, CommandService, DomainError, Execution};
-use pwnbook_events::finding::{FindingCreated, FindingEvent};
+use pwnbook_events::finding::FindingEvent;
+use pwnbook_events::testing::draft_finding;
 use pwnbook_events::{backend_tests, Actor, AggregateStore, EventMetadata, Id, IdKind, Store};
 
 const ORG: &str = "org_01j9k2m3n4p5q6r7s8t9";
@@ -50,25 +51,7 @@ async fn commit_unchecked(store: &Store, engagement_id: &str) -> Result<(), Aggr
     let events = AggregateStore::<Finding>::new(store);
     let id = Id::generate(IdKind::Finding);
     let loaded = events.load(id.as_str()).await?;
-    let created = FindingEvent::Created(FindingCreated {
-        organization_id: ORG.to_owned(),
-        engagement_id: engagement_id.to_owned(),
-        title: "late".to_owned(),
-        severity: "low".to_owned(),
-        cvss: None,
-        cwe: vec![],
-        cve: vec![],
-        description: None,
-        impact: None,
-        remediation: None,
-        steps_to_reproduce: None,
-        references: vec![],
-        affected_target_ids: vec![],
-        status: "draft".to_owned(),
-        review_status: "in_progress".to_owned(),
-        retest_notes: None,
-        tags: vec![],
-    });
+    let created = FindingEvent::Created(draft_finding(ORG, engagement_id, "late", "low"));
     let metadata = EventMetadata {
         organization_id: ORG.to_owned(),
         engagement_id: Some(engagement_id.to_owned()),
