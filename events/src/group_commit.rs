@@ -354,6 +354,8 @@ fn persistence_error(backend: Backend, error: sqlx::Error) -> PersistenceError {
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
             PersistenceError::ConnectionError(Box::new(error))
         }
+        // Still rolled back after every attempt: the caller may retry later.
+        _ if rolled_back(backend, &error) => PersistenceError::ConnectionError(Box::new(error)),
         _ => PersistenceError::UnknownError(Box::new(error)),
     }
 }

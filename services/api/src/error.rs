@@ -37,6 +37,10 @@ pub enum ApiError {
     RateLimited { retry_after: u64 },
     #[error("{0}")]
     Unavailable(String),
+    /// The store could not take a write (logged with its cause): nothing was saved, so, unlike
+    /// the other 503s, the idempotency record lets a retry with the same key run again.
+    #[error("the store cannot take the change now; nothing was saved, retry")]
+    StoreUnavailable(String),
     /// Logged with its cause; the client sees a generic message.
     #[error("internal error")]
     Internal(String),
@@ -64,7 +68,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -82,7 +86,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             Self::Validation(_) => "VALIDATION_ERROR",
             Self::RateLimited { .. } => "RATE_LIMITED",
-            Self::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            Self::Unavailable(_) | Self::StoreUnavailable(_) => "SERVICE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -116,6 +120,10 @@ impl ApiError {
                 tracing::error!(%cause, "internal error");
                 "an unexpected error occurred".to_owned()
             }
+            Self::StoreUnavailable(cause) => {
+                tracing::warn!(%cause, "the store could not take a write");
+                self.to_string()
+            }
             Self::PayloadTooLarge(0) => "the request body is larger than the limit".to_owned(),
             other => other.to_string(),
         };
@@ -143,11 +151,19 @@ impl IntoResponse for ApiError {
             Self::RateLimited { retry_after } => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
+            Self::StoreUnavailable(_) => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+                response.extensions_mut().insert(NothingSaved);
+            }
             _ => {}
         }
         response
     }
 }
+
+/// Marks a response whose request saved nothing, whatever its status (see `idempotency`).
+#[derive(Debug, Clone, Copy)]
+pub struct NothingSaved;
 
 impl From<CommandError> for ApiError {
     fn from(error: CommandError) -> Self {
@@ -159,6 +175,7 @@ impl From<CommandError> for ApiError {
             error @ CommandError::PreconditionFailed { .. } => Self::PreconditionFailed(error.to_string()),
             error @ CommandError::KeyRevoked => Self::Unauthorized(error.to_string()),
             error @ CommandError::Contention => Self::Conflict(error.to_string()),
+            CommandError::Unavailable(cause) => Self::StoreUnavailable(cause),
             CommandError::Store(cause) => Self::Internal(cause),
         }
     }

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use crate::auth::principal_of;
-use crate::error::ApiError;
+use crate::error::{ApiError, NothingSaved};
 use crate::state::AppState;
 use crate::time::now_millis;
 
@@ -81,9 +81,12 @@ async fn run(state: &AppState, request: Request, next: Next) -> Result<Response,
 
 /// Stores `response` for replay (without any secret it carries) and returns it.
 async fn record(state: &AppState, key_id: &str, key: &str, response: Response) -> Result<Response, ApiError> {
-    if response.status() == StatusCode::INTERNAL_SERVER_ERROR {
-        // An unexpected failure promised nothing: let a retry run again. (A 503 "saved but not
-        // yet visible" did commit, so it is recorded like any other answer.)
+    if response.status() == StatusCode::INTERNAL_SERVER_ERROR
+        || response.extensions().get::<NothingSaved>().is_some()
+    {
+        // An unexpected failure promised nothing, and a store that could not take the write
+        // saved nothing: let a retry run again. (A 503 "saved but not yet visible" did commit,
+        // so it is recorded like any other answer.)
         sqlx::query("DELETE FROM idempotency_keys WHERE key_id = $1 AND idempotency_key = $2")
             .bind(key_id)
             .bind(key)

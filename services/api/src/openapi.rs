@@ -86,7 +86,7 @@ const ERRORS: &[(u16, &str)] = &[
     (422, "The data fails validation; `details` names each field"),
     (429, "Over the key's rate limit; see `Retry-After`"),
     (500, "Unexpected error"),
-    (503, "The change is saved but not yet visible, or the server is shutting down"),
+    (503, "The change is saved but not yet visible, the store cannot take it now (nothing saved; `Retry-After`), or the server is shutting down"),
 ];
 
 /// A unique, stable operation id from the route: `GET /api/v1/engagements/{id}/history` →

@@ -52,6 +52,10 @@ pub enum CommandError {
     /// Too many concurrent writers to one resource; the caller may retry.
     #[error("the resource is being changed concurrently; retry")]
     Contention,
+    /// The store could not take the write now (unreachable, or it kept rolling the batch back
+    /// to break deadlocks); nothing says the write failed for good, so the caller may retry.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
     #[error("store error: {0}")]
     Store(String),
 }

@@ -111,6 +111,7 @@ impl CommandService {
             Err(CommandError::PreconditionFailed { .. }) => "precondition_failed",
             Err(CommandError::KeyRevoked) => "key_revoked",
             Err(CommandError::Contention) => "contention",
+            Err(CommandError::Unavailable(_)) => "unavailable",
             Err(CommandError::Store(_)) => "error",
         };
         metrics::counter!("pwnbook_commands_total", "aggregate" => A::TYPE, "command" => name, "outcome" => outcome)
@@ -287,6 +288,7 @@ fn store_error(error: AggregateError<DomainError>) -> CommandError {
     match error {
         AggregateError::UserError(domain) => CommandError::Domain(domain),
         AggregateError::AggregateConflict => CommandError::Contention,
+        AggregateError::DatabaseConnectionError(cause) => CommandError::Unavailable(cause.to_string()),
         other => CommandError::Store(other.to_string()),
     }
 }

@@ -7,7 +7,7 @@ use pwnbook_api::secrets::Secret;
 use pwnbook_events::backend_tests;
 use serde_json::{json, Value};
 
-use crate::harness::{parts, run_cli, spawn_binary};
+use crate::harness::{error_code, parts, run_cli, spawn_binary, TestApp};
 
 backend_tests! {
     async fn acknowledged_writes_survive_kill_9(db) {
@@ -156,4 +156,45 @@ backend_tests! {
         let (_, verified) = parts(client.get(format!("{}/api/v1/events/verify", second.base)).bearer_auth(&key).send().await.unwrap()).await;
         assert_eq!(verified["data"]["valid"], true);
     }
+}
+
+/// PostgreSQL only: a write the store keeps rolling back (a trigger fails every attempt with
+/// `40P01`, as PostgreSQL does to one of two deadlocked transactions) is a 503 with
+/// `Retry-After` that saved nothing, and its Idempotency-Key is not spent: the same request runs
+/// again, and commits, once the store takes writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_the_store_keeps_rolling_back_is_a_503_that_saves_nothing_postgres() {
+    let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
+    let app = TestApp::spawn(db).await;
+    let engagement =
+        app.create_engagement(json!({"name": "Deadlocks"})).await["id"].as_str().unwrap().to_owned();
+    let store = pwnbook_events::Store::open(&app.db.url).await.unwrap();
+    for statement in [
+        "CREATE FUNCTION always_deadlocked() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$",
+        "CREATE TRIGGER always_deadlocked BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION always_deadlocked()",
+    ] {
+        sqlx::query(statement).execute(store.pool()).await.unwrap();
+    }
+    let findings = format!("/api/v1/engagements/{engagement}/findings");
+    let send = || {
+        app.post(&findings, &json!({"title": "Held", "severity": "low"}))
+            .header("idempotency-key", "deadlocked")
+            .send()
+    };
+    let response = send().await.unwrap();
+    assert_eq!(
+        response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned()),
+        Some("1".to_owned())
+    );
+    let (status, body) = parts(response).await;
+    assert_eq!((status, error_code(status, &body)), (503, "SERVICE_UNAVAILABLE".to_owned()));
+    sqlx::query("DROP TRIGGER always_deadlocked ON events").execute(store.pool()).await.unwrap();
+    let response = send().await.unwrap();
+    assert!(response.headers().get("idempotent-replayed").is_none(), "the 503 was not recorded");
+    let (status, body) = parts(response).await;
+    assert_eq!(status, 201, "{body}");
+    let (_, list) = parts(app.get(&findings).send().await.unwrap()).await;
+    assert_eq!(list["meta"]["total"], 1, "{list}");
+    store.close().await;
 }
