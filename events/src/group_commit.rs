@@ -201,27 +201,25 @@ impl Writer {
                 tracing::debug!(%error, appends = batch.len(), "a shared append failed; retrying them one by one");
                 for append in batch {
                     let rows: Vec<&Row> = append.rows.iter().collect();
-                    let outcome =
-                        self.insert_retrying(pool, &rows, false).await.map_err(|failure| match failure {
-                            Failure::Insert(error) | Failure::Transaction(error) => {
-                                persistence_error(backend, error)
-                            }
-                        });
+                    let outcome = self.insert_retrying(pool, &rows, false).await.map_err(|failure| {
+                        let fate = Fate::of(backend, &failure);
+                        fate.error(failure.into_error().into())
+                    });
                     let _ = append.reply.send(outcome);
                 }
             }
             // A single append's own failure, or one the whole batch shares.
-            Failure::Insert(error) | Failure::Transaction(error) => {
+            failure => {
+                let fate = Fate::of(backend, &failure);
+                let error = failure.into_error();
                 if batch.len() > 1 {
                     tracing::warn!(%error, appends = batch.len(), "a shared append failed");
                 }
                 let message = error.to_string();
-                let mut first = Some(persistence_error(backend, error));
+                let mut first = Some(error);
                 for append in batch {
-                    let outcome = first
-                        .take()
-                        .unwrap_or_else(|| PersistenceError::ConnectionError(message.clone().into()));
-                    let _ = append.reply.send(Err(outcome));
+                    let cause = first.take().map_or_else(|| message.clone().into(), Into::into);
+                    let _ = append.reply.send(Err(fate.error(cause)));
                 }
             }
         }
@@ -311,6 +309,14 @@ enum Failure {
     Transaction(sqlx::Error),
 }
 
+impl Failure {
+    fn into_error(self) -> sqlx::Error {
+        match self {
+            Self::Insert(error) | Self::Transaction(error) => error,
+        }
+    }
+}
+
 /// `INSERT INTO events … VALUES` with `rows` rows of parameters (JSON text cast to the columns'
 /// type on PostgreSQL).
 fn insert_sql(backend: Backend, rows: usize) -> String {
@@ -340,22 +346,43 @@ fn refused(backend: Backend, error: &dyn sqlx::error::DatabaseError) -> bool {
     }
 }
 
-/// The error as the cqrs-es repositories report it: a clash on a unique key (a concurrent
-/// append, a taken name, a refused engagement, see the migrations) is an optimistic-lock conflict.
-fn persistence_error(backend: Backend, error: sqlx::Error) -> PersistenceError {
-    let conflict_code = match backend {
-        Backend::Sqlite => "1555",
-        Backend::Postgres => "23505",
-    };
-    match &error {
-        sqlx::Error::Database(db) if db.code().as_deref() == Some(conflict_code) => {
-            PersistenceError::OptimisticLockError
+/// What a failed batch tells its appends, as the cqrs-es repositories report it.
+#[derive(Debug, Clone, Copy)]
+enum Fate {
+    /// A clash on a unique key (a concurrent append, a taken name, a refused engagement, see the
+    /// migrations): an optimistic-lock conflict.
+    Conflict,
+    /// Certainly not committed, through no fault of the append (the pool, the connection before
+    /// COMMIT, a rollback PostgreSQL kept choosing): the caller may retry.
+    NotSaved,
+    /// Anything else, including a connection lost at COMMIT, whose outcome is unknown.
+    Unknown,
+}
+
+impl Fate {
+    fn of(backend: Backend, failure: &Failure) -> Self {
+        let conflict_code = match backend {
+            Backend::Sqlite => "1555",
+            Backend::Postgres => "23505",
+        };
+        let (error, before_commit) = match failure {
+            Failure::Insert(error) => (error, true),
+            Failure::Transaction(error) => (error, false),
+        };
+        match error {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some(conflict_code) => Self::Conflict,
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => Self::NotSaved,
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) if before_commit => Self::NotSaved,
+            error if rolled_back(backend, error) => Self::NotSaved,
+            _ => Self::Unknown,
         }
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-            PersistenceError::ConnectionError(Box::new(error))
+    }
+
+    fn error(self, cause: Box<dyn std::error::Error + Send + Sync>) -> PersistenceError {
+        match self {
+            Self::Conflict => PersistenceError::OptimisticLockError,
+            Self::NotSaved => PersistenceError::ConnectionError(cause),
+            Self::Unknown => PersistenceError::UnknownError(cause),
         }
-        // Still rolled back after every attempt: the caller may retry later.
-        _ if rolled_back(backend, &error) => PersistenceError::ConnectionError(Box::new(error)),
-        _ => PersistenceError::UnknownError(Box::new(error)),
     }
 }
