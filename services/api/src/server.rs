@@ -20,7 +20,7 @@ use crate::bootstrap::{first_start, open_store, sync_read_side};
 use crate::config::Settings;
 use crate::key_cache::KeyCache;
 use crate::rate_limit::RateLimits;
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::visibility::Visibility;
 use crate::webhooks::{self, DeliveryPolicy};
 use crate::{envelope, metrics, request_id, routes, StartError};
@@ -71,7 +71,7 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
     let rate_limits = Arc::new(RateLimits::new(settings.rate_limit_per_minute));
     spawn_rate_limit_cleanup(rate_limits.clone(), shutdown_rx.clone());
     metrics::handle();
-    let state = AppState {
+    let state = AppState::new(Shared {
         store: store.clone(),
         commands: CommandService::new(store.clone()),
         visibility: Visibility::new(store, sequencer, projections, projection_runner.clone()),
@@ -84,7 +84,7 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
         shutdown: shutdown_rx.clone(),
         sse_heartbeat: Duration::from_secs(settings.sse_heartbeat_seconds.get().into()),
         webhook_allow_private: settings.webhook_allow_private,
-    };
+    });
     let policy = DeliveryPolicy {
         allow_private: settings.webhook_allow_private,
         retry_base: Duration::from_millis(settings.webhook_retry_base_ms),

@@ -14,8 +14,27 @@ use crate::rate_limit::RateLimits;
 use crate::routes::scope::EngagementOwners;
 use crate::visibility::Visibility;
 
+/// Cloned for every handler and middleware of every request: one reference count, rather than
+/// one per shared part (the store's pools, the command service, the caches…), which the cores
+/// would otherwise bounce between them on each clone and drop.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub store: Store,
     pub commands: CommandService,
     pub visibility: Visibility,
