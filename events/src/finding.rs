@@ -5,6 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Empty, StatusChange};
 
+/// The `event_type` of a creation (also its serde tag below), which readers of the log may match
+/// without parsing the payload.
+pub const CREATED: &str = "finding.created";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FindingEvent {
     #[serde(rename = "finding.created")]
@@ -101,7 +105,7 @@ impl FindingUpdated {
 impl DomainEvent for FindingEvent {
     fn event_type(&self) -> String {
         match self {
-            Self::Created(_) => "finding.created",
+            Self::Created(_) => CREATED,
             Self::Updated(_) => "finding.updated",
             Self::StatusChanged(_) => "finding.status_changed",
             Self::ReviewStatusChanged(_) => "finding.review_status_changed",
@@ -112,5 +116,18 @@ impl DomainEvent for FindingEvent {
 
     fn event_version(&self) -> String {
         "1".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_creation_is_tagged_with_its_event_type() {
+        let created = FindingEvent::Created(crate::testing::draft_finding("org_a", "eng_a", "t", "low"));
+        let json: serde_json::Value = serde_json::to_value(&created).unwrap_or_default();
+        assert!(json.get(CREATED).is_some(), "{json}");
+        assert_eq!(created.event_type(), CREATED);
     }
 }

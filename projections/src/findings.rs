@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
-use pwnbook_events::finding::{Cvss, FindingCreated, FindingEvent};
+use pwnbook_events::finding::{self, Cvss, FindingCreated, FindingEvent};
 use pwnbook_events::LogEvent;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
@@ -471,10 +471,6 @@ const CHILD_SETS: [ChildSet; 4] = [
 const SQLITE_CHUNK: usize = 100;
 const POSTGRES_CHUNK: usize = 500;
 
-/// The `event_type` of a creation: consecutive creations are told apart without parsing them,
-/// so that their payloads are parsed chunk by chunk while the database inserts the chunk before.
-const CREATED: &str = "finding.created";
-
 /// A creation event with its parsed payload.
 type Created<'e> = (&'e LogEvent, FindingCreated);
 
@@ -918,7 +914,9 @@ impl Projector for FindingsProjector {
             let change = if deletes_engagement(event) {
                 None
             } else if event.aggregate_type == "finding" {
-                if event.event_type == CREATED {
+                // Told apart without parsing, so that creations are parsed chunk by chunk while
+                // the database inserts the chunk before.
+                if event.event_type == finding::CREATED {
                     created.push(event);
                     continue;
                 }
