@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::list::{self, Order, SortValue, Window};
-use crate::sql::{self, deletes_engagement, purge_engagement, replace_set, Param, Sql};
+use crate::sql::{self, deletes_engagement, purge_engagement, replace_set, Sql};
 use crate::{ProjectionError, Projector};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -581,50 +581,40 @@ fn created_statement<'e>(
 
 /// SQLite: the multi-row INSERT of `chunk`'s findings, returning the ids it inserted.
 fn created_values(chunk: &[Created<'_>]) -> Result<Sql, ProjectionError> {
-    let mut query = Sql::new(&format!("INSERT INTO findings ({COLUMNS}, title_key, severity_rank) VALUES "));
-    for (i, (event, c)) in chunk.iter().enumerate() {
-        let values: [Param; 28] = [
-            event.aggregate_id.as_str().into(),
-            c.organization_id.as_str().into(),
-            c.engagement_id.as_str().into(),
-            c.title.as_str().into(),
-            c.severity.as_str().into(),
-            c.cvss.as_ref().map(|v| v.vector.clone()).into(),
-            c.cvss.as_ref().map(|v| v.version.clone()).into(),
-            score_key(c.cvss.as_ref()).into(),
-            serde_json::to_string(&c.cwe)?.into(),
-            serde_json::to_string(&c.cve)?.into(),
-            c.description.clone().into(),
-            c.impact.clone().into(),
-            c.remediation.clone().into(),
-            c.steps_to_reproduce.clone().into(),
-            serde_json::to_string(&c.references)?.into(),
-            serde_json::to_string(&c.affected_target_ids)?.into(),
-            c.status.as_str().into(),
-            c.review_status.as_str().into(),
-            c.retest_notes.clone().into(),
-            serde_json::to_string(&c.tags)?.into(),
-            // Only transitions set the opened, remediated and closed times.
-            None::<i64>.into(),
-            None::<i64>.into(),
-            None::<i64>.into(),
-            event.recorded_at.into(),
-            event.recorded_at.into(),
-            event.sequence.into(),
-            c.title.to_lowercase().into(),
-            severity_rank(&c.severity).into(),
-        ];
+    let mut query = Sql::new(&format!("INSERT INTO findings ({}) VALUES ", created_columns()));
+    for (i, (e, c)) in chunk.iter().enumerate() {
         query.push(if i == 0 { "(" } else { ", (" });
-        for (j, value) in values.into_iter().enumerate() {
-            if j > 0 {
-                query.push(", ");
-            }
-            query.bind(value);
+        for (_, column) in CREATED_TEXTS {
+            query.bind(column(e, c).map(str::to_owned)).push(", ");
         }
-        query.push(")");
+        for (_, column) in CREATED_VALUES {
+            query.bind(column(e, c)?).push(", ");
+        }
+        for (_, column) in CREATED_INTS {
+            query.bind(column(e, c)).push(", ");
+        }
+        query.bind(e.recorded_at).push(")");
     }
     query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
     Ok(query)
+}
+
+/// The columns a creation sets, in the order of `CREATED_TEXTS`, `CREATED_VALUES` and
+/// `CREATED_INTS`, then `updated_at` (its creation time); only transitions set the opened,
+/// remediated and closed times, which stay NULL.
+fn created_columns() -> String {
+    format!("{}, updated_at", created_names())
+}
+
+/// The columns of `CREATED_TEXTS`, `CREATED_VALUES` and `CREATED_INTS`, in order.
+fn created_names() -> String {
+    let names: Vec<&str> = CREATED_TEXTS
+        .iter()
+        .map(|(name, _)| *name)
+        .chain(CREATED_VALUES.iter().map(|(name, _)| *name))
+        .chain(CREATED_INTS.iter().map(|(name, _)| *name))
+        .collect();
+    names.join(", ")
 }
 
 /// A column of created findings: the text of each, `None` for NULL.
@@ -667,7 +657,7 @@ type IntColumn = fn(&LogEvent, &FindingCreated) -> i64;
 const CREATED_INTS: [(&str, IntColumn); 4] = [
     ("cvss_score", |_, c| score_key(c.cvss.as_ref())),
     ("severity_rank", |_, c| severity_rank(&c.severity)),
-    ("recorded_at", |e, _| e.recorded_at),
+    ("created_at", |e, _| e.recorded_at),
     ("version", |e, _| e.sequence),
 ];
 
@@ -677,28 +667,20 @@ const CREATED_INTS: [(&str, IntColumn); 4] = [
 /// prepared), and far less for the server to parse and plan than a placeholder per value.
 /// Returns the ids it inserted.
 fn created_unnest(chunk: &[Created<'_>], counters: bool) -> Result<Sql, ProjectionError> {
+    let columns = created_columns();
     let mut query = Sql::new(&format!(
-        "WITH inserted AS (INSERT INTO findings ({COLUMNS}, title_key, severity_rank) \
-         SELECT id, organization_id, engagement_id, title, severity, cvss_vector, cvss_version, cvss_score, \
-         cwe, cve, description, impact, remediation, steps_to_reproduce, refs, affected_target_ids, status, \
-         review_status, retest_notes, tags, \
-         CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), \
-         recorded_at, recorded_at, version, title_key, severity_rank FROM unnest("
+        "WITH inserted AS (INSERT INTO findings ({columns}) SELECT *, created_at FROM unnest("
     ));
-    let mut names = Vec::new();
     let mut arrays = Vec::new();
-    for (name, column) in CREATED_TEXTS {
+    for (_, column) in CREATED_TEXTS {
         arrays.push((sql::text_array(chunk.iter().map(|(e, c)| column(e, c))), "TEXT"));
-        names.push(name);
     }
-    for (name, column) in CREATED_VALUES {
+    for (_, column) in CREATED_VALUES {
         let values = chunk.iter().map(|(e, c)| column(e, c)).collect::<Result<Vec<_>, _>>()?;
         arrays.push((sql::text_array(values.iter().map(Option::as_deref)), "TEXT"));
-        names.push(name);
     }
-    for (name, column) in CREATED_INTS {
+    for (_, column) in CREATED_INTS {
         arrays.push((sql::int_array(chunk.iter().map(|(e, c)| column(e, c))), "BIGINT"));
-        names.push(name);
     }
     for (i, (literal, ty)) in arrays.into_iter().enumerate() {
         if i > 0 {
@@ -706,7 +688,7 @@ fn created_unnest(chunk: &[Created<'_>], counters: bool) -> Result<Sql, Projecti
         }
         sql::push_array(&mut query, literal, ty);
     }
-    query.push(&format!(") AS u ({}) ON CONFLICT (id) DO NOTHING RETURNING id", names.join(", ")));
+    query.push(&format!(") AS u ({}) ON CONFLICT (id) DO NOTHING RETURNING id", created_names()));
     if counters {
         query.push(&format!(", {BUCKET_COLUMNS}"));
     }

@@ -20,6 +20,7 @@ use crate::bootstrap::{first_start, open_store, sync_read_side};
 use crate::config::Settings;
 use crate::key_cache::KeyCache;
 use crate::rate_limit::RateLimits;
+use crate::routes::scope::EngagementOwners;
 use crate::state::{AppState, Shared};
 use crate::visibility::Visibility;
 use crate::webhooks::{self, DeliveryPolicy};
@@ -77,9 +78,9 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
         visibility: Visibility::new(store, sequencer, projections, projection_runner.clone()),
         projections: projection_runner,
         rate_limits,
-        usage: Arc::new(UsageTracker::default()),
-        keys: Arc::new(KeyCache::default()),
-        engagements: Arc::default(),
+        usage: UsageTracker::default(),
+        keys: KeyCache::default(),
+        engagements: EngagementOwners::default(),
         body_limit: settings.body_limit,
         shutdown: shutdown_rx.clone(),
         sse_heartbeat: Duration::from_secs(settings.sse_heartbeat_seconds.get().into()),

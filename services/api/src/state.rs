@@ -39,9 +39,9 @@ pub struct Shared {
     pub commands: CommandService,
     pub visibility: Visibility,
     pub rate_limits: Arc<RateLimits>,
-    pub usage: Arc<UsageTracker>,
-    pub keys: Arc<KeyCache>,
-    pub engagements: Arc<EngagementOwners>,
+    pub usage: UsageTracker,
+    pub keys: KeyCache,
+    pub engagements: EngagementOwners,
     pub projections: ProjectionRunner,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
