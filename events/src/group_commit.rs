@@ -1,7 +1,6 @@
 //! Group commit: appends that arrive while another is being written go to the database together,
-//! in one transaction with one INSERT (PostgreSQL) or multi-row INSERTs (SQLite), so concurrent
-//! commands share one commit (one WAL flush, one fsync on SQLite) instead of queueing for the
-//! write lock one by one.
+//! in one transaction with multi-row INSERTs, so concurrent commands share one commit (one WAL
+//! flush, one fsync on SQLite) instead of queueing for the write lock one by one.
 //!
 //! Each command's events stay all-or-nothing: when an INSERT of a batch is refused by a
 //! constraint or trigger (a concurrent append to the same aggregate, a name already taken, a
@@ -28,10 +27,10 @@ use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::sequencer::Sequencer;
-use crate::values::{int_array, sqlite_rows, text_array};
+use crate::values::values;
 use crate::Backend;
 
-/// Rows per SQLite INSERT statement: 7 parameters each stays far below its limit.
+/// Rows per INSERT statement: 7 parameters each stays far below both backends' limits.
 const INSERT_CHUNK: usize = 500;
 /// Attempts of a batch that PostgreSQL rolled back of its own accord, and the pause before the
 /// n-th retry (n × this).
@@ -248,11 +247,11 @@ impl Writer {
         }
     }
 
-    /// One transaction of the batch's INSERTs, and the sequencing of what it wrote when
+    /// One transaction of multi-row INSERTs, and the sequencing of what it wrote when
     /// `sequencer` is given; should the sequencing (or the in-batch projection) fail, nothing is
-    /// committed and the rows are written again unsequenced, for the sequencer task. On SQLite
-    /// each batch size is a statement of its own: only the one-row INSERT is prepared and kept,
-    /// so that varying sizes do not evict the connection's other cached statements.
+    /// committed and the rows are written again unsequenced, for the sequencer task. Each batch
+    /// size is a statement of its own: only the one-row INSERT is prepared and kept, so that
+    /// varying sizes do not evict the connection's other cached statements.
     async fn insert(
         &self,
         pool: &AnyPool,
@@ -266,25 +265,20 @@ impl Writer {
         };
         loop {
             let mut tx = pool.begin().await.map_err(Failure::Transaction)?;
-            match self.backend {
-                Backend::Postgres => insert_arrays(&mut tx, rows).await.map_err(Failure::Insert)?,
-                Backend::Sqlite => {
-                    for chunk in rows.chunks(INSERT_CHUNK) {
-                        let sql = insert_sql(chunk.len());
-                        let mut query = sqlx::query(&sql).persistent(chunk.len() == 1);
-                        for row in chunk {
-                            query = query
-                                .bind(row.aggregate_type.as_str())
-                                .bind(row.aggregate_id.as_str())
-                                .bind(row.sequence)
-                                .bind(row.event_type.as_str())
-                                .bind(row.event_version.as_str())
-                                .bind(row.payload.as_str())
-                                .bind(row.metadata.as_str());
-                        }
-                        query.execute(&mut *tx).await.map_err(Failure::Insert)?;
-                    }
+            for chunk in rows.chunks(INSERT_CHUNK) {
+                let sql = insert_sql(self.backend, chunk.len());
+                let mut query = sqlx::query(&sql).persistent(chunk.len() == 1);
+                for row in chunk {
+                    query = query
+                        .bind(row.aggregate_type.as_str())
+                        .bind(row.aggregate_id.as_str())
+                        .bind(row.sequence)
+                        .bind(row.event_type.as_str())
+                        .bind(row.event_version.as_str())
+                        .bind(row.payload.as_str())
+                        .bind(row.metadata.as_str());
                 }
+                query.execute(&mut *tx).await.map_err(Failure::Insert)?;
             }
             let sequenced = match &sequencer {
                 Some(active) => match active.try_sequence_in(&mut tx).await {
@@ -323,43 +317,15 @@ impl Failure {
     }
 }
 
-/// SQLite: `INSERT INTO events … VALUES` with `rows` rows of parameters.
-fn insert_sql(rows: usize) -> String {
+/// `INSERT INTO events … VALUES` with `rows` rows of parameters (JSON text cast to the columns'
+/// type on PostgreSQL).
+fn insert_sql(backend: Backend, rows: usize) -> String {
+    const COLUMNS: [&str; 7] = ["{}", "{}", "{}", "{}", "{}", "CAST({} AS json)", "CAST({} AS json)"];
     format!(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
          VALUES {}",
-        sqlite_rows(rows, 7)
+        values(backend, rows, &COLUMNS)
     )
-}
-
-/// PostgreSQL: the batch's rows as one array parameter per column, unnested into rows in their
-/// order (which is commit order within the batch: an append's events keep their sequence's
-/// order). One statement text whatever the batch, so it stays prepared: no parse, plan or
-/// extra round trip per batch, as a placeholder per value would cost.
-async fn insert_arrays(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    rows: &[&Row],
-) -> Result<(), sqlx::Error> {
-    let texts = |column: fn(&Row) -> &str| text_array(rows.iter().map(|row| Some(column(row))));
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-         SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, \
-                CAST(payload AS json), CAST(metadata AS json) \
-           FROM unnest(CAST($1 AS TEXT[]), CAST($2 AS TEXT[]), CAST($3 AS BIGINT[]), CAST($4 AS TEXT[]), \
-                       CAST($5 AS TEXT[]), CAST($6 AS TEXT[]), CAST($7 AS TEXT[])) WITH ORDINALITY \
-                AS u (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, n) \
-          ORDER BY n",
-    )
-    .bind(texts(|row| &row.aggregate_type))
-    .bind(texts(|row| &row.aggregate_id))
-    .bind(int_array(rows.iter().map(|row| row.sequence)))
-    .bind(texts(|row| &row.event_type))
-    .bind(texts(|row| &row.event_version))
-    .bind(texts(|row| &row.payload))
-    .bind(texts(|row| &row.metadata))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// Whether PostgreSQL rolled the transaction back to break a deadlock (`40P01`) or a

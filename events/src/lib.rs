@@ -19,7 +19,7 @@ pub mod target;
 pub mod task;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod values;
+mod values;
 pub mod webhook;
 pub mod wiki;
 

@@ -18,8 +18,7 @@
 //! A batch costs a fixed number of statements whatever its size: the state row holds the cursor
 //! and the log head together, the chain heads of the organizations seen by the previous batch are
 //! kept in memory (valid while the stored head is the one that batch wrote, i.e. no other
-//! sequencer appended since), and the batch's rows go in as one array per column (PostgreSQL) or
-//! multi-row INSERTs (SQLite).
+//! sequencer appended since), and the batch's rows go in as multi-row INSERTs.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -35,7 +34,7 @@ use tokio::sync::{watch, Notify};
 use crate::hash::{chain_hash, GENESIS};
 use crate::ids::{Id, IdKind};
 use crate::log::LogEvent;
-use crate::values::{int_array, sqlite_rows, text_array};
+use crate::values::values;
 use crate::{Backend, Store, StoreError};
 
 /// Key of the PostgreSQL advisory lock that serializes sequencer batches.
@@ -43,7 +42,7 @@ const SEQUENCER_LOCK: i64 = 0x7077_6e62_6f6f_6b01;
 /// The two keys of the shared advisory lock every writer of `events` holds (migration 1006).
 const WRITERS_LOCK: (i64, i64) = (0x7077_6e62, 0x6f6f_6b02);
 const DEFAULT_BATCH: i64 = 1_000;
-/// Rows per SQLite INSERT statement: 14 parameters each stays far below its limit.
+/// Rows per INSERT statement: 14 parameters each stays far below both backends' limits.
 const INSERT_CHUNK: usize = 200;
 /// Organizations per chain-head lookup (SQLite allows 500 terms in one compound SELECT).
 const LOOKUP_CHUNK: usize = 200;
@@ -529,74 +528,33 @@ async fn chain_heads(
         .collect::<Result<_, sqlx::Error>>()?)
 }
 
-/// Appends `rows` to the log and moves the sequencer's state to `state`. On PostgreSQL that is
-/// one prepared statement whatever the batch: the rows as one array parameter per column,
-/// unnested in position order, and the state updated by a data-modifying CTE.
+/// Appends `rows` to the log and moves the sequencer's state to `state`; on PostgreSQL the state
+/// is updated by the last INSERT statement itself (a data-modifying CTE), one round trip fewer.
 async fn insert(
     tx: &mut Transaction<'_, Any>,
     backend: Backend,
     rows: &[LogEvent],
     state: &State,
 ) -> Result<(), StoreError> {
-    match backend {
-        Backend::Postgres => insert_arrays(tx, rows, state).await,
-        Backend::Sqlite => insert_values(tx, rows, state).await,
-    }
-}
-
-async fn insert_arrays(
-    tx: &mut Transaction<'_, Any>,
-    rows: &[LogEvent],
-    state: &State,
-) -> Result<(), StoreError> {
-    let texts = |column: fn(&LogEvent) -> &str| text_array(rows.iter().map(|row| Some(column(row))));
-    let ints = |column: fn(&LogEvent) -> i64| int_array(rows.iter().map(column));
-    sqlx::query(
-        "WITH state AS (UPDATE sequencer_state SET last_tx = $15, last_no = $16, head = $17 WHERE id = 1) \
-         INSERT INTO event_log (position, event_id, organization_id, engagement_id, aggregate_type, \
-                                aggregate_id, sequence, event_type, event_version, payload, metadata, \
-                                recorded_at, prev_hash, hash) \
-         SELECT * FROM unnest(CAST($1 AS BIGINT[]), CAST($2 AS TEXT[]), CAST($3 AS TEXT[]), \
-                              CAST($4 AS TEXT[]), CAST($5 AS TEXT[]), CAST($6 AS TEXT[]), \
-                              CAST($7 AS BIGINT[]), CAST($8 AS TEXT[]), CAST($9 AS TEXT[]), \
-                              CAST($10 AS TEXT[]), CAST($11 AS TEXT[]), CAST($12 AS BIGINT[]), \
-                              CAST($13 AS TEXT[]), CAST($14 AS TEXT[])) AS u \
-          ORDER BY 1",
-    )
-    .bind(ints(|row| row.position))
-    .bind(texts(|row| &row.event_id))
-    .bind(texts(|row| &row.organization_id))
-    .bind(text_array(rows.iter().map(|row| row.engagement_id.as_deref())))
-    .bind(texts(|row| &row.aggregate_type))
-    .bind(texts(|row| &row.aggregate_id))
-    .bind(ints(|row| row.sequence))
-    .bind(texts(|row| &row.event_type))
-    .bind(texts(|row| &row.event_version))
-    .bind(texts(|row| &row.payload))
-    .bind(texts(|row| &row.metadata))
-    .bind(ints(|row| row.recorded_at))
-    .bind(texts(|row| &row.prev_hash))
-    .bind(texts(|row| &row.hash))
-    .bind(&state.last_tx)
-    .bind(state.last_no)
-    .bind(state.head)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// SQLite: multi-row INSERTs, then the state.
-async fn insert_values(
-    tx: &mut Transaction<'_, Any>,
-    rows: &[LogEvent],
-    state: &State,
-) -> Result<(), StoreError> {
-    for chunk in rows.chunks(INSERT_CHUNK) {
+    let chunks = rows.chunks(INSERT_CHUNK).count();
+    for (index, chunk) in rows.chunks(INSERT_CHUNK).enumerate() {
+        let with_state = backend == Backend::Postgres && index + 1 == chunks;
+        let params = chunk.len() * 14;
+        let prefix = if with_state {
+            format!(
+                "WITH state AS (UPDATE sequencer_state SET last_tx = ${}, last_no = ${}, head = ${} WHERE id = 1) ",
+                params + 1,
+                params + 2,
+                params + 3
+            )
+        } else {
+            String::new()
+        };
         let sql = format!(
-            "INSERT INTO event_log (position, event_id, organization_id, engagement_id, aggregate_type, \
+            "{prefix}INSERT INTO event_log (position, event_id, organization_id, engagement_id, aggregate_type, \
              aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, prev_hash, hash) \
              VALUES {}",
-            sqlite_rows(chunk.len(), 14)
+            values(backend, chunk.len(), &["{}"; 14])
         );
         let mut query = sqlx::query(&sql).persistent(chunk.len() == 1);
         for row in chunk {
@@ -616,14 +574,19 @@ async fn insert_values(
                 .bind(&row.prev_hash)
                 .bind(&row.hash);
         }
+        if with_state {
+            query = query.bind(&state.last_tx).bind(state.last_no).bind(state.head);
+        }
         query.execute(&mut **tx).await?;
     }
-    sqlx::query("UPDATE sequencer_state SET last_tx = $1, last_no = $2, head = $3 WHERE id = 1")
-        .bind(&state.last_tx)
-        .bind(state.last_no)
-        .bind(state.head)
-        .execute(&mut **tx)
-        .await?;
+    if backend == Backend::Sqlite {
+        sqlx::query("UPDATE sequencer_state SET last_tx = $1, last_no = $2, head = $3 WHERE id = 1")
+            .bind(&state.last_tx)
+            .bind(state.last_no)
+            .bind(state.head)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use pwnbook_events::finding::{self, Cvss, FindingCreated, FindingEvent};
-use pwnbook_events::{values, LogEvent};
+use pwnbook_events::LogEvent;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
@@ -673,14 +673,14 @@ fn created_unnest(chunk: &[Created<'_>], counters: bool) -> Result<Sql, Projecti
     ));
     let mut arrays = Vec::new();
     for (_, column) in CREATED_TEXTS {
-        arrays.push((values::text_array(chunk.iter().map(|(e, c)| column(e, c))), "TEXT"));
+        arrays.push((sql::text_array(chunk.iter().map(|(e, c)| column(e, c))), "TEXT"));
     }
     for (_, column) in CREATED_VALUES {
-        let texts = chunk.iter().map(|(e, c)| column(e, c)).collect::<Result<Vec<_>, _>>()?;
-        arrays.push((values::text_array(texts.iter().map(Option::as_deref)), "TEXT"));
+        let values = chunk.iter().map(|(e, c)| column(e, c)).collect::<Result<Vec<_>, _>>()?;
+        arrays.push((sql::text_array(values.iter().map(Option::as_deref)), "TEXT"));
     }
     for (_, column) in CREATED_INTS {
-        arrays.push((values::int_array(chunk.iter().map(|(e, c)| column(e, c))), "BIGINT"));
+        arrays.push((sql::int_array(chunk.iter().map(|(e, c)| column(e, c))), "BIGINT"));
     }
     for (i, (literal, ty)) in arrays.into_iter().enumerate() {
         if i > 0 {
@@ -705,9 +705,9 @@ fn created_unnest(chunk: &[Created<'_>], counters: bool) -> Result<Sql, Projecti
         query.push(&format!(
             ", child{n} AS (INSERT INTO {table} (finding_id, {column}) SELECT v.owner, v.value FROM unnest("
         ));
-        sql::push_array(&mut query, values::text_array(rows.iter().map(|(owner, _)| Some(*owner))), "TEXT");
+        sql::push_array(&mut query, sql::text_array(rows.iter().map(|(owner, _)| Some(*owner))), "TEXT");
         query.push(", ");
-        sql::push_array(&mut query, values::text_array(rows.iter().map(|(_, value)| Some(*value))), "TEXT");
+        sql::push_array(&mut query, sql::text_array(rows.iter().map(|(_, value)| Some(*value))), "TEXT");
         query
             .push(") AS v (owner, value) WHERE v.owner IN (SELECT id FROM inserted) ON CONFLICT DO NOTHING)");
     }
