@@ -27,11 +27,12 @@ use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::sequencer::Sequencer;
-use crate::values::values;
+use crate::values::{power_of_two_chunks, values};
 use crate::Backend;
 
-/// Rows per INSERT statement: 7 parameters each stays far below both backends' limits.
-const INSERT_CHUNK: usize = 500;
+/// Most rows per INSERT statement (a power of two): 7 parameters each stays far below both
+/// backends' limits.
+const INSERT_CHUNK: usize = 512;
 /// Attempts of a batch that PostgreSQL rolled back of its own accord, and the pause before the
 /// n-th retry (n × this).
 const ROLLBACK_ATTEMPTS: u32 = 4;
@@ -249,9 +250,8 @@ impl Writer {
 
     /// One transaction of multi-row INSERTs, and the sequencing of what it wrote when
     /// `sequencer` is given; should the sequencing (or the in-batch projection) fail, nothing is
-    /// committed and the rows are written again unsequenced, for the sequencer task. Each batch
-    /// size is a statement of its own: only the one-row INSERT is prepared and kept, so that
-    /// varying sizes do not evict the connection's other cached statements.
+    /// committed and the rows are written again unsequenced, for the sequencer task. The rows go
+    /// in power-of-two chunks, whose statements stay prepared on the writer's connection.
     async fn insert(
         &self,
         pool: &AnyPool,
@@ -265,9 +265,9 @@ impl Writer {
         };
         loop {
             let mut tx = pool.begin().await.map_err(Failure::Transaction)?;
-            for chunk in rows.chunks(INSERT_CHUNK) {
+            for chunk in power_of_two_chunks(rows, INSERT_CHUNK) {
                 let sql = insert_sql(self.backend, chunk.len());
-                let mut query = sqlx::query(&sql).persistent(chunk.len() == 1);
+                let mut query = sqlx::query(&sql);
                 for row in chunk {
                     query = query
                         .bind(row.aggregate_type.as_str())

@@ -15,10 +15,11 @@
 //! another database) hold nothing back. SQLite has one writer at a time, so its rowid order is
 //! commit order.
 //!
-//! A batch costs a fixed number of statements whatever its size: the state row holds the cursor
+//! A batch costs a handful of statements whatever its size: the state row holds the cursor
 //! and the log head together, the chain heads of the organizations seen by the previous batch are
 //! kept in memory (valid while the stored head is the one that batch wrote, i.e. no other
-//! sequencer appended since), and the batch's rows go in as multi-row INSERTs.
+//! sequencer appended since), and the batch's rows go in as multi-row INSERTs of power-of-two
+//! sizes (one per set bit of the batch's size, each prepared once per connection).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -34,7 +35,7 @@ use tokio::sync::{watch, Notify};
 use crate::hash::{chain_hash, GENESIS};
 use crate::ids::{Id, IdKind};
 use crate::log::LogEvent;
-use crate::values::values;
+use crate::values::{power_of_two_chunks, values};
 use crate::{Backend, Store, StoreError};
 
 /// Key of the PostgreSQL advisory lock that serializes sequencer batches.
@@ -42,8 +43,9 @@ const SEQUENCER_LOCK: i64 = 0x7077_6e62_6f6f_6b01;
 /// The two keys of the shared advisory lock every writer of `events` holds (migration 1006).
 const WRITERS_LOCK: (i64, i64) = (0x7077_6e62, 0x6f6f_6b02);
 const DEFAULT_BATCH: i64 = 1_000;
-/// Rows per INSERT statement: 14 parameters each stays far below both backends' limits.
-const INSERT_CHUNK: usize = 200;
+/// Most rows per INSERT statement (a power of two): 14 parameters each stays far below both
+/// backends' limits.
+const INSERT_CHUNK: usize = 256;
 /// Organizations per chain-head lookup (SQLite allows 500 terms in one compound SELECT).
 const LOOKUP_CHUNK: usize = 200;
 /// First retry delay while committed events wait behind an older open transaction; it doubles
@@ -536,9 +538,10 @@ async fn insert(
     rows: &[LogEvent],
     state: &State,
 ) -> Result<(), StoreError> {
-    let chunks = rows.chunks(INSERT_CHUNK).count();
-    for (index, chunk) in rows.chunks(INSERT_CHUNK).enumerate() {
-        let with_state = backend == Backend::Postgres && index + 1 == chunks;
+    // Power-of-two chunks: each size is one statement text, prepared once per connection.
+    let chunks: Vec<&[LogEvent]> = power_of_two_chunks(rows, INSERT_CHUNK).collect();
+    for (index, chunk) in chunks.iter().enumerate() {
+        let with_state = backend == Backend::Postgres && index + 1 == chunks.len();
         let params = chunk.len() * 14;
         let prefix = if with_state {
             format!(
@@ -556,8 +559,8 @@ async fn insert(
              VALUES {}",
             values(backend, chunk.len(), &["{}"; 14])
         );
-        let mut query = sqlx::query(&sql).persistent(chunk.len() == 1);
-        for row in chunk {
+        let mut query = sqlx::query(&sql);
+        for row in chunk.iter() {
             query = query
                 .bind(row.position)
                 .bind(&row.event_id)

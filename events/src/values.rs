@@ -26,6 +26,18 @@ pub(crate) fn values(backend: Backend, rows: usize, columns: &[&str]) -> String 
     sql
 }
 
+/// `rows` in chunks whose sizes are powers of two, largest first, none above `max` (a power of
+/// two): a multi-row statement then has one text per size, which stays prepared, so a batch of any
+/// size is parsed and planned by nobody, for at most one statement per set bit of its size.
+pub(crate) fn power_of_two_chunks<T>(mut rows: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let len = rows.len().checked_ilog2()?;
+        let (chunk, rest) = rows.split_at(max.min(1 << len));
+        rows = rest;
+        Some(chunk)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,5 +48,18 @@ mod tests {
         assert_eq!(values(Backend::Postgres, 2, &columns), "($1, CAST($2 AS json)), ($3, CAST($4 AS json))");
         assert_eq!(values(Backend::Sqlite, 2, &columns), "(?, ?), (?, ?)");
         assert_eq!(values(Backend::Sqlite, 0, &columns), "");
+    }
+
+    #[test]
+    fn chunks_are_powers_of_two_largest_first() {
+        let rows: Vec<usize> = (0..1100).collect();
+        let sizes = |n: usize| power_of_two_chunks(&rows[..n], 512).map(<[usize]>::len).collect::<Vec<_>>();
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), [1]);
+        assert_eq!(sizes(11), [8, 2, 1]);
+        assert_eq!(sizes(64), [64]);
+        assert_eq!(sizes(1100), [512, 512, 64, 8, 4]);
+        let joined: Vec<usize> = power_of_two_chunks(&rows, 512).flatten().copied().collect();
+        assert_eq!(joined, rows);
     }
 }
