@@ -560,7 +560,7 @@ async fn insert(
             values(backend, chunk.len(), &["{}"; 14])
         );
         let mut query = sqlx::query(&sql);
-        for row in chunk.iter() {
+        for row in *chunk {
             query = query
                 .bind(row.position)
                 .bind(&row.event_id)

@@ -27,8 +27,8 @@ pub(crate) fn values(backend: Backend, rows: usize, columns: &[&str]) -> String 
 }
 
 /// `rows` in chunks whose sizes are powers of two, largest first, none above `max` (a power of
-/// two): a multi-row statement then has one text per size, which stays prepared, so a batch of any
-/// size is parsed and planned by nobody, for at most one statement per set bit of its size.
+/// two): a multi-row statement then has one text per size, which stays prepared, so no batch
+/// size costs a parse; a batch takes one statement per set bit of its size.
 pub(crate) fn power_of_two_chunks<T>(mut rows: &[T], max: usize) -> impl Iterator<Item = &[T]> {
     std::iter::from_fn(move || {
         let len = rows.len().checked_ilog2()?;
