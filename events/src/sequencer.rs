@@ -328,10 +328,13 @@ impl Sequencer {
                 recent.record(&appended);
             }
         }
-        self.published.head(head);
+        // The hook first: the projection runner wakes on the head and would otherwise find the
+        // batch not yet projected, and spend a transaction (holding the checkpoints' locks that
+        // the next batch's hook needs) on finding nothing to do.
         if let (true, Some(hook)) = (hooked, &self.hook) {
             hook.committed(head);
         }
+        self.published.head(head);
         BatchOutcome { appended, head, held_back }
     }
 
