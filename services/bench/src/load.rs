@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::cpu::{CpuClock, CpuUse};
+
 /// One measured row of the report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Measurement {
@@ -20,6 +22,45 @@ pub struct Measurement {
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
+    /// Share of the machine's cores busy during the workload (every process), in percent.
+    pub cpu_busy_pct: Option<f64>,
+    /// The machine's CPU time per operation (or per event), in microseconds.
+    pub cpu_us_per_op: Option<f64>,
+}
+
+impl Measurement {
+    /// `operations` done in `elapsed` (per second, and the CPU time each), with the latencies
+    /// (sorted) for the percentiles.
+    fn new(
+        operation: &str,
+        concurrency: usize,
+        operations: u64,
+        latencies: &[Duration],
+        elapsed: Duration,
+        cpu: Option<CpuUse>,
+    ) -> Self {
+        let pct = |p: f64| -> f64 {
+            if latencies.is_empty() {
+                return 0.0;
+            }
+            let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+            latencies[index].as_secs_f64() * 1000.0
+        };
+        Self {
+            operation: operation.to_owned(),
+            concurrency,
+            requests: operations,
+            errors: 0,
+            throughput: operations as f64 / elapsed.as_secs_f64().max(1e-9),
+            p50_ms: pct(0.50),
+            p95_ms: pct(0.95),
+            p99_ms: pct(0.99),
+            cpu_busy_pct: cpu.map(|cpu| cpu.busy_pct),
+            cpu_us_per_op: cpu
+                .filter(|_| operations > 0)
+                .map(|cpu| cpu.busy_seconds * 1_000_000.0 / operations as f64),
+        }
+    }
 }
 
 pub async fn run<F, Fut>(
@@ -36,6 +77,7 @@ where
     let op = Arc::new(op);
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let cpu = CpuClock::now();
     let started = Instant::now();
     let deadline = started + max_time;
     let mut workers = Vec::with_capacity(concurrency);
@@ -60,38 +102,29 @@ where
     for worker in workers {
         latencies.extend(worker.await.unwrap_or_default());
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed();
+    let used = cpu.and_then(|cpu| cpu.used());
     latencies.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
-        latencies[index].as_secs_f64() * 1000.0
-    };
-    Measurement {
-        operation: operation.to_owned(),
-        concurrency,
-        requests: latencies.len() as u64,
-        errors: errors.load(Ordering::Relaxed),
-        throughput: latencies.len() as f64 / elapsed.max(1e-9),
-        p50_ms: pct(0.50),
-        p95_ms: pct(0.95),
-        p99_ms: pct(0.99),
-    }
+    let row = Measurement::new(operation, concurrency, latencies.len() as u64, &latencies, elapsed, used);
+    Measurement { errors: errors.load(Ordering::Relaxed), ..row }
 }
 
-/// A single timed whole job (rebuild, full feed read): `items` per second.
-pub fn job(operation: &str, items: u64, elapsed: Duration) -> Measurement {
-    let ms = elapsed.as_secs_f64() * 1000.0;
-    Measurement {
-        operation: operation.to_owned(),
-        concurrency: 1,
-        requests: items,
-        errors: 0,
-        throughput: items as f64 / elapsed.as_secs_f64().max(1e-9),
-        p50_ms: ms,
-        p95_ms: ms,
-        p99_ms: ms,
+/// A single timed whole job (rebuild, full feed read): started now, `items` per second when
+/// `Job::done`.
+pub struct Job {
+    started: Instant,
+    cpu: Option<CpuClock>,
+}
+
+impl Job {
+    pub fn start() -> Self {
+        Self { cpu: CpuClock::now(), started: Instant::now() }
+    }
+
+    pub fn done(self, operation: &str, items: u64) -> Measurement {
+        let elapsed = self.started.elapsed();
+        let used = self.cpu.and_then(|cpu| cpu.used());
+        // One latency, the job's; the throughput and CPU time are per item.
+        Measurement::new(operation, 1, items, &[elapsed], elapsed, used)
     }
 }

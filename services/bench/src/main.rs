@@ -3,6 +3,7 @@
 //! baselines of the same run. See services/bench/README.md.
 
 mod baselines;
+mod cpu;
 mod load;
 mod server;
 
@@ -197,7 +198,7 @@ async fn main() -> Result<(), String> {
 
     // 4. Rebuild of the whole store (server stopped: the CLI has the database to itself).
     let events = rows.iter().find(|r| r.operation == "feed JSON pages").map_or(0, |r| r.requests);
-    let started = Instant::now();
+    let job = load::Job::start();
     let rebuilt = tokio::process::Command::new(&binary)
         .args(["projections", "rebuild"])
         .env("DATABASE_URL", &database.url)
@@ -206,7 +207,7 @@ async fn main() -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     if rebuilt.success() {
-        rows.push(load::job("projections rebuild (events/s)", events, started.elapsed()));
+        rows.push(job.done("projections rebuild (events/s)", events));
     }
     report(&rows, total_high, peak, args.json);
     finish(database, args.keep_database).await
@@ -315,7 +316,7 @@ async fn deep_cursor(http: &Http) -> Option<String> {
 
 /// Reads the organization's whole log through `GET /events` (JSON pages or NDJSON).
 async fn read_feed(http: &Http, ndjson: bool) -> Measurement {
-    let started = Instant::now();
+    let job = load::Job::start();
     let mut events = 0_u64;
     if ndjson {
         let request = http
@@ -338,12 +339,24 @@ async fn read_feed(http: &Http, ndjson: bool) -> Measurement {
             }
         }
     }
-    load::job(if ndjson { "feed NDJSON (events/s)" } else { "feed JSON pages" }, events, started.elapsed())
+    job.done(if ndjson { "feed NDJSON (events/s)" } else { "feed JSON pages" }, events)
 }
 
 fn report(rows: &[Measurement], total_high: i64, peak_rss_mib: f64, as_json: bool) {
-    let throughput = |name: &str| rows.iter().find(|r| r.operation == name).map(|r| r.throughput);
+    let row = |name: &str| rows.iter().find(|r| r.operation == name);
+    let throughput = |name: &str| row(name).map(|r| r.throughput);
     let mut ratios = Vec::new();
+    // What a create costs the machine in CPU time against what a raw INSERT costs: with every
+    // core busy, the throughput ratio could not exceed its inverse.
+    let mut costs = Vec::new();
+    for c in [1, 16, 64] {
+        let cpu = |name: String| row(&name).and_then(|r| r.cpu_us_per_op);
+        if let (Some(ours), Some(raw)) =
+            (cpu(format!("create finding c{c}")), cpu(format!("baseline (a): raw INSERT c{c}")))
+        {
+            costs.push((format!("create finding c{c} / raw INSERT c{c}"), ours / raw));
+        }
+    }
     for c in [1, 16, 64] {
         if let (Some(ours), Some(raw)) = (
             throughput(&format!("create finding c{c}")),
@@ -367,6 +380,7 @@ fn report(rows: &[Measurement], total_high: i64, peak_rss_mib: f64, as_json: boo
         let body = json!({
             "rows": rows,
             "ratios": ratios.iter().map(|(name, value)| json!({"ratio": name, "value": value})).collect::<Vec<_>>(),
+            "cpuCostRatios": costs.iter().map(|(name, value)| json!({"ratio": name, "value": value})).collect::<Vec<_>>(),
             "highFindingsTotal": total_high,
             "peakRssMiB": peak_rss_mib,
             "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -374,11 +388,14 @@ fn report(rows: &[Measurement], total_high: i64, peak_rss_mib: f64, as_json: boo
         println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
         return;
     }
-    println!("| operation | concurrency | requests | errors | throughput/s | p50 ms | p95 ms | p99 ms |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| operation | concurrency | requests | errors | throughput/s | p50 ms | p95 ms | p99 ms | CPU busy % | CPU µs/op |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let or_dash = |value: Option<f64>| value.map_or_else(|| "–".to_owned(), |v| format!("{v:.0}"));
     for row in rows {
         println!(
-            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
             row.operation,
             row.concurrency,
             row.requests,
@@ -386,11 +403,16 @@ fn report(rows: &[Measurement], total_high: i64, peak_rss_mib: f64, as_json: boo
             row.throughput,
             row.p50_ms,
             row.p95_ms,
-            row.p99_ms
+            row.p99_ms,
+            or_dash(row.cpu_busy_pct),
+            or_dash(row.cpu_us_per_op),
         );
     }
     println!("\nhigh findings (meta.total): {total_high}; server peak RSS: {peak_rss_mib:.1} MiB");
     for (name, value) in ratios {
         println!("ratio {name}: {value:.2}");
+    }
+    for (name, value) in costs {
+        println!("CPU per operation {name}: {value:.2}");
     }
 }
