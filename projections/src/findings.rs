@@ -383,6 +383,15 @@ impl Bucket {
 /// instead of a statement per finding.
 type Counts = HashMap<Bucket, i64>;
 
+/// One count per created finding, in its bucket.
+fn counted_once<'a>(created: impl Iterator<Item = &'a FindingCreated>) -> Counts {
+    let mut counts = Counts::new();
+    for c in created {
+        *counts.entry(Bucket::of(c)).or_default() += 1;
+    }
+    counts
+}
+
 /// Writes the counted changes (each bucket once per statement, as PostgreSQL requires); emptied
 /// counter rows are removed, so the table is the same whether built live or by a rebuild.
 async fn flush_counts(tx: &mut Transaction<'_, Any>, counts: &mut Counts) -> Result<(), ProjectionError> {
@@ -523,26 +532,22 @@ async fn insert_created(
         });
         next = following?;
         let rows = rows?;
-        // Every finding of the chunk is new unless the log repeats one (the insert skips it).
-        let fresh: Vec<&Created<'_>> = if rows.len() == parsed.len() {
-            if !counters_inline {
-                for (bucket, n) in counted {
-                    *counts.entry(bucket).or_default() += n;
-                }
-            }
+        // Every finding of the chunk is new unless the log repeats one (the insert skips it);
+        // then only the inserted ones count.
+        let all_new = rows.len() == parsed.len();
+        let fresh: Vec<&Created<'_>> = if all_new {
             parsed.iter().collect()
         } else {
             let inserted =
                 rows.iter().map(|row| row.try_get::<String, _>("id")).collect::<Result<HashSet<_>, _>>()?;
-            let fresh: Vec<&Created<'_>> =
-                parsed.iter().filter(|(event, _)| inserted.contains(&event.aggregate_id)).collect();
-            if !counters_inline {
-                for (_, c) in &fresh {
-                    *counts.entry(Bucket::of(c)).or_default() += 1;
-                }
-            }
-            fresh
+            parsed.iter().filter(|(event, _)| inserted.contains(&event.aggregate_id)).collect()
         };
+        if !counters_inline {
+            let counted = if all_new { counted } else { counted_once(fresh.iter().map(|(_, c)| c)) };
+            for (bucket, n) in counted {
+                *counts.entry(bucket).or_default() += n;
+            }
+        }
         if sqlite {
             for (table, column, values) in CHILD_SETS {
                 insert_set(tx, table, column, &child_rows(fresh.iter().copied(), values)).await?;
@@ -570,12 +575,7 @@ fn created_statement<'e>(
 ) -> Result<CreatedChunk<'e>, ProjectionError> {
     let parsed = parse_created(chunk)?;
     let statement = if sqlite { created_values(&parsed)? } else { created_unnest(&parsed, counters_inline)? };
-    let mut counted = Counts::new();
-    if !counters_inline {
-        for (_, c) in &parsed {
-            *counted.entry(Bucket::of(c)).or_default() += 1;
-        }
-    }
+    let counted = if counters_inline { Counts::new() } else { counted_once(parsed.iter().map(|(_, c)| c)) };
     Ok(CreatedChunk { statement, parsed, counted })
 }
 
