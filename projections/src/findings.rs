@@ -888,34 +888,41 @@ impl Projector for FindingsProjector {
     }
 
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {
-        // Consecutive creations are inserted together; anything else flushes them first, since
-        // it may touch one of them.
+        // Creations are held back and inserted together. A change to another finding cannot
+        // touch them and counters only add up, so only a change to a finding held back, or an
+        // engagement's deletion (which purges its findings), inserts them first: the updates
+        // interleaved with creations (a live batch, a rebuild of a busy log) no longer split
+        // them into a statement per run.
         let mut created: Vec<&LogEvent> = Vec::new();
+        let mut held: HashSet<&str> = HashSet::new();
         let mut counts = Counts::new();
         for event in events {
-            let change = if deletes_engagement(event) {
-                None
-            } else if event.aggregate_type == "finding" {
-                // Told apart without parsing, so that creations are parsed chunk by chunk while
-                // the database inserts the chunk before.
-                if event.event_type == finding::CREATED {
-                    created.push(event);
-                    continue;
-                }
-                Some(serde_json::from_str::<FindingEvent>(&event.payload)?)
-            } else {
+            if deletes_engagement(event) {
+                insert_created(tx, &created, &mut counts).await?;
+                created.clear();
+                held.clear();
+                // The purge drops the engagement's counters: what is pending goes first.
+                flush_counts(tx, &mut counts).await?;
+                purge(tx, event).await?;
                 continue;
-            };
-            insert_created(tx, &created, &mut counts).await?;
-            created.clear();
-            match change {
-                Some(change) => apply_change(tx, event, change, &mut counts).await?,
-                None => {
-                    // The purge drops the engagement's counters: what is pending goes first.
-                    flush_counts(tx, &mut counts).await?;
-                    purge(tx, event).await?;
-                }
             }
+            if event.aggregate_type != "finding" {
+                continue;
+            }
+            // Told apart without parsing, so that creations are parsed chunk by chunk while
+            // the database inserts the chunk before.
+            if event.event_type == finding::CREATED {
+                created.push(event);
+                held.insert(&event.aggregate_id);
+                continue;
+            }
+            let change = serde_json::from_str::<FindingEvent>(&event.payload)?;
+            if held.contains(event.aggregate_id.as_str()) {
+                insert_created(tx, &created, &mut counts).await?;
+                created.clear();
+                held.clear();
+            }
+            apply_change(tx, event, change, &mut counts).await?;
         }
         insert_created(tx, &created, &mut counts).await?;
         flush_counts(tx, &mut counts).await

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cqrs_es::DomainEvent;
 use pwnbook_events::engagement::{EngagementCreated, EngagementEvent, EngagementUpdated};
-use pwnbook_events::finding::{FindingCreated, FindingEvent};
+use pwnbook_events::finding::{FindingCreated, FindingEvent, FindingUpdated, Transition};
 use pwnbook_events::sequencer::Sequencer;
 use pwnbook_events::testing::draft_finding;
 use pwnbook_events::{backend_tests, log, Backend, Empty, LogEvent, StatusChange, Store};
@@ -106,11 +106,19 @@ async fn dump(store: &Store) -> Vec<Vec<Option<String>>> {
     ];
     let mut out = Vec::new();
     for (table, order) in tables {
-        let rows = sqlx::query(&format!("SELECT * FROM {table} ORDER BY {order}"))
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
-        for row in rows {
+        out.extend(rows_of(store, table, order).await);
+    }
+    out
+}
+
+/// Every row of `table` in `order`, as text, each led by the table's name.
+async fn rows_of(store: &Store, table: &str, order: &str) -> Vec<Vec<Option<String>>> {
+    let rows = sqlx::query(&format!("SELECT * FROM {table} ORDER BY {order}"))
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|row| {
             let mut values = vec![Some(table.to_owned())];
             for i in 0..row.len() {
                 let text = row
@@ -119,10 +127,9 @@ async fn dump(store: &Store) -> Vec<Vec<Option<String>>> {
                     .unwrap();
                 values.push(text);
             }
-            out.push(values);
-        }
-    }
-    out
+            values
+        })
+        .collect()
 }
 
 /// Records every position it sees in a table whose primary key refuses a second delivery, and
@@ -238,6 +245,80 @@ backend_tests! {
         assert_eq!(count("SELECT COUNT(*) FROM finding_tags").await, 6);
         assert_eq!(count("SELECT COUNT(*) FROM finding_cwes").await, 3);
         assert_eq!(count("SELECT CAST(SUM(n) AS BIGINT) FROM finding_counts").await, 3);
+    }
+
+    async fn creations_held_back_past_other_changes_give_the_same_tables(db) {
+        let store = open(&db.url).await;
+        let (first, second) = ("eng_00000000000000000001", "eng_00000000000000000002");
+        append(&store, first, 1, created("First", &[])).await;
+        append(&store, second, 1, created("Second", &[])).await;
+        let create = |engagement: &str, title: &str| {
+            FindingEvent::Created(FindingCreated {
+                tags: vec!["web".to_owned()],
+                ..draft_finding(ORG, engagement, title, "high")
+            })
+        };
+        let transition = |from: &str, to: &str| {
+            FindingEvent::StatusChanged(Transition {
+                change: StatusChange { from: from.to_owned(), to: to.to_owned() },
+                comment: None,
+            })
+        };
+        let renamed = FindingEvent::Updated(FindingUpdated {
+            title: Some("A renamed".to_owned()),
+            severity: Some("low".to_owned()),
+            tags: Some(vec!["api".to_owned()]),
+            ..FindingUpdated::default()
+        });
+        // Changes to findings created earlier in the same batch, between creations of others,
+        // a deletion, and an engagement's deletion that must purge what was created before it.
+        let history: Vec<(&str, &str, i64, FindingEvent)> = vec![
+            ("fnd_a", first, 1, create(first, "A")),
+            ("fnd_b", first, 1, create(first, "B")),
+            ("fnd_a", first, 2, renamed),
+            ("fnd_c", second, 1, create(second, "C")),
+            ("fnd_b", first, 2, transition("draft", "open")),
+            ("fnd_d", first, 1, create(first, "D")),
+            ("fnd_c", second, 2, FindingEvent::Deleted(Empty {})),
+            ("fnd_e", second, 1, create(second, "E")),
+            ("fnd_b", first, 3, transition("open", "remediated")),
+        ];
+        for (id, engagement, sequence, event) in &history {
+            append_to(&store, "finding", id, engagement, *sequence, event).await;
+        }
+        append(&store, second, 2, EngagementEvent::Deleted(Empty {})).await;
+        append_to(&store, "finding", "fnd_f", first, 1, &create(first, "F")).await;
+        Sequencer::new(store.clone()).settle(Duration::from_secs(10)).await.unwrap();
+        let events = log::read_after(store.pool(), 0, 100).await.unwrap();
+        assert_eq!(events.len(), 13);
+
+        let findings = |store: Store| async move {
+            let mut out = Vec::new();
+            for (table, order) in [
+                ("findings", "id"),
+                ("finding_tags", "finding_id, tag"),
+                ("finding_counts", "engagement_id, severity, status"),
+            ] {
+                out.extend(rows_of(&store, table, order).await);
+            }
+            out
+        };
+        // One event per apply: nothing is ever held back.
+        let mut tx = store.pool().begin().await.unwrap();
+        for event in &events {
+            FindingsProjector.apply(&mut tx, std::slice::from_ref(event)).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        let one_by_one = findings(store.clone()).await;
+        let ids: Vec<&str> = one_by_one.iter().filter(|r| r[0].as_deref() == Some("findings")).filter_map(|r| r[1].as_deref()).collect();
+        assert_eq!(ids, ["fnd_a", "fnd_b", "fnd_d", "fnd_f"]);
+        for table in ["finding_tags", "finding_counts", "findings"] {
+            sqlx::query(&format!("DELETE FROM {table}")).execute(store.pool()).await.unwrap();
+        }
+        let mut tx = store.pool().begin().await.unwrap();
+        FindingsProjector.apply(&mut tx, &events).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(findings(store.clone()).await, one_by_one);
     }
 
     async fn a_rebuild_from_zero_equals_the_live_tables(db) {
