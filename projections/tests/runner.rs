@@ -309,7 +309,28 @@ backend_tests! {
             FindingsProjector.apply(&mut tx, std::slice::from_ref(event)).await.unwrap();
         }
         tx.commit().await.unwrap();
+        // The counters agree with the rows they count, whichever way they were written.
+        let counters_match_rows = |store: Store| async move {
+            let order = "ORDER BY engagement_id, severity, status, review_status";
+            let counted: Vec<(String, String, String, String, i64)> = sqlx::query_as(&format!(
+                "SELECT engagement_id, severity, status, review_status, n FROM finding_counts {order}"
+            ))
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+            let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(&format!(
+                "SELECT engagement_id, severity, status, review_status, CAST(COUNT(*) AS BIGINT) FROM findings \
+                 GROUP BY engagement_id, severity, status, review_status {order}"
+            ))
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+            assert_eq!(counted, rows);
+            assert!(rows.iter().any(|(_, severity, status, _, _)| severity == "low" && status == "draft"));
+            assert!(rows.iter().any(|(_, _, status, _, _)| status == "remediated"));
+        };
         let one_by_one = findings(store.clone()).await;
+        counters_match_rows(store.clone()).await;
         let ids: Vec<&str> = one_by_one.iter().filter(|r| r[0].as_deref() == Some("findings")).filter_map(|r| r[1].as_deref()).collect();
         assert_eq!(ids, ["fnd_a", "fnd_b", "fnd_d", "fnd_f"]);
         for table in ["finding_tags", "finding_counts", "findings"] {
@@ -319,6 +340,7 @@ backend_tests! {
         FindingsProjector.apply(&mut tx, &events).await.unwrap();
         tx.commit().await.unwrap();
         assert_eq!(findings(store.clone()).await, one_by_one);
+        counters_match_rows(store.clone()).await;
     }
 
     async fn a_rebuild_from_zero_equals_the_live_tables(db) {
