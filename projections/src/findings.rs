@@ -848,29 +848,28 @@ async fn apply_change(
     // statement, so no SELECT goes first (one round trip less on the writer's connection).
     // SQLite's RETURNING sees only the new row.
     let moves = moved != Moved::default();
-    let sqlite = sql::is_sqlite(tx.backend_name());
-    let mut before = None;
-    if moves && sqlite {
-        before =
+    let (updated, before) = if moves && !sql::is_sqlite(tx.backend_name()) {
+        query.push(" FROM findings AS before WHERE findings.id = ").bind(id);
+        query.push(" AND findings.version < ").bind(event.sequence).push(" AND before.id = findings.id");
+        let returned: Vec<String> = BUCKET_COLUMNS.split(", ").map(|c| format!("before.{c}")).collect();
+        query.push(" RETURNING ").push(&returned.join(", "));
+        let before =
+            query.query().fetch_optional(&mut **tx).await?.map(|row| Bucket::from_row(&row)).transpose()?;
+        (before.is_some(), before)
+    } else {
+        let before = if moves {
             sqlx::query(&format!("SELECT {BUCKET_COLUMNS} FROM findings WHERE id = $1 AND version < $2"))
                 .bind(id)
                 .bind(event.sequence)
                 .fetch_optional(&mut **tx)
                 .await?
                 .map(|row| Bucket::from_row(&row))
-                .transpose()?;
-    }
-    let updated = if moves && !sqlite {
-        query.push(" FROM findings AS before WHERE findings.id = ").bind(id);
-        query.push(" AND findings.version < ").bind(event.sequence).push(" AND before.id = findings.id");
-        let returned: Vec<String> = BUCKET_COLUMNS.split(", ").map(|c| format!("before.{c}")).collect();
-        query.push(" RETURNING ").push(&returned.join(", "));
-        before =
-            query.query().fetch_optional(&mut **tx).await?.map(|row| Bucket::from_row(&row)).transpose()?;
-        before.is_some()
-    } else {
+                .transpose()?
+        } else {
+            None
+        };
         query.push(" WHERE id = ").bind(id).push(" AND version < ").bind(event.sequence);
-        query.query().execute(&mut **tx).await?.rows_affected() == 1
+        (query.query().execute(&mut **tx).await?.rows_affected() == 1, before)
     };
     if updated {
         for (table, column, values) in children {
@@ -912,14 +911,11 @@ impl Projector for FindingsProjector {
         // engagement's deletion (which purges its findings), inserts them first: the updates
         // interleaved with creations (a live batch, a rebuild of a busy log) no longer split
         // them into a statement per run.
-        let mut created: Vec<&LogEvent> = Vec::new();
-        let mut held: HashSet<&str> = HashSet::new();
+        let mut held = HeldCreations::default();
         let mut counts = Counts::new();
         for event in events {
             if deletes_engagement(event) {
-                insert_created(tx, &created, &mut counts).await?;
-                created.clear();
-                held.clear();
+                held.insert(tx, &mut counts).await?;
                 // The purge drops the engagement's counters: what is pending goes first.
                 flush_counts(tx, &mut counts).await?;
                 purge(tx, event).await?;
@@ -931,20 +927,47 @@ impl Projector for FindingsProjector {
             // Told apart without parsing, so that creations are parsed chunk by chunk while
             // the database inserts the chunk before.
             if event.event_type == finding::CREATED {
-                created.push(event);
-                held.insert(&event.aggregate_id);
+                held.hold(event);
                 continue;
             }
             let change = serde_json::from_str::<FindingEvent>(&event.payload)?;
-            if held.contains(event.aggregate_id.as_str()) {
-                insert_created(tx, &created, &mut counts).await?;
-                created.clear();
-                held.clear();
+            if held.holds(&event.aggregate_id) {
+                held.insert(tx, &mut counts).await?;
             }
             apply_change(tx, event, change, &mut counts).await?;
         }
-        insert_created(tx, &created, &mut counts).await?;
+        held.insert(tx, &mut counts).await?;
         flush_counts(tx, &mut counts).await
+    }
+}
+
+/// Creation events not inserted yet, and the findings they create.
+#[derive(Default)]
+struct HeldCreations<'e> {
+    events: Vec<&'e LogEvent>,
+    ids: HashSet<&'e str>,
+}
+
+impl<'e> HeldCreations<'e> {
+    fn hold(&mut self, event: &'e LogEvent) {
+        self.events.push(event);
+        self.ids.insert(&event.aggregate_id);
+    }
+
+    fn holds(&self, finding_id: &str) -> bool {
+        self.ids.contains(finding_id)
+    }
+
+    /// Inserts every held creation, leaving none held.
+    async fn insert(
+        &mut self,
+        tx: &mut Transaction<'_, Any>,
+        counts: &mut Counts,
+    ) -> Result<(), ProjectionError> {
+        insert_created(tx, &self.events, counts).await?;
+        self.events.clear();
+        self.ids.clear();
+        Ok(())
     }
 }
 

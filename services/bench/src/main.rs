@@ -350,19 +350,14 @@ fn report(rows: &[Measurement], total_high: i64, peak_rss_mib: f64, as_json: boo
     // core busy, the throughput ratio could not exceed its inverse.
     let mut costs = Vec::new();
     for c in [1, 16, 64] {
-        let cpu = |name: String| row(&name).and_then(|r| r.cpu_us_per_op);
-        if let (Some(ours), Some(raw)) =
-            (cpu(format!("create finding c{c}")), cpu(format!("baseline (a): raw INSERT c{c}")))
-        {
-            costs.push((format!("create finding c{c} / raw INSERT c{c}"), ours / raw));
-        }
-    }
-    for c in [1, 16, 64] {
-        if let (Some(ours), Some(raw)) = (
-            throughput(&format!("create finding c{c}")),
-            throughput(&format!("baseline (a): raw INSERT c{c}")),
-        ) {
-            ratios.push((format!("create finding c{c} / raw INSERT c{c}"), ours / raw));
+        let (ours, raw) =
+            (row(&format!("create finding c{c}")), row(&format!("baseline (a): raw INSERT c{c}")));
+        let name = format!("create finding c{c} / raw INSERT c{c}");
+        if let (Some(ours), Some(raw)) = (ours, raw) {
+            ratios.push((name.clone(), ours.throughput / raw.throughput));
+            if let (Some(ours), Some(raw)) = (ours.cpu_us_per_op, raw.cpu_us_per_op) {
+                costs.push((name, ours / raw));
+            }
         }
     }
     if let (Some(ours), Some(raw)) =
