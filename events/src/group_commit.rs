@@ -23,15 +23,15 @@ use std::sync::{Arc, Mutex, Weak};
 
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::AnyPool;
+use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::sequencer::Sequencer;
-use crate::values::{power_of_two_chunks, values};
+use crate::values::{int_array, power_of_two_chunks, text_array, values};
 use crate::Backend;
 
-/// Most rows per INSERT statement (a power of two): 7 parameters each stays far below both
-/// backends' limits.
+/// Most rows per SQLite INSERT statement (a power of two): 7 parameters each stays far below its
+/// limit.
 const INSERT_CHUNK: usize = 512;
 /// Attempts of a batch that PostgreSQL rolled back of its own accord, and the pause before the
 /// n-th retry (n × this).
@@ -150,6 +150,7 @@ impl Writer {
         close: Arc<tokio::sync::Notify>,
     ) {
         let pool = pool.connect_lazy_with(connect);
+        let mut connection = Connection::default();
         loop {
             let first = tokio::select! {
                 biased;
@@ -166,12 +167,23 @@ impl Writer {
                 continue;
             }
             // A task of its own, so that a panic (in a projector, say) fails this batch only: its
-            // replies are dropped, which its callers see as an error.
+            // replies are dropped, which its callers see as an error, and its connection, in an
+            // unknown state, is dropped with it.
             let (writer, batch_pool) = (Arc::clone(&self), pool.clone());
-            if let Err(error) = tokio::spawn(async move { writer.write(&batch_pool, batch).await }).await {
-                tracing::error!(%error, "the group commit's writer failed in a batch");
-            }
+            connection = match tokio::spawn(async move {
+                writer.write(&batch_pool, &mut connection, batch).await;
+                connection
+            })
+            .await
+            {
+                Ok(connection) => connection,
+                Err(error) => {
+                    tracing::error!(%error, "the group commit's writer failed in a batch");
+                    Connection::default()
+                }
+            };
         }
+        connection.close().await;
         pool.close().await;
     }
 
@@ -181,9 +193,9 @@ impl Writer {
 
     /// Writes the batch in one transaction (sequenced in it when this process runs a
     /// sequencer); after a failed INSERT, each append in its own.
-    async fn write(&self, pool: &AnyPool, batch: Vec<Append>) {
+    async fn write(&self, pool: &AnyPool, connection: &mut Connection, batch: Vec<Append>) {
         let rows: Vec<&Row> = batch.iter().flat_map(|append| &append.rows).collect();
-        let failure = match self.insert_retrying(pool, &rows, true).await {
+        let failure = match self.insert_retrying(pool, connection, &rows, true).await {
             Ok(()) => {
                 for append in batch {
                     let _ = append.reply.send(Ok(()));
@@ -202,10 +214,11 @@ impl Writer {
                 tracing::debug!(%error, appends = batch.len(), "a shared append failed; retrying them one by one");
                 for append in batch {
                     let rows: Vec<&Row> = append.rows.iter().collect();
-                    let outcome = self.insert_retrying(pool, &rows, false).await.map_err(|failure| {
-                        let fate = Fate::of(backend, &failure);
-                        fate.error(failure.into_error().into())
-                    });
+                    let outcome =
+                        self.insert_retrying(pool, connection, &rows, false).await.map_err(|failure| {
+                            let fate = Fate::of(backend, &failure);
+                            fate.error(failure.into_error().into())
+                        });
                     let _ = append.reply.send(outcome);
                 }
             }
@@ -231,11 +244,28 @@ impl Writer {
     /// serialization failure (another process's transaction on the same rows, e.g. a key's
     /// revocation against the write guard's share lock): nothing of it was written, and the
     /// same writes succeed once the other transaction is through.
-    async fn insert_retrying(&self, pool: &AnyPool, rows: &[&Row], sequenced: bool) -> Result<(), Failure> {
+    async fn insert_retrying(
+        &self,
+        pool: &AnyPool,
+        connection: &mut Connection,
+        rows: &[&Row],
+        sequenced: bool,
+    ) -> Result<(), Failure> {
         let mut attempt = 1;
         loop {
             let sequencer = if sequenced { self.sequencer() } else { None };
-            match self.insert(pool, rows, sequencer).await {
+            let outcome = match connection.get(pool).await {
+                Ok(conn) => self.insert(conn, rows, sequencer).await,
+                Err(error) => Err(Failure::Transaction(error)),
+            };
+            // After anything but the database's refusal of a statement (which leaves the
+            // connection usable, its transaction rolled back), the connection's state is unknown.
+            if let Err(Failure::Insert(error) | Failure::Transaction(error)) = &outcome {
+                if !matches!(error, sqlx::Error::Database(_)) {
+                    connection.drop_broken();
+                }
+            }
+            match outcome {
                 Err(Failure::Insert(error) | Failure::Transaction(error))
                     if attempt < ROLLBACK_ATTEMPTS && rolled_back(self.backend, &error) =>
                 {
@@ -250,11 +280,12 @@ impl Writer {
 
     /// One transaction of multi-row INSERTs, and the sequencing of what it wrote when
     /// `sequencer` is given; should the sequencing (or the in-batch projection) fail, nothing is
-    /// committed and the rows are written again unsequenced, for the sequencer task. The rows go
-    /// in power-of-two chunks, whose statements stay prepared on the writer's connection.
+    /// committed and the rows are written again unsequenced, for the sequencer task. Whatever
+    /// the batch's size, its INSERT is one statement text, which stays prepared on the writer's
+    /// connection: one on PostgreSQL, one per power-of-two chunk on SQLite.
     async fn insert(
         &self,
-        pool: &AnyPool,
+        conn: &mut AnyConnection,
         rows: &[&Row],
         mut sequencer: Option<Arc<Sequencer>>,
     ) -> Result<(), Failure> {
@@ -264,21 +295,29 @@ impl Writer {
             Backend::Postgres => None,
         };
         loop {
-            let mut tx = pool.begin().await.map_err(Failure::Transaction)?;
-            for chunk in power_of_two_chunks(rows, INSERT_CHUNK) {
-                let sql = insert_sql(self.backend, chunk.len());
-                let mut query = sqlx::query(&sql);
-                for row in chunk {
-                    query = query
-                        .bind(row.aggregate_type.as_str())
-                        .bind(row.aggregate_id.as_str())
-                        .bind(row.sequence)
-                        .bind(row.event_type.as_str())
-                        .bind(row.event_version.as_str())
-                        .bind(row.payload.as_str())
-                        .bind(row.metadata.as_str());
+            let mut tx = conn.begin().await.map_err(Failure::Transaction)?;
+            match self.backend {
+                // One statement whatever the batch's size: each one more is a round trip.
+                Backend::Postgres => {
+                    insert_unnest(&mut tx, rows).await.map_err(Failure::Insert)?;
                 }
-                query.execute(&mut *tx).await.map_err(Failure::Insert)?;
+                Backend::Sqlite => {
+                    for chunk in power_of_two_chunks(rows, INSERT_CHUNK) {
+                        let sql = insert_values_sql(chunk.len());
+                        let mut query = sqlx::query(&sql);
+                        for row in chunk {
+                            query = query
+                                .bind(row.aggregate_type.as_str())
+                                .bind(row.aggregate_id.as_str())
+                                .bind(row.sequence)
+                                .bind(row.event_type.as_str())
+                                .bind(row.event_version.as_str())
+                                .bind(row.payload.as_str())
+                                .bind(row.metadata.as_str());
+                        }
+                        query.execute(&mut *tx).await.map_err(Failure::Insert)?;
+                    }
+                }
             }
             let sequenced = match &sequencer {
                 Some(active) => match active.try_sequence_in(&mut tx).await {
@@ -301,6 +340,32 @@ impl Writer {
     }
 }
 
+/// The writer's connection, taken out of its pool for good: a pooled connection is pinged on
+/// every release, a round trip and a task per batch on the one serial step of every command.
+#[derive(Default)]
+struct Connection(Option<AnyConnection>);
+
+impl Connection {
+    /// The connection, made (with the pool's settings) if there is none.
+    async fn get(&mut self, pool: &AnyPool) -> Result<&mut AnyConnection, sqlx::Error> {
+        match &mut self.0 {
+            Some(conn) => Ok(conn),
+            slot @ None => Ok(slot.insert(pool.acquire().await?.detach())),
+        }
+    }
+
+    /// Forgets a connection in an unknown state; the next batch makes another.
+    fn drop_broken(&mut self) {
+        self.0 = None;
+    }
+
+    async fn close(self) {
+        if let Some(conn) = self.0 {
+            let _ = conn.close().await;
+        }
+    }
+}
+
 /// What failed in a batch's transaction.
 enum Failure {
     /// An INSERT: the transaction did not commit, and one append may be to blame.
@@ -317,15 +382,34 @@ impl Failure {
     }
 }
 
-/// `INSERT INTO events … VALUES` with `rows` rows of parameters (JSON text cast to the columns'
-/// type on PostgreSQL).
-fn insert_sql(backend: Backend, rows: usize) -> String {
-    const COLUMNS: [&str; 7] = ["{}", "{}", "{}", "{}", "{}", "CAST({} AS json)", "CAST({} AS json)"];
-    format!(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-         VALUES {}",
-        values(backend, rows, &COLUMNS)
-    )
+const INSERT_COLUMNS: &str =
+    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)";
+
+/// SQLite: `INSERT INTO events … VALUES` with `rows` rows of parameters.
+fn insert_values_sql(rows: usize) -> String {
+    format!("{INSERT_COLUMNS} VALUES {}", values(Backend::Sqlite, rows, &["{}"; 7]))
+}
+
+/// PostgreSQL: inserts the rows as one array parameter per column, unnested in their order (the
+/// order the sequencer gives them positions in), the JSON texts cast to the columns' type.
+async fn insert_unnest(tx: &mut Transaction<'_, Any>, rows: &[&Row]) -> Result<(), sqlx::Error> {
+    let texts = |column: fn(&Row) -> &str| text_array(rows.iter().map(|row| Some(column(row))));
+    let sql = format!(
+        "{INSERT_COLUMNS} SELECT t, i, s, e, v, CAST(p AS json), CAST(m AS json) FROM unnest(CAST($1 AS TEXT[]), \
+         CAST($2 AS TEXT[]), CAST($3 AS BIGINT[]), CAST($4 AS TEXT[]), CAST($5 AS TEXT[]), CAST($6 AS TEXT[]), \
+         CAST($7 AS TEXT[])) WITH ORDINALITY AS u (t, i, s, e, v, p, m, n) ORDER BY n"
+    );
+    sqlx::query(&sql)
+        .bind(texts(|row| &row.aggregate_type))
+        .bind(texts(|row| &row.aggregate_id))
+        .bind(int_array(rows.iter().map(|row| row.sequence)))
+        .bind(texts(|row| &row.event_type))
+        .bind(texts(|row| &row.event_version))
+        .bind(texts(|row| &row.payload))
+        .bind(texts(|row| &row.metadata))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Whether PostgreSQL rolled the transaction back to break a deadlock (`40P01`) or a

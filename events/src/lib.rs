@@ -19,7 +19,7 @@ pub mod target;
 pub mod task;
 #[cfg(feature = "testing")]
 pub mod testing;
-mod values;
+pub mod values;
 pub mod webhook;
 pub mod wiki;
 

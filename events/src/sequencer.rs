@@ -35,7 +35,7 @@ use tokio::sync::{watch, Notify};
 use crate::hash::{chain_hash, GENESIS};
 use crate::ids::{Id, IdKind};
 use crate::log::LogEvent;
-use crate::values::{power_of_two_chunks, values};
+use crate::values::{int_array, power_of_two_chunks, text_array, values};
 use crate::{Backend, Store, StoreError};
 
 /// Key of the PostgreSQL advisory lock that serializes sequencer batches.
@@ -43,8 +43,8 @@ const SEQUENCER_LOCK: i64 = 0x7077_6e62_6f6f_6b01;
 /// The two keys of the shared advisory lock every writer of `events` holds (migration 1006).
 const WRITERS_LOCK: (i64, i64) = (0x7077_6e62, 0x6f6f_6b02);
 const DEFAULT_BATCH: i64 = 1_000;
-/// Most rows per INSERT statement (a power of two): 14 parameters each stays far below both
-/// backends' limits.
+/// Most rows per SQLite INSERT statement (a power of two): 14 parameters each stays far below
+/// its limit.
 const INSERT_CHUNK: usize = 256;
 /// Organizations per chain-head lookup (SQLite allows 500 terms in one compound SELECT).
 const LOOKUP_CHUNK: usize = 200;
@@ -64,9 +64,9 @@ pub trait BatchHook: Send + Sync {
     /// without sequencing it (no savepoint round trips on the path of every write). `head` is the
     /// log head before the batch. Returns whether it did its work (it may decline, e.g. when its
     /// checkpoints are elsewhere).
-    fn apply<'a>(
+    fn apply<'a, 'c>(
         &'a self,
-        tx: &'a mut Transaction<'static, Any>,
+        tx: &'a mut Transaction<'c, Any>,
         head: i64,
         appended: &'a [LogEvent],
     ) -> HookFuture<'a>;
@@ -273,7 +273,7 @@ impl Sequencer {
     /// appends again unsequenced. `committed` must follow the transaction's commit.
     pub(crate) async fn try_sequence_in(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut Transaction<'_, Any>,
     ) -> Result<Option<Sequenced>, StoreError> {
         let Ok(_local) = tokio::time::timeout(LOCAL_TURN_WAIT, self.local_turn.lock()).await else {
             return Ok(None);
@@ -286,7 +286,7 @@ impl Sequencer {
 
     async fn sequence_claimed(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut Transaction<'_, Any>,
         claimed: Claimed,
         hook_failure: HookFailure,
     ) -> Result<Sequenced, StoreError> {
@@ -370,7 +370,7 @@ struct State {
 /// Runs the hook inside a savepoint (left open on success: the commit releases it, one round
 /// trip fewer); on error only the hook's writes are undone.
 async fn run_hook(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     hook: &dyn BatchHook,
     head: i64,
     appended: &[LogEvent],
@@ -533,65 +533,84 @@ async fn chain_heads(
         .collect::<Result<_, sqlx::Error>>()?)
 }
 
-/// Appends `rows` to the log and moves the sequencer's state to `state`; on PostgreSQL the state
-/// is updated by the last INSERT statement itself (a data-modifying CTE), one round trip fewer.
+/// Appends `rows` to the log and moves the sequencer's state to `state`. PostgreSQL takes the
+/// rows as one array parameter per column and updates the state in the same statement (a
+/// data-modifying CTE): one round trip whatever the batch. SQLite takes multi-row INSERTs in
+/// power-of-two chunks (each size one statement text, prepared once per connection), then the state.
 async fn insert(
     tx: &mut Transaction<'_, Any>,
     backend: Backend,
     rows: &[LogEvent],
     state: &State,
 ) -> Result<(), StoreError> {
-    // Power-of-two chunks: each size is one statement text, prepared once per connection.
-    let chunks: Vec<&[LogEvent]> = power_of_two_chunks(rows, INSERT_CHUNK).collect();
-    for (index, chunk) in chunks.iter().enumerate() {
-        let with_state = backend == Backend::Postgres && index + 1 == chunks.len();
-        let params = chunk.len() * 14;
-        let prefix = if with_state {
-            format!(
-                "WITH state AS (UPDATE sequencer_state SET last_tx = ${}, last_no = ${}, head = ${} WHERE id = 1) ",
-                params + 1,
-                params + 2,
-                params + 3
+    match backend {
+        Backend::Postgres => {
+            let texts = |column: fn(&LogEvent) -> &str| text_array(rows.iter().map(|row| Some(column(row))));
+            let ints = |column: fn(&LogEvent) -> i64| int_array(rows.iter().map(column));
+            sqlx::query(
+                "WITH state AS (UPDATE sequencer_state SET last_tx = $15, last_no = $16, head = $17 WHERE id = 1) \
+                 INSERT INTO event_log (position, event_id, organization_id, engagement_id, aggregate_type, \
+                 aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, prev_hash, hash) \
+                 SELECT * FROM unnest(CAST($1 AS BIGINT[]), CAST($2 AS TEXT[]), CAST($3 AS TEXT[]), \
+                 CAST($4 AS TEXT[]), CAST($5 AS TEXT[]), CAST($6 AS TEXT[]), CAST($7 AS BIGINT[]), CAST($8 AS TEXT[]), \
+                 CAST($9 AS TEXT[]), CAST($10 AS TEXT[]), CAST($11 AS TEXT[]), CAST($12 AS BIGINT[]), \
+                 CAST($13 AS TEXT[]), CAST($14 AS TEXT[]))",
             )
-        } else {
-            String::new()
-        };
-        let sql = format!(
-            "{prefix}INSERT INTO event_log (position, event_id, organization_id, engagement_id, aggregate_type, \
-             aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, prev_hash, hash) \
-             VALUES {}",
-            values(backend, chunk.len(), &["{}"; 14])
-        );
-        let mut query = sqlx::query(&sql);
-        for row in *chunk {
-            query = query
-                .bind(row.position)
-                .bind(&row.event_id)
-                .bind(&row.organization_id)
-                .bind(&row.engagement_id)
-                .bind(&row.aggregate_type)
-                .bind(&row.aggregate_id)
-                .bind(row.sequence)
-                .bind(&row.event_type)
-                .bind(&row.event_version)
-                .bind(&row.payload)
-                .bind(&row.metadata)
-                .bind(row.recorded_at)
-                .bind(&row.prev_hash)
-                .bind(&row.hash);
-        }
-        if with_state {
-            query = query.bind(&state.last_tx).bind(state.last_no).bind(state.head);
-        }
-        query.execute(&mut **tx).await?;
-    }
-    if backend == Backend::Sqlite {
-        sqlx::query("UPDATE sequencer_state SET last_tx = $1, last_no = $2, head = $3 WHERE id = 1")
+            .bind(ints(|row| row.position))
+            .bind(texts(|row| &row.event_id))
+            .bind(texts(|row| &row.organization_id))
+            .bind(text_array(rows.iter().map(|row| row.engagement_id.as_deref())))
+            .bind(texts(|row| &row.aggregate_type))
+            .bind(texts(|row| &row.aggregate_id))
+            .bind(ints(|row| row.sequence))
+            .bind(texts(|row| &row.event_type))
+            .bind(texts(|row| &row.event_version))
+            .bind(texts(|row| &row.payload))
+            .bind(texts(|row| &row.metadata))
+            .bind(ints(|row| row.recorded_at))
+            .bind(texts(|row| &row.prev_hash))
+            .bind(texts(|row| &row.hash))
             .bind(&state.last_tx)
             .bind(state.last_no)
             .bind(state.head)
             .execute(&mut **tx)
             .await?;
+        }
+        Backend::Sqlite => {
+            for chunk in power_of_two_chunks(rows, INSERT_CHUNK) {
+                let sql = format!(
+                    "INSERT INTO event_log (position, event_id, organization_id, engagement_id, aggregate_type, \
+                     aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, prev_hash, \
+                     hash) VALUES {}",
+                    values(backend, chunk.len(), &["{}"; 14])
+                );
+                let mut query = sqlx::query(&sql);
+                for row in chunk {
+                    query = query
+                        .bind(row.position)
+                        .bind(&row.event_id)
+                        .bind(&row.organization_id)
+                        .bind(&row.engagement_id)
+                        .bind(&row.aggregate_type)
+                        .bind(&row.aggregate_id)
+                        .bind(row.sequence)
+                        .bind(&row.event_type)
+                        .bind(&row.event_version)
+                        .bind(&row.payload)
+                        .bind(&row.metadata)
+                        .bind(row.recorded_at)
+                        .bind(&row.prev_hash)
+                        .bind(&row.hash);
+                }
+                query.execute(&mut **tx).await?;
+            }
+            sqlx::query("UPDATE sequencer_state SET last_tx = $1, last_no = $2, head = $3 WHERE id = 1")
+                .bind(&state.last_tx)
+                .bind(state.last_no)
+                .bind(state.head)
+                .execute(&mut **tx)
+                .await?;
+        }
     }
     Ok(())
 }

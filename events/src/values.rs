@@ -1,4 +1,5 @@
-//! Multi-row `VALUES` lists with the placeholders each backend binds fastest.
+//! Multi-row statements: `VALUES` lists with the placeholders each backend binds fastest, and
+//! PostgreSQL array literals that carry a whole column as one parameter.
 
 use crate::Backend;
 
@@ -38,6 +39,45 @@ pub(crate) fn power_of_two_chunks<T>(mut rows: &[T], max: usize) -> impl Iterato
     })
 }
 
+/// A PostgreSQL array literal of texts (`{"a","b",NULL}`): every element quoted, `"` and `\`
+/// escaped, so any text (braces, commas, spaces, the word NULL) comes back as it was.
+pub fn text_array<'a>(values: impl Iterator<Item = Option<&'a str>>) -> String {
+    let mut out = String::from("{");
+    for (i, value) in values.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match value {
+            None => out.push_str("NULL"),
+            Some(value) => {
+                out.push('"');
+                for ch in value.chars() {
+                    if ch == '"' || ch == '\\' {
+                        out.push('\\');
+                    }
+                    out.push(ch);
+                }
+                out.push('"');
+            }
+        }
+    }
+    out.push('}');
+    out
+}
+
+/// A PostgreSQL array literal of integers.
+pub fn int_array(values: impl Iterator<Item = i64>) -> String {
+    let mut out = String::from("{");
+    for (i, value) in values.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&value.to_string());
+    }
+    out.push('}');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +101,13 @@ mod tests {
         assert_eq!(sizes(1100), [512, 512, 64, 8, 4]);
         let joined: Vec<usize> = power_of_two_chunks(&rows, 512).flatten().copied().collect();
         assert_eq!(joined, rows);
+    }
+
+    #[test]
+    fn array_literals_quote_every_text() {
+        let texts = [Some("a"), None, Some("NULL"), Some(r#"q"u\o{t,e} "#)];
+        assert_eq!(text_array(texts.into_iter()), r#"{"a",NULL,"NULL","q\"u\\o{t,e} "}"#);
+        assert_eq!(text_array(std::iter::empty()), "{}");
+        assert_eq!(int_array([-1, 0, 42].into_iter()), "{-1,0,42}");
     }
 }

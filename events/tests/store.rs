@@ -225,6 +225,37 @@ backend_tests! {
         assert_eq!(report.checked, 90);
     }
 
+    async fn texts_of_any_kind_are_stored_and_logged_as_written(db) {
+        // PostgreSQL takes a batch as array literals: quotes, backslashes, braces, commas, the
+        // word NULL and JSON escapes must all come back as they went in.
+        let store = Store::open(&db.url).await.unwrap();
+        let tricky = [r#"c "q" \ {a,b} NULL é"#, "c\n\\\"", r#"org {"x":"y\"z"}"#];
+        // Concurrent, so that they may share a batch (several rows per array).
+        for _ in 0..2 {
+            let (a, b, c) = tokio::join!(
+                increment(&store, tricky[0], tricky[2]),
+                increment(&store, tricky[1], tricky[2]),
+                increment(&store, tricky[2], tricky[2]),
+            );
+            for outcome in [a, b, c] {
+                outcome.unwrap();
+            }
+        }
+        Sequencer::new(store.clone()).settle(SETTLE).await.unwrap();
+        let log = log::read_after(store.pool(), 0, 100).await.unwrap();
+        let mut logged: Vec<(&str, &str, i64)> =
+            log.iter().map(|e| (e.aggregate_id.as_str(), e.organization_id.as_str(), e.sequence)).collect();
+        logged.sort_unstable();
+        let mut written: Vec<(&str, &str, i64)> =
+            tricky.iter().flat_map(|id| [(*id, tricky[2], 1), (*id, tricky[2], 2)]).collect();
+        written.sort_unstable();
+        assert_eq!(logged, written);
+        for id in tricky {
+            assert_eq!(AggregateStore::<Counter>::new(&store).load(id).await.unwrap().aggregate.value, 2);
+        }
+        assert!(log::verify_chain(&store, None).await.unwrap().valid);
+    }
+
     async fn the_hash_chain_detects_a_row_changed_behind_the_stores_back(db) {
         let store = Store::open(&db.url).await.unwrap();
         for i in 0..5 {
@@ -359,9 +390,9 @@ impl Tripwire {
 }
 
 impl pwnbook_events::sequencer::BatchHook for Tripwire {
-    fn apply<'a>(
+    fn apply<'a, 'c>(
         &'a self,
-        _: &'a mut sqlx::Transaction<'static, sqlx::Any>,
+        _: &'a mut sqlx::Transaction<'c, sqlx::Any>,
         _: i64,
         _: &'a [pwnbook_events::LogEvent],
     ) -> pwnbook_events::sequencer::HookFuture<'a> {

@@ -554,9 +554,9 @@ struct InlineProjection {
 }
 
 impl BatchHook for InlineProjection {
-    fn apply<'a>(
+    fn apply<'a, 'c>(
         &'a self,
-        tx: &'a mut Transaction<'static, Any>,
+        tx: &'a mut Transaction<'c, Any>,
         head: i64,
         appended: &'a [LogEvent],
     ) -> HookFuture<'a> {

@@ -1,6 +1,7 @@
 //! A small SQL builder that numbers its placeholders `$1, $2, …`. sqlx's `QueryBuilder` writes
 //! `?` for the `Any` driver, which PostgreSQL rejects; both backends accept `$n`.
 
+pub use pwnbook_events::values::{int_array, text_array};
 use pwnbook_events::LogEvent;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
@@ -183,45 +184,6 @@ pub fn push_array(query: &mut Sql, literal: String, ty: &str) {
     query.push("CAST(").bind(literal).push(" AS ").push(ty).push("[])");
 }
 
-/// A PostgreSQL array literal of texts (`{"a","b",NULL}`): every element quoted, `"` and `\`
-/// escaped, so any text (braces, commas, spaces, the word NULL) comes back as it was.
-pub fn text_array<'a>(values: impl Iterator<Item = Option<&'a str>>) -> String {
-    let mut out = String::from("{");
-    for (i, value) in values.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        match value {
-            None => out.push_str("NULL"),
-            Some(value) => {
-                out.push('"');
-                for ch in value.chars() {
-                    if ch == '"' || ch == '\\' {
-                        out.push('\\');
-                    }
-                    out.push(ch);
-                }
-                out.push('"');
-            }
-        }
-    }
-    out.push('}');
-    out
-}
-
-/// A PostgreSQL array literal of integers.
-pub fn int_array(values: impl Iterator<Item = i64>) -> String {
-    let mut out = String::from("{");
-    for (i, value) in values.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&value.to_string());
-    }
-    out.push('}');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,13 +203,5 @@ mod tests {
         sql.bind("x").push(")");
         assert_eq!(sql.text(), "UPDATE t SET a = $1 WHERE b < $1 AND c IN ($2)");
         assert_eq!(sql.anonymous, None, "anonymous placeholders cannot name one value twice");
-    }
-
-    #[test]
-    fn array_literals_quote_every_text() {
-        let texts = [Some("a"), None, Some("NULL"), Some(r#"q"u\o{t,e} "#)];
-        assert_eq!(text_array(texts.into_iter()), r#"{"a",NULL,"NULL","q\"u\\o{t,e} "}"#);
-        assert_eq!(text_array(std::iter::empty()), "{}");
-        assert_eq!(int_array([-1, 0, 42].into_iter()), "{-1,0,42}");
     }
 }
