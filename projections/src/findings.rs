@@ -12,6 +12,9 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use crate::list::{self, Order, SortValue, Window};
 use crate::sql::{self, deletes_engagement, purge_engagement, replace_set, Sql};
 use crate::{ProjectionError, Projector};
+use changes::ChangeWave;
+
+mod changes;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FindingRow {
@@ -739,7 +742,7 @@ struct Moved {
     review_status: Option<String>,
 }
 
-/// Applies one event other than a creation.
+/// Applies one event other than a creation: a deletion, or on SQLite one change of a wave.
 async fn apply_change(
     tx: &mut Transaction<'_, Any>,
     event: &LogEvent,
@@ -843,34 +846,22 @@ async fn apply_change(
             moved.review_status = Some(t.change.to);
         }
     }
-    // A change that may move the finding to another counter needs the bucket it leaves. PostgreSQL
-    // returns it from the update itself: a self-join reads the row as it was before this
-    // statement, so no SELECT goes first (one round trip less on the writer's connection).
-    // SQLite's RETURNING sees only the new row.
-    let moves = moved != Moved::default();
-    let (updated, before) = if moves && !sql::is_sqlite(tx.backend_name()) {
-        query.push(" FROM findings AS before WHERE findings.id = ").bind(id);
-        query.push(" AND findings.version < ").bind(event.sequence).push(" AND before.id = findings.id");
-        let returned: Vec<String> = BUCKET_COLUMNS.split(", ").map(|c| format!("before.{c}")).collect();
-        query.push(" RETURNING ").push(&returned.join(", "));
-        let before =
-            query.query().fetch_optional(&mut **tx).await?.map(|row| Bucket::from_row(&row)).transpose()?;
-        (before.is_some(), before)
+    // A change that may move the finding to another counter needs the bucket it leaves, read
+    // first: SQLite's RETURNING sees only the new row. (PostgreSQL applies changes in waves,
+    // whose self-join returns it, see `changes`.)
+    let before = if moved != Moved::default() {
+        sqlx::query(&format!("SELECT {BUCKET_COLUMNS} FROM findings WHERE id = $1 AND version < $2"))
+            .bind(id)
+            .bind(event.sequence)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|row| Bucket::from_row(&row))
+            .transpose()?
     } else {
-        let before = if moves {
-            sqlx::query(&format!("SELECT {BUCKET_COLUMNS} FROM findings WHERE id = $1 AND version < $2"))
-                .bind(id)
-                .bind(event.sequence)
-                .fetch_optional(&mut **tx)
-                .await?
-                .map(|row| Bucket::from_row(&row))
-                .transpose()?
-        } else {
-            None
-        };
-        query.push(" WHERE id = ").bind(id).push(" AND version < ").bind(event.sequence);
-        (query.query().execute(&mut **tx).await?.rows_affected() == 1, before)
+        None
     };
+    query.push(" WHERE id = ").bind(id).push(" AND version < ").bind(event.sequence);
+    let updated = query.query().execute(&mut **tx).await?.rows_affected() == 1;
     if updated {
         for (table, column, values) in children {
             replace_set(tx, table, "finding_id", column, id, &values).await?;
@@ -912,10 +903,13 @@ impl Projector for FindingsProjector {
         // interleaved with creations (a live batch, a rebuild of a busy log) no longer split
         // them into a statement per run.
         let mut held = HeldCreations::default();
+        // Changes wait in waves of distinct findings (see `changes`).
+        let mut wave = ChangeWave::default();
         let mut counts = Counts::new();
         for event in events {
             if deletes_engagement(event) {
                 held.insert(tx, &mut counts).await?;
+                wave.apply(tx, &mut counts).await?;
                 // The purge drops the engagement's counters: what is pending goes first.
                 flush_counts(tx, &mut counts).await?;
                 purge(tx, event).await?;
@@ -934,9 +928,23 @@ impl Projector for FindingsProjector {
             if held.holds(&event.aggregate_id) {
                 held.insert(tx, &mut counts).await?;
             }
-            apply_change(tx, event, change, &mut counts).await?;
+            match change {
+                FindingEvent::Updated(_)
+                | FindingEvent::StatusChanged(_)
+                | FindingEvent::ReviewStatusChanged(_) => {
+                    if wave.holds(&event.aggregate_id) {
+                        wave.apply(tx, &mut counts).await?;
+                    }
+                    wave.add(event, change);
+                }
+                FindingEvent::Created(_) | FindingEvent::Deleted(_) => {
+                    wave.apply(tx, &mut counts).await?;
+                    apply_change(tx, event, change, &mut counts).await?;
+                }
+            }
         }
         held.insert(tx, &mut counts).await?;
+        wave.apply(tx, &mut counts).await?;
         flush_counts(tx, &mut counts).await
     }
 }

@@ -9,11 +9,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cqrs_es::DomainEvent;
 use pwnbook_events::engagement::{EngagementCreated, EngagementEvent, EngagementUpdated};
-use pwnbook_events::finding::{FindingCreated, FindingEvent, FindingUpdated, Transition};
+use pwnbook_events::finding::{Cvss, FindingCreated, FindingEvent, FindingUpdated, Transition};
 use pwnbook_events::sequencer::Sequencer;
 use pwnbook_events::testing::draft_finding;
 use pwnbook_events::{backend_tests, log, Backend, Empty, LogEvent, StatusChange, Store};
-use pwnbook_projections::findings::FindingsProjector;
+use pwnbook_projections::findings::{self, FindingsProjector};
 use pwnbook_projections::{all_projectors, ProjectionError, ProjectionRunner, Projector};
 use sqlx::{Any, Row, Transaction};
 
@@ -341,6 +341,113 @@ backend_tests! {
         tx.commit().await.unwrap();
         assert_eq!(findings(store.clone()).await, one_by_one);
         counters_match_rows(store.clone()).await;
+    }
+
+    async fn changes_applied_in_waves_give_the_rows_their_streams_fold_to(db) {
+        let store = open(&db.url).await;
+        let engagement = "eng_00000000000000000001";
+        append(&store, engagement, 1, created("First", &[])).await;
+        let transition = |from: &str, to: &str| {
+            FindingEvent::StatusChanged(Transition {
+                change: StatusChange { from: from.to_owned(), to: to.to_owned() },
+                comment: None,
+            })
+        };
+        let update = |u: FindingUpdated| FindingEvent::Updated(u);
+        let cvss = Cvss { vector: "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H".to_owned(), score: 9.8, version: "3.1".to_owned() };
+        let list = |values: &[&str]| Some(values.iter().map(|v| (*v).to_owned()).collect::<Vec<_>>());
+        let create = |title: &str| {
+            FindingEvent::Created(FindingCreated {
+                tags: vec!["web".to_owned()],
+                cwe: vec!["CWE-89".to_owned()],
+                description: Some("first".to_owned()),
+                ..draft_finding(ORG, engagement, title, "high")
+            })
+        };
+        // Waves of several findings, a finding changed twice in a row (the next wave), texts and
+        // the CVSS set and cleared, child sets that overlap their old ones, a reopening.
+        let history: Vec<(&str, i64, FindingEvent)> = vec![
+            ("fnd_a", 1, create("A")),
+            ("fnd_b", 1, create("B")),
+            ("fnd_c", 1, create("C")),
+            ("fnd_a", 2, update(FindingUpdated { description: Some(Some("d1".to_owned())), tags: list(&["x", "y"]), cwe: list(&["CWE-79"]), ..FindingUpdated::default() })),
+            ("fnd_b", 2, transition("draft", "open")),
+            ("fnd_c", 2, update(FindingUpdated { cvss: Some(Some(cvss)), severity: Some("critical".to_owned()), ..FindingUpdated::default() })),
+            ("fnd_a", 3, update(FindingUpdated { description: Some(None), tags: list(&["y", "z"]), title: Some("A Renamed".to_owned()), ..FindingUpdated::default() })),
+            ("fnd_b", 3, transition("open", "remediated")),
+            ("fnd_b", 4, transition("remediated", "open")),
+            ("fnd_c", 3, FindingEvent::ReviewStatusChanged(Transition { change: StatusChange { from: "in_progress".to_owned(), to: "ready_for_review".to_owned() }, comment: None })),
+            ("fnd_c", 4, update(FindingUpdated { cvss: Some(None), affected_target_ids: list(&["tgt_1", "tgt_2"]), cve: list(&["CVE-2024-1"]), retest_notes: Some(Some("retested".to_owned())), ..FindingUpdated::default() })),
+            ("fnd_a", 4, transition("draft", "open")),
+            ("fnd_b", 5, transition("open", "closed")),
+            ("fnd_d", 1, create("D")),
+            ("fnd_d", 2, update(FindingUpdated { impact: Some(Some("i".to_owned())), references: list(&["https://example.com"]), tags: list(&[]), ..FindingUpdated::default() })),
+            ("fnd_a", 5, transition("open", "remediated")),
+        ];
+        for (id, sequence, event) in &history {
+            append_to(&store, "finding", id, engagement, *sequence, event).await;
+        }
+        Sequencer::new(store.clone()).settle(Duration::from_secs(10)).await.unwrap();
+        let events = log::read_after(store.pool(), 0, 100).await.unwrap();
+        assert_eq!(events.len(), 17);
+        let mut tx = store.pool().begin().await.unwrap();
+        FindingsProjector.apply(&mut tx, &events).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let child = |table: &'static str, column: &'static str, id: &'static str| {
+            let store = store.clone();
+            async move {
+                let values: Vec<String> =
+                    sqlx::query_scalar(&format!("SELECT {column} FROM {table} WHERE finding_id = $1 ORDER BY {column}"))
+                        .bind(id)
+                        .fetch_all(store.pool())
+                        .await
+                        .unwrap();
+                values
+            }
+        };
+        let check = || async {
+            for id in ["fnd_a", "fnd_b", "fnd_c", "fnd_d"] {
+                let stream: Vec<LogEvent> = events.iter().filter(|e| e.aggregate_id == id).cloned().collect();
+                let folded = findings::fold(&stream).unwrap().unwrap();
+                let row = findings::get(store.pool(), ORG, id).await.unwrap().unwrap();
+                assert_eq!(row, folded, "{id}");
+                let sorted = |mut v: Vec<String>| {
+                    v.sort();
+                    v
+                };
+                assert_eq!(child("finding_tags", "tag", id).await, sorted(row.tags.clone()), "{id}");
+                assert_eq!(child("finding_cwes", "cwe", id).await, sorted(row.cwe.clone()), "{id}");
+                assert_eq!(child("finding_cves", "cve", id).await, sorted(row.cve.clone()), "{id}");
+                assert_eq!(child("finding_targets", "target_id", id).await, sorted(row.affected_target_ids.clone()), "{id}");
+            }
+            let counted: Vec<(String, String, String, i64)> = sqlx::query_as(
+                "SELECT severity, status, review_status, n FROM finding_counts ORDER BY severity, status, review_status",
+            )
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+            let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+                "SELECT severity, status, review_status, CAST(COUNT(*) AS BIGINT) FROM findings \
+                 GROUP BY severity, status, review_status ORDER BY severity, status, review_status",
+            )
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+            assert_eq!(counted, rows);
+        };
+        check().await;
+        let b = findings::get(store.pool(), ORG, "fnd_b").await.unwrap().unwrap();
+        assert_eq!((b.status.as_str(), b.remediated_at.is_none(), b.opened_at.is_some(), b.closed_at.is_some()), ("closed", true, true, true));
+        let c = findings::get(store.pool(), ORG, "fnd_c").await.unwrap().unwrap();
+        assert_eq!((c.cvss.is_none(), c.severity.as_str(), c.review_status.as_str()), (true, "critical", "ready_for_review"));
+        // Applied again (a replay), every change is older than its finding: nothing moves.
+        let before = dump(&store).await;
+        let mut tx = store.pool().begin().await.unwrap();
+        FindingsProjector.apply(&mut tx, &events).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(dump(&store).await, before);
+        check().await;
     }
 
     async fn a_rebuild_from_zero_equals_the_live_tables(db) {

@@ -1,0 +1,302 @@
+//! Changes to findings (updates, status and review transitions) applied in waves: consecutive
+//! changes to distinct findings wait together, and a second change to a finding of the wave
+//! (or a deletion, or an engagement's deletion) applies the wave first, so each change still
+//! lands on top of the one before it.
+//!
+//! On PostgreSQL a wave is ONE statement: an UPDATE from one array parameter per column, with a
+//! bit per column saying which ones each change sets. Its self-join returns the counter bucket
+//! each finding leaves, and data-modifying CTEs replace the child sets (tags, CWEs, CVEs,
+//! targets) the changes set. That replaces a statement per event plus a DELETE and an INSERT per
+//! child row, the round trips that dominated a live mix of updates and a rebuild of a busy log.
+//! SQLite, which has no round trips and whose RETURNING sees only the new row, applies the wave's
+//! changes one by one.
+
+use std::collections::HashSet;
+
+use pwnbook_events::finding::{FindingEvent, FindingUpdated};
+use pwnbook_events::LogEvent;
+use sqlx::{Any, Row, Transaction};
+
+use super::{apply_change, score_key, severity_rank, Bucket, Counts};
+use crate::sql::{self, Sql};
+use crate::ProjectionError;
+
+/// The text columns a change may set; each is bit `1 << index` of a change's mask.
+const TEXTS: [&str; 17] = [
+    "title",
+    "title_key",
+    "severity",
+    "cvss_vector",
+    "cvss_version",
+    "description",
+    "impact",
+    "remediation",
+    "steps_to_reproduce",
+    "retest_notes",
+    "cwe",
+    "cve",
+    "refs",
+    "affected_target_ids",
+    "tags",
+    "status",
+    "review_status",
+];
+
+/// The integer columns a change may set; bit `1 << (TEXTS.len() + index)`.
+const INTS: [&str; 2] = ["severity_rank", "cvss_score"];
+
+/// The child tables a list column is mirrored into: (list column, table, value column).
+const CHILDREN: [(&str, &str, &str); 4] = [
+    ("tags", "finding_tags", "tag"),
+    ("cwe", "finding_cwes", "cwe"),
+    ("cve", "finding_cves", "cve"),
+    ("affected_target_ids", "finding_targets", "target_id"),
+];
+
+fn text_bit(column: &str) -> i64 {
+    TEXTS.iter().position(|c| *c == column).map_or(0, |i| 1 << i)
+}
+
+/// The columns one change sets: which (`mask`) and to what (a NULL where it sets NULL or does not
+/// set the column), with the new child sets.
+#[derive(Default)]
+struct Patch {
+    mask: i64,
+    texts: [Option<String>; TEXTS.len()],
+    ints: [Option<i64>; INTS.len()],
+    children: [Option<Vec<String>>; CHILDREN.len()],
+}
+
+impl Patch {
+    fn text(&mut self, column: &str, value: Option<String>) {
+        if let Some(i) = TEXTS.iter().position(|c| *c == column) {
+            self.mask |= 1 << i;
+            self.texts[i] = value;
+        }
+    }
+
+    fn int(&mut self, column: &str, value: i64) {
+        if let Some(i) = INTS.iter().position(|c| *c == column) {
+            self.mask |= 1 << (TEXTS.len() + i);
+            self.ints[i] = Some(value);
+        }
+    }
+
+    fn list(&mut self, column: &str, values: Vec<String>) -> Result<(), serde_json::Error> {
+        self.text(column, Some(serde_json::to_string(&values)?));
+        if let Some(i) = CHILDREN.iter().position(|(c, _, _)| *c == column) {
+            self.children[i] = Some(values);
+        }
+        Ok(())
+    }
+
+    /// What `change` sets, as the per-event path (`apply_change`) sets it.
+    fn of(change: FindingEvent) -> Result<Self, serde_json::Error> {
+        let mut patch = Self::default();
+        match change {
+            FindingEvent::Updated(u) => patch.updated(u)?,
+            FindingEvent::StatusChanged(t) => patch.text("status", Some(t.change.to)),
+            FindingEvent::ReviewStatusChanged(t) => patch.text("review_status", Some(t.change.to)),
+            FindingEvent::Created(_) | FindingEvent::Deleted(_) => {}
+        }
+        Ok(patch)
+    }
+
+    fn updated(&mut self, u: FindingUpdated) -> Result<(), serde_json::Error> {
+        if let Some(title) = u.title {
+            self.text("title_key", Some(title.to_lowercase()));
+            self.text("title", Some(title));
+        }
+        if let Some(severity) = u.severity {
+            self.int("severity_rank", severity_rank(&severity));
+            self.text("severity", Some(severity));
+        }
+        if let Some(cvss) = u.cvss {
+            self.int("cvss_score", score_key(cvss.as_ref()));
+            self.text("cvss_vector", cvss.as_ref().map(|c| c.vector.clone()));
+            self.text("cvss_version", cvss.map(|c| c.version));
+        }
+        let texts = [
+            ("description", u.description),
+            ("impact", u.impact),
+            ("remediation", u.remediation),
+            ("steps_to_reproduce", u.steps_to_reproduce),
+            ("retest_notes", u.retest_notes),
+        ];
+        for (column, value) in texts {
+            if let Some(value) = value {
+                self.text(column, value);
+            }
+        }
+        let lists = [
+            ("cwe", u.cwe),
+            ("cve", u.cve),
+            ("refs", u.references),
+            ("affected_target_ids", u.affected_target_ids),
+            ("tags", u.tags),
+        ];
+        for (column, values) in lists {
+            if let Some(values) = values {
+                self.list(column, values)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Changes waiting to be applied together, to distinct findings.
+#[derive(Default)]
+pub(super) struct ChangeWave<'e> {
+    changes: Vec<(&'e LogEvent, FindingEvent)>,
+    ids: HashSet<&'e str>,
+}
+
+impl<'e> ChangeWave<'e> {
+    pub(super) fn holds(&self, finding_id: &str) -> bool {
+        self.ids.contains(finding_id)
+    }
+
+    /// Adds an update or a transition (the caller applies the wave first if it holds the finding).
+    pub(super) fn add(&mut self, event: &'e LogEvent, change: FindingEvent) {
+        self.ids.insert(&event.aggregate_id);
+        self.changes.push((event, change));
+    }
+
+    /// Applies every change of the wave, leaving it empty; the counters they move go to `counts`.
+    pub(super) async fn apply(
+        &mut self,
+        tx: &mut Transaction<'_, Any>,
+        counts: &mut Counts,
+    ) -> Result<(), ProjectionError> {
+        self.ids.clear();
+        let changes = std::mem::take(&mut self.changes);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        if sql::is_sqlite(tx.backend_name()) {
+            for (event, change) in changes {
+                apply_change(tx, event, change, counts).await?;
+            }
+            return Ok(());
+        }
+        let mut ids = Vec::with_capacity(changes.len());
+        let mut patches = Vec::with_capacity(changes.len());
+        for (event, change) in changes {
+            ids.push(event);
+            patches.push(Patch::of(change)?);
+        }
+        let rows = wave_statement(&ids, &patches).query().fetch_all(&mut **tx).await?;
+        for row in &rows {
+            let before = Bucket {
+                organization_id: row.try_get("organization_id")?,
+                engagement_id: row.try_get("engagement_id")?,
+                severity: row.try_get("before_severity")?,
+                status: row.try_get("before_status")?,
+                review_status: row.try_get("before_review_status")?,
+            };
+            let after = Bucket {
+                severity: row.try_get("severity")?,
+                status: row.try_get("status")?,
+                review_status: row.try_get("review_status")?,
+                ..before.clone()
+            };
+            if after != before {
+                *counts.entry(before).or_default() -= 1;
+                *counts.entry(after).or_default() += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// PostgreSQL: the UPDATE of a wave (`events[i]` changed by `patches[i]`, distinct findings),
+/// with the child sets it replaces; returns each updated finding's bucket before and after. A
+/// change whose version the finding already has (a replay) updates nothing. One statement text
+/// whatever the wave, so it stays prepared.
+fn wave_statement(events: &[&LogEvent], patches: &[Patch]) -> Sql {
+    let mut names = vec!["id", "version", "recorded_at", "mask"];
+    names.extend(TEXTS);
+    names.extend(INTS);
+    let mut query = Sql::new("WITH u AS (SELECT * FROM unnest(");
+    sql::push_array(
+        &mut query,
+        sql::text_array(events.iter().map(|e| Some(e.aggregate_id.as_str()))),
+        "TEXT",
+    );
+    for column in [
+        sql::int_array(events.iter().map(|e| e.sequence)),
+        sql::int_array(events.iter().map(|e| e.recorded_at)),
+        sql::int_array(patches.iter().map(|p| p.mask)),
+    ] {
+        query.push(", ");
+        sql::push_array(&mut query, column, "BIGINT");
+    }
+    for i in 0..TEXTS.len() {
+        query.push(", ");
+        sql::push_array(&mut query, sql::text_array(patches.iter().map(|p| p.texts[i].as_deref())), "TEXT");
+    }
+    for i in 0..INTS.len() {
+        query.push(", ");
+        sql::push_array(&mut query, int_or_null_array(patches.iter().map(|p| p.ints[i])), "BIGINT");
+    }
+    query.push(&format!(") AS u ({}))", names.join(", ")));
+    let sets: Vec<String> = TEXTS
+        .iter()
+        .chain(INTS.iter())
+        .enumerate()
+        .map(|(bit, c)| {
+            format!("{c} = CASE WHEN (u.mask & {}) <> 0 THEN u.{c} ELSE findings.{c} END", 1_i64 << bit)
+        })
+        .collect();
+    // A transition to open sets the first opening and clears the later times; to remediated or
+    // closed, it records that time (`u.status` is NULL unless the change sets it).
+    query.push(&format!(
+        ", changed AS (UPDATE findings SET updated_at = u.recorded_at, version = u.version, {}, \
+         opened_at = CASE u.status WHEN 'open' THEN COALESCE(findings.opened_at, u.recorded_at) \
+         ELSE findings.opened_at END, \
+         remediated_at = CASE u.status WHEN 'open' THEN NULL WHEN 'remediated' THEN u.recorded_at \
+         ELSE findings.remediated_at END, \
+         closed_at = CASE u.status WHEN 'open' THEN NULL WHEN 'closed' THEN u.recorded_at \
+         ELSE findings.closed_at END \
+         FROM u, findings AS before \
+         WHERE findings.id = u.id AND findings.version < u.version AND before.id = findings.id \
+         RETURNING findings.id, u.mask, before.organization_id, before.engagement_id, \
+         before.severity AS before_severity, before.status AS before_status, \
+         before.review_status AS before_review_status, findings.severity, findings.status, \
+         findings.review_status)",
+        sets.join(", ")
+    ));
+    // Each child set the change sets: the rows no longer in it go, the new ones come (two
+    // disjoint sets of rows, so the two CTEs cannot clash).
+    for (n, (column, table, value)) in CHILDREN.iter().enumerate() {
+        let rows: Vec<(&str, &str)> = events
+            .iter()
+            .zip(patches)
+            .flat_map(|(event, patch)| {
+                patch.children[n].iter().flatten().map(|v| (event.aggregate_id.as_str(), v.as_str()))
+            })
+            .collect();
+        query.push(&format!(", set{n} AS (SELECT * FROM unnest("));
+        sql::push_array(&mut query, sql::text_array(rows.iter().map(|(owner, _)| Some(*owner))), "TEXT");
+        query.push(", ");
+        sql::push_array(&mut query, sql::text_array(rows.iter().map(|(_, v)| Some(*v))), "TEXT");
+        query.push(&format!(
+            ") AS s (owner, value)), \
+             gone{n} AS (DELETE FROM {table} AS t USING changed \
+             WHERE t.finding_id = changed.id AND (changed.mask & {bit}) <> 0 \
+             AND NOT EXISTS (SELECT 1 FROM set{n} WHERE set{n}.owner = t.finding_id AND set{n}.value = t.{value})), \
+             added{n} AS (INSERT INTO {table} (finding_id, {value}) SELECT owner, value FROM set{n} \
+             WHERE owner IN (SELECT id FROM changed) ON CONFLICT DO NOTHING)",
+            bit = text_bit(column)
+        ));
+    }
+    query.push(" SELECT * FROM changed");
+    query
+}
+
+/// A PostgreSQL array literal of integers, `NULL` for `None`.
+fn int_or_null_array(values: impl Iterator<Item = Option<i64>>) -> String {
+    let values: Vec<String> =
+        values.map(|v| v.map_or_else(|| "NULL".to_owned(), |v| v.to_string())).collect();
+    format!("{{{}}}", values.join(","))
+}
