@@ -742,7 +742,8 @@ struct Moved {
     review_status: Option<String>,
 }
 
-/// Applies one event other than a creation: a deletion, or on SQLite one change of a wave.
+/// Applies one event other than a creation: a deletion, or one change of a small wave (see
+/// `changes`).
 async fn apply_change(
     tx: &mut Transaction<'_, Any>,
     event: &LogEvent,
@@ -846,22 +847,34 @@ async fn apply_change(
             moved.review_status = Some(t.change.to);
         }
     }
-    // A change that may move the finding to another counter needs the bucket it leaves, read
-    // first: SQLite's RETURNING sees only the new row. (PostgreSQL applies changes in waves,
-    // whose self-join returns it, see `changes`.)
-    let before = if moved != Moved::default() {
-        sqlx::query(&format!("SELECT {BUCKET_COLUMNS} FROM findings WHERE id = $1 AND version < $2"))
-            .bind(id)
-            .bind(event.sequence)
-            .fetch_optional(&mut **tx)
-            .await?
-            .map(|row| Bucket::from_row(&row))
-            .transpose()?
+    // A change that may move the finding to another counter needs the bucket it leaves. PostgreSQL
+    // returns it from the update itself: a self-join reads the row as it was before this
+    // statement, so no SELECT goes first (one round trip less on the writer's connection).
+    // SQLite's RETURNING sees only the new row.
+    let moves = moved != Moved::default();
+    let (updated, before) = if moves && !sql::is_sqlite(tx.backend_name()) {
+        query.push(" FROM findings AS before WHERE findings.id = ").bind(id);
+        query.push(" AND findings.version < ").bind(event.sequence).push(" AND before.id = findings.id");
+        let returned: Vec<String> = BUCKET_COLUMNS.split(", ").map(|c| format!("before.{c}")).collect();
+        query.push(" RETURNING ").push(&returned.join(", "));
+        let before =
+            query.query().fetch_optional(&mut **tx).await?.map(|row| Bucket::from_row(&row)).transpose()?;
+        (before.is_some(), before)
     } else {
-        None
+        let before = if moves {
+            sqlx::query(&format!("SELECT {BUCKET_COLUMNS} FROM findings WHERE id = $1 AND version < $2"))
+                .bind(id)
+                .bind(event.sequence)
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(|row| Bucket::from_row(&row))
+                .transpose()?
+        } else {
+            None
+        };
+        query.push(" WHERE id = ").bind(id).push(" AND version < ").bind(event.sequence);
+        (query.query().execute(&mut **tx).await?.rows_affected() == 1, before)
     };
-    query.push(" WHERE id = ").bind(id).push(" AND version < ").bind(event.sequence);
-    let updated = query.query().execute(&mut **tx).await?.rows_affected() == 1;
     if updated {
         for (table, column, values) in children {
             replace_set(tx, table, "finding_id", column, id, &values).await?;

@@ -372,7 +372,7 @@ backend_tests! {
             ("fnd_c", 1, create("C")),
             ("fnd_a", 2, update(FindingUpdated { description: Some(Some("d1".to_owned())), tags: list(&["x", "y"]), cwe: list(&["CWE-79"]), ..FindingUpdated::default() })),
             ("fnd_b", 2, transition("draft", "open")),
-            ("fnd_c", 2, update(FindingUpdated { cvss: Some(Some(cvss)), severity: Some("critical".to_owned()), ..FindingUpdated::default() })),
+            ("fnd_c", 2, update(FindingUpdated { cvss: Some(Some(cvss.clone())), severity: Some("critical".to_owned()), ..FindingUpdated::default() })),
             ("fnd_a", 3, update(FindingUpdated { description: Some(None), tags: list(&["y", "z"]), title: Some("A Renamed".to_owned()), ..FindingUpdated::default() })),
             ("fnd_b", 3, transition("open", "remediated")),
             ("fnd_b", 4, transition("remediated", "open")),
@@ -387,14 +387,29 @@ backend_tests! {
         for (id, sequence, event) in &history {
             append_to(&store, "finding", id, engagement, *sequence, event).await;
         }
+        // Waves large enough for PostgreSQL's one statement: ten findings changed one after the
+        // other, three times (the small waves above go one change at a time).
+        let many: Vec<String> = (0..10).map(|i| format!("fnd_w{i}")).collect();
+        for id in &many {
+            append_to(&store, "finding", id, engagement, 1, &create(id)).await;
+        }
+        for (sequence, event) in [
+            (2, update(FindingUpdated { tags: list(&["a"]), cwe: list(&["CWE-89", "CWE-20"]), cvss: Some(Some(cvss.clone())), description: Some(None), ..FindingUpdated::default() })),
+            (3, transition("draft", "open")),
+            (4, transition("open", "closed")),
+        ] {
+            for id in &many {
+                append_to(&store, "finding", id, engagement, sequence, &event).await;
+            }
+        }
         Sequencer::new(store.clone()).settle(Duration::from_secs(10)).await.unwrap();
         let events = log::read_after(store.pool(), 0, 100).await.unwrap();
-        assert_eq!(events.len(), 17);
+        assert_eq!(events.len(), 57);
         let mut tx = store.pool().begin().await.unwrap();
         FindingsProjector.apply(&mut tx, &events).await.unwrap();
         tx.commit().await.unwrap();
 
-        let child = |table: &'static str, column: &'static str, id: &'static str| {
+        let child = |table: &'static str, column: &'static str, id: String| {
             let store = store.clone();
             async move {
                 let values: Vec<String> =
@@ -407,19 +422,19 @@ backend_tests! {
             }
         };
         let check = || async {
-            for id in ["fnd_a", "fnd_b", "fnd_c", "fnd_d"] {
+            for id in ["fnd_a", "fnd_b", "fnd_c", "fnd_d"].into_iter().map(str::to_owned).chain(many.iter().cloned()) {
                 let stream: Vec<LogEvent> = events.iter().filter(|e| e.aggregate_id == id).cloned().collect();
                 let folded = findings::fold(&stream).unwrap().unwrap();
-                let row = findings::get(store.pool(), ORG, id).await.unwrap().unwrap();
+                let row = findings::get(store.pool(), ORG, &id).await.unwrap().unwrap();
                 assert_eq!(row, folded, "{id}");
                 let sorted = |mut v: Vec<String>| {
                     v.sort();
                     v
                 };
-                assert_eq!(child("finding_tags", "tag", id).await, sorted(row.tags.clone()), "{id}");
-                assert_eq!(child("finding_cwes", "cwe", id).await, sorted(row.cwe.clone()), "{id}");
-                assert_eq!(child("finding_cves", "cve", id).await, sorted(row.cve.clone()), "{id}");
-                assert_eq!(child("finding_targets", "target_id", id).await, sorted(row.affected_target_ids.clone()), "{id}");
+                assert_eq!(child("finding_tags", "tag", id.clone()).await, sorted(row.tags.clone()), "{id}");
+                assert_eq!(child("finding_cwes", "cwe", id.clone()).await, sorted(row.cwe.clone()), "{id}");
+                assert_eq!(child("finding_cves", "cve", id.clone()).await, sorted(row.cve.clone()), "{id}");
+                assert_eq!(child("finding_targets", "target_id", id.clone()).await, sorted(row.affected_target_ids.clone()), "{id}");
             }
             let counted: Vec<(String, String, String, i64)> = sqlx::query_as(
                 "SELECT severity, status, review_status, n FROM finding_counts ORDER BY severity, status, review_status",

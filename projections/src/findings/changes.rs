@@ -8,8 +8,8 @@
 //! each finding leaves, and data-modifying CTEs replace the child sets (tags, CWEs, CVEs,
 //! targets) the changes set. That replaces a statement per event plus a DELETE and an INSERT per
 //! child row, the round trips that dominated a live mix of updates and a rebuild of a busy log.
-//! SQLite, which has no round trips and whose RETURNING sees only the new row, applies the wave's
-//! changes one by one.
+//! A small wave (a live batch's few changes) goes one by one as well, as does SQLite's, which has
+//! no round trips and whose RETURNING sees only the new row.
 
 use std::collections::HashSet;
 
@@ -20,6 +20,11 @@ use sqlx::{Any, Row, Transaction};
 use super::{apply_change, score_key, severity_rank, Bucket, Counts};
 use crate::sql::{self, Sql};
 use crate::ProjectionError;
+
+/// Fewer changes than this go one by one: the wave's statement is planned for its parameters at
+/// each run (the plan depends on how many findings it touches), which costs more than the round
+/// trips it saves on a few changes (measured: ~0.7 ms of planning, against ~0.4 ms per change).
+const WAVE_STATEMENT_MIN: usize = 8;
 
 /// The text columns a change may set; each is bit `1 << index` of a change's mask.
 const TEXTS: [&str; 17] = [
@@ -173,7 +178,7 @@ impl<'e> ChangeWave<'e> {
         if changes.is_empty() {
             return Ok(());
         }
-        if sql::is_sqlite(tx.backend_name()) {
+        if sql::is_sqlite(tx.backend_name()) || changes.len() < WAVE_STATEMENT_MIN {
             for (event, change) in changes {
                 apply_change(tx, event, change, counts).await?;
             }
@@ -211,8 +216,7 @@ impl<'e> ChangeWave<'e> {
 
 /// PostgreSQL: the UPDATE of a wave (`events[i]` changed by `patches[i]`, distinct findings),
 /// with the child sets it replaces; returns each updated finding's bucket before and after. A
-/// change whose version the finding already has (a replay) updates nothing. One statement text
-/// whatever the wave, so it stays prepared.
+/// change whose version the finding already has (a replay) updates nothing.
 fn wave_statement(events: &[&LogEvent], patches: &[Patch]) -> Sql {
     let mut names = vec!["id", "version", "recorded_at", "mask"];
     names.extend(TEXTS);
@@ -266,9 +270,14 @@ fn wave_statement(events: &[&LogEvent], patches: &[Patch]) -> Sql {
          findings.review_status)",
         sets.join(", ")
     ));
-    // Each child set the change sets: the rows no longer in it go, the new ones come (two
-    // disjoint sets of rows, so the two CTEs cannot clash).
+    // Each child set a change of the wave sets: the rows no longer in it go, the new ones come
+    // (two disjoint sets of rows, so the two CTEs cannot clash). Only the child tables the wave
+    // touches get their CTEs, which are most of the statement's planning (one text per
+    // combination, each prepared).
     for (n, (column, table, value)) in CHILDREN.iter().enumerate() {
+        if patches.iter().all(|patch| patch.children[n].is_none()) {
+            continue;
+        }
         let rows: Vec<(&str, &str)> = events
             .iter()
             .zip(patches)
