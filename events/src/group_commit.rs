@@ -27,7 +27,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::sequencer::Sequencer;
-use crate::values::{int_array, power_of_two_chunks, text_array, values};
+use crate::values::{int_array, power_of_two_chunks, sqlite_values, text_array};
 use crate::Backend;
 
 /// Most rows per SQLite INSERT statement (a power of two): 7 parameters each stays far below its
@@ -252,20 +252,30 @@ impl Writer {
         sequenced: bool,
     ) -> Result<(), Failure> {
         let mut attempt = 1;
+        let mut reconnected = false;
         loop {
             let sequencer = if sequenced { self.sequencer() } else { None };
+            let reused = connection.is_open();
             let outcome = match connection.get(pool).await {
                 Ok(conn) => self.insert(conn, rows, sequencer).await,
-                Err(error) => Err(Failure::Transaction(error)),
+                Err(error) => Err(Failure::Begin(error)),
             };
-            // After anything but the database's refusal of a statement (which leaves the
-            // connection usable, its transaction rolled back), the connection's state is unknown.
-            if let Err(Failure::Insert(error) | Failure::Transaction(error)) = &outcome {
-                if !matches!(error, sqlx::Error::Database(_)) {
+            // Only the database's refusal of a statement, or its rollback of the transaction,
+            // leaves the connection known to be usable (the transaction rolled back); after
+            // anything else (I/O, a session the server ended) a new one is made.
+            if let Err(failure) = &outcome {
+                if !keeps_connection(self.backend, failure.error()) {
                     connection.drop_broken();
                 }
             }
             match outcome {
+                // A connection that died while idle (a restarted server, a session timeout) fails
+                // at BEGIN, before any row was sent: once more, on a new connection.
+                Err(Failure::Begin(error)) if reused && !reconnected => {
+                    tracing::info!(%error, "the writer's connection failed at BEGIN; reconnecting");
+                    connection.drop_broken();
+                    reconnected = true;
+                }
                 Err(Failure::Insert(error) | Failure::Transaction(error))
                     if attempt < ROLLBACK_ATTEMPTS && rolled_back(self.backend, &error) =>
                 {
@@ -278,11 +288,9 @@ impl Writer {
         }
     }
 
-    /// One transaction of multi-row INSERTs, and the sequencing of what it wrote when
-    /// `sequencer` is given; should the sequencing (or the in-batch projection) fail, nothing is
-    /// committed and the rows are written again unsequenced, for the sequencer task. Whatever
-    /// the batch's size, its INSERT is one statement text, which stays prepared on the writer's
-    /// connection: one on PostgreSQL, one per power-of-two chunk on SQLite.
+    /// One transaction of the batch's rows (see `insert_rows`), and the sequencing of what it
+    /// wrote when `sequencer` is given; should the sequencing (or the in-batch projection) fail,
+    /// nothing is committed and the rows are written again unsequenced, for the sequencer task.
     async fn insert(
         &self,
         conn: &mut AnyConnection,
@@ -295,29 +303,12 @@ impl Writer {
             Backend::Postgres => None,
         };
         loop {
-            let mut tx = conn.begin().await.map_err(Failure::Transaction)?;
-            match self.backend {
-                // One statement whatever the batch's size: each one more is a round trip.
-                Backend::Postgres => {
-                    insert_unnest(&mut tx, rows).await.map_err(Failure::Insert)?;
-                }
-                Backend::Sqlite => {
-                    for chunk in power_of_two_chunks(rows, INSERT_CHUNK) {
-                        let sql = insert_values_sql(chunk.len());
-                        let mut query = sqlx::query(&sql);
-                        for row in chunk {
-                            query = query
-                                .bind(row.aggregate_type.as_str())
-                                .bind(row.aggregate_id.as_str())
-                                .bind(row.sequence)
-                                .bind(row.event_type.as_str())
-                                .bind(row.event_version.as_str())
-                                .bind(row.payload.as_str())
-                                .bind(row.metadata.as_str());
-                        }
-                        query.execute(&mut *tx).await.map_err(Failure::Insert)?;
-                    }
-                }
+            let mut tx = conn.begin().await.map_err(Failure::Begin)?;
+            if let Err(error) = self.insert_rows(&mut tx, rows).await {
+                // Rolled back now rather than with the next batch's BEGIN, so that the session
+                // does not wait in an aborted transaction.
+                let _ = tx.rollback().await;
+                return Err(Failure::Insert(error));
             }
             let sequenced = match &sequencer {
                 Some(active) => match active.try_sequence_in(&mut tx).await {
@@ -338,6 +329,33 @@ impl Writer {
             return Ok(());
         }
     }
+
+    /// The batch's rows: one statement on PostgreSQL whatever the batch (each one more would be
+    /// a round trip); on SQLite multi-row INSERTs in power-of-two chunks, each size one statement
+    /// text that stays prepared on the writer's connection.
+    async fn insert_rows(&self, tx: &mut Transaction<'_, Any>, rows: &[&Row]) -> Result<(), sqlx::Error> {
+        match self.backend {
+            Backend::Postgres => insert_unnest(tx, rows).await,
+            Backend::Sqlite => {
+                for chunk in power_of_two_chunks(rows, INSERT_CHUNK) {
+                    let sql = insert_values_sql(chunk.len());
+                    let mut query = sqlx::query(&sql);
+                    for row in chunk {
+                        query = query
+                            .bind(row.aggregate_type.as_str())
+                            .bind(row.aggregate_id.as_str())
+                            .bind(row.sequence)
+                            .bind(row.event_type.as_str())
+                            .bind(row.event_version.as_str())
+                            .bind(row.payload.as_str())
+                            .bind(row.metadata.as_str());
+                    }
+                    query.execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// The writer's connection, taken out of its pool for good: a pooled connection is pinged on
@@ -354,6 +372,10 @@ impl Connection {
         }
     }
 
+    fn is_open(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// Forgets a connection in an unknown state; the next batch makes another.
     fn drop_broken(&mut self) {
         self.0 = None;
@@ -368,17 +390,35 @@ impl Connection {
 
 /// What failed in a batch's transaction.
 enum Failure {
+    /// Making the connection or BEGIN: nothing was written.
+    Begin(sqlx::Error),
     /// An INSERT: the transaction did not commit, and one append may be to blame.
     Insert(sqlx::Error),
-    /// BEGIN, COMMIT or the connection: nothing says which append, or whether it committed.
+    /// COMMIT or the connection after BEGIN: nothing says which append, or whether it committed.
     Transaction(sqlx::Error),
 }
 
 impl Failure {
+    fn error(&self) -> &sqlx::Error {
+        match self {
+            Self::Begin(error) | Self::Insert(error) | Self::Transaction(error) => error,
+        }
+    }
+
     fn into_error(self) -> sqlx::Error {
         match self {
-            Self::Insert(error) | Self::Transaction(error) => error,
+            Self::Begin(error) | Self::Insert(error) | Self::Transaction(error) => error,
         }
+    }
+}
+
+/// Whether the writer's connection is known to be usable after `error`: a constraint or
+/// trigger refusal, or a transaction the database rolled back (the transaction is gone, the
+/// session is fine).
+fn keeps_connection(backend: Backend, error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => refused(backend, &**db) || rolled_back(backend, error),
+        _ => false,
     }
 }
 
@@ -387,7 +427,7 @@ const INSERT_COLUMNS: &str =
 
 /// SQLite: `INSERT INTO events … VALUES` with `rows` rows of parameters.
 fn insert_values_sql(rows: usize) -> String {
-    format!("{INSERT_COLUMNS} VALUES {}", values(Backend::Sqlite, rows, &["{}"; 7]))
+    format!("{INSERT_COLUMNS} VALUES {}", sqlite_values(rows, 7))
 }
 
 /// PostgreSQL: inserts the rows as one array parameter per column, unnested in their order (the
@@ -450,6 +490,8 @@ impl Fate {
             Backend::Postgres => "23505",
         };
         let (error, before_commit) = match failure {
+            // Nothing was written, whatever the error.
+            Failure::Begin(_) => return Self::NotSaved,
             Failure::Insert(error) => (error, true),
             Failure::Transaction(error) => (error, false),
         };

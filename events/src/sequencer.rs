@@ -18,8 +18,9 @@
 //! A batch costs a handful of statements whatever its size: the state row holds the cursor
 //! and the log head together, the chain heads of the organizations seen by the previous batch are
 //! kept in memory (valid while the stored head is the one that batch wrote, i.e. no other
-//! sequencer appended since), and the batch's rows go in as multi-row INSERTs of power-of-two
-//! sizes (one per set bit of the batch's size, each prepared once per connection).
+//! sequencer appended since), and the batch's rows go in with the state's update as one statement
+//! on PostgreSQL (a text array per column), as multi-row INSERTs of power-of-two sizes on SQLite
+//! (one per set bit of the batch's size, each prepared once per connection).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -35,7 +36,7 @@ use tokio::sync::{watch, Notify};
 use crate::hash::{chain_hash, GENESIS};
 use crate::ids::{Id, IdKind};
 use crate::log::LogEvent;
-use crate::values::{int_array, power_of_two_chunks, text_array, values};
+use crate::values::{int_array, power_of_two_chunks, sqlite_values, text_array};
 use crate::{Backend, Store, StoreError};
 
 /// Key of the PostgreSQL advisory lock that serializes sequencer batches.
@@ -582,7 +583,7 @@ async fn insert(
                     "INSERT INTO event_log (position, event_id, organization_id, engagement_id, aggregate_type, \
                      aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, prev_hash, \
                      hash) VALUES {}",
-                    values(backend, chunk.len(), &["{}"; 14])
+                    sqlite_values(chunk.len(), 14)
                 );
                 let mut query = sqlx::query(&sql);
                 for row in chunk {

@@ -1,30 +1,12 @@
-//! Multi-row statements: `VALUES` lists with the placeholders each backend binds fastest, and
-//! PostgreSQL array literals that carry a whole column as one parameter.
+//! Multi-row statements: SQLite's `VALUES` lists, and PostgreSQL array literals that carry a
+//! whole column as one parameter.
 
-use crate::Backend;
-
-/// `(…), (…)` for `rows` rows of one parameter per column. SQLite gets anonymous `?`: sqlx looks
-/// each numbered SQLite parameter up by name, a scan of the parameter list, so binding the
-/// thousands of a multi-row INSERT would be quadratic. PostgreSQL gets `$n`, wrapped in the
-/// column's template (`{}` for the bare placeholder, e.g. `CAST({} AS json)` for JSON text).
-pub(crate) fn values(backend: Backend, rows: usize, columns: &[&str]) -> String {
-    let mut sql = String::new();
-    for row in 0..rows {
-        sql.push_str(if row == 0 { "(" } else { ", (" });
-        for (column, template) in columns.iter().enumerate() {
-            if column > 0 {
-                sql.push_str(", ");
-            }
-            match backend {
-                Backend::Sqlite => sql.push('?'),
-                Backend::Postgres => {
-                    sql.push_str(&template.replace("{}", &format!("${}", row * columns.len() + column + 1)))
-                }
-            }
-        }
-        sql.push(')');
-    }
-    sql
+/// SQLite: `(?, ?), (?, ?)` for `rows` rows of `columns` parameters. Anonymous `?`, because sqlx
+/// looks each numbered SQLite parameter up by name, a scan of the parameter list, so binding the
+/// thousands of a multi-row INSERT would be quadratic.
+pub(crate) fn sqlite_values(rows: usize, columns: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    vec![row; rows].join(", ")
 }
 
 /// `rows` in chunks whose sizes are powers of two, largest first, none above `max` (a power of
@@ -83,11 +65,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn placeholders_are_numbered_across_rows_on_postgres_and_anonymous_on_sqlite() {
-        let columns = ["{}", "CAST({} AS json)"];
-        assert_eq!(values(Backend::Postgres, 2, &columns), "($1, CAST($2 AS json)), ($3, CAST($4 AS json))");
-        assert_eq!(values(Backend::Sqlite, 2, &columns), "(?, ?), (?, ?)");
-        assert_eq!(values(Backend::Sqlite, 0, &columns), "");
+    fn sqlite_placeholders_are_anonymous() {
+        assert_eq!(sqlite_values(2, 2), "(?, ?), (?, ?)");
+        assert_eq!(sqlite_values(1, 3), "(?, ?, ?)");
+        assert_eq!(sqlite_values(0, 2), "");
     }
 
     #[test]

@@ -307,6 +307,52 @@ async fn sqlite_runs_wal_with_synchronous_full() {
     }
 }
 
+/// PostgreSQL only: the group commit's writer keeps its connection between batches; when the
+/// server ends that session (a restart, an idle timeout), the next append is written on a new
+/// connection instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_go_on_after_the_writers_session_was_ended_postgres() {
+    let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
+    let store = Store::open(&db.url).await.unwrap();
+    let append = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            AggregateStore::<Counter>::new(&store)
+                .commit(vec![Incremented { by: 1 }], AggregateStore::<Counter>::fresh(id), metadata("org_a"))
+                .await
+        }
+    };
+    append("before").await.unwrap();
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(!ended.is_empty() && ended.iter().all(|ended| *ended));
+    // The ended sessions are gone once the server says so.
+    for _ in 0..100 {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    append("after").await.unwrap();
+    let stored: Vec<String> = sqlx::query_scalar("SELECT aggregate_id FROM events ORDER BY aggregate_id")
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(stored, ["after", "before"]);
+}
+
 /// PostgreSQL only: a transaction that appended and is still open holds back every position after
 /// it, so a reader that checkpoints never skips its event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
