@@ -12,7 +12,7 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use crate::list::{self, Order, SortValue, Window};
 use crate::sql::{self, deletes_engagement, purge_engagement, replace_set, Sql};
 use crate::{ProjectionError, Projector};
-use changes::ChangeWave;
+use changes::{ChangeWave, Patch};
 
 mod changes;
 
@@ -742,8 +742,9 @@ struct Moved {
     review_status: Option<String>,
 }
 
-/// Applies one event other than a creation: a deletion, or one change of a small wave (see
-/// `changes`).
+/// Applies one event of a finding on its own: its creation (inserted alone), its deletion, or one
+/// change of a wave too small for the wave's statement, which sets the columns of the same
+/// `Patch`.
 async fn apply_change(
     tx: &mut Transaction<'_, Any>,
     event: &LogEvent,
@@ -751,10 +752,6 @@ async fn apply_change(
     counts: &mut Counts,
 ) -> Result<(), ProjectionError> {
     let id = event.aggregate_id.as_str();
-    let mut query = Sql::new("UPDATE findings SET updated_at = ");
-    query.bind(event.recorded_at).push(", version = ").bind(event.sequence);
-    let mut children: Vec<(&str, &str, Vec<String>)> = Vec::new();
-    let mut moved = Moved::default();
     match change {
         FindingEvent::Created(_) => return insert_created(tx, &[event], counts).await,
         FindingEvent::Deleted(_) => {
@@ -775,78 +772,37 @@ async fn apply_change(
             }
             return Ok(());
         }
-        FindingEvent::Updated(u) => {
-            let texts = [
-                ("description", u.description),
-                ("impact", u.impact),
-                ("remediation", u.remediation),
-                ("steps_to_reproduce", u.steps_to_reproduce),
-                ("retest_notes", u.retest_notes),
-            ];
-            for (column, value) in texts {
-                if let Some(value) = value {
-                    query.push(", ").push(column).push(" = ").bind(value);
-                }
-            }
-            if let Some(title) = &u.title {
-                query
-                    .push(", title = ")
-                    .bind(title.as_str())
-                    .push(", title_key = ")
-                    .bind(title.to_lowercase());
-            }
-            if let Some(severity) = &u.severity {
-                query.push(", severity = ").bind(severity.as_str());
-                query.push(", severity_rank = ").bind(severity_rank(severity));
-                moved.severity = Some(severity.clone());
-            }
-            if let Some(cvss) = &u.cvss {
-                query.push(", cvss_vector = ").bind(cvss.as_ref().map(|c| c.vector.clone()));
-                query.push(", cvss_version = ").bind(cvss.as_ref().map(|c| c.version.clone()));
-                query.push(", cvss_score = ").bind(score_key(cvss.as_ref()));
-            }
-            let lists = [
-                ("cwe", u.cwe, Some(("finding_cwes", "cwe"))),
-                ("cve", u.cve, Some(("finding_cves", "cve"))),
-                ("refs", u.references, None),
-                ("affected_target_ids", u.affected_target_ids, Some(("finding_targets", "target_id"))),
-                ("tags", u.tags, Some(("finding_tags", "tag"))),
-            ];
-            for (column, value, child) in lists {
-                if let Some(value) = value {
-                    query.push(", ").push(column).push(" = ").bind(serde_json::to_string(&value)?);
-                    if let Some((table, child_column)) = child {
-                        children.push((table, child_column, value));
-                    }
-                }
-            }
-        }
-        FindingEvent::StatusChanged(t) => {
-            query.push(", status = ").bind(t.change.to.as_str());
-            // openedAt is the first opening; reopening clears remediatedAt and closedAt.
-            match t.change.to.as_str() {
-                "open" => {
-                    query
-                        .push(", opened_at = COALESCE(findings.opened_at, ")
-                        .bind(event.recorded_at)
-                        .push(")");
-                    query.push(", remediated_at = NULL, closed_at = NULL");
-                }
-                "remediated" => {
-                    query.push(", remediated_at = ").bind(event.recorded_at);
-                }
-                "closed" => {
-                    query.push(", closed_at = ").bind(event.recorded_at);
-                }
-                _ => {}
-            }
-            moved.status = Some(t.change.to);
-        }
-        FindingEvent::ReviewStatusChanged(t) => {
-            query.push(", review_status = ").bind(t.change.to.as_str());
-            moved.review_status = Some(t.change.to);
-        }
+        FindingEvent::Updated(_) | FindingEvent::StatusChanged(_) | FindingEvent::ReviewStatusChanged(_) => {}
     }
+    let patch = Patch::of(change)?;
+    let mut query = Sql::new("UPDATE findings SET updated_at = ");
+    query.bind(event.recorded_at).push(", version = ").bind(event.sequence);
+    for (column, value) in patch.texts() {
+        query.push(", ").push(column).push(" = ").bind(value.map(str::to_owned));
+    }
+    for (column, value) in patch.ints() {
+        query.push(", ").push(column).push(" = ").bind(value);
+    }
+    // openedAt is the first opening; reopening clears remediatedAt and closedAt.
+    match patch.value("status") {
+        Some("open") => {
+            query.push(", opened_at = COALESCE(findings.opened_at, ").bind(event.recorded_at).push(")");
+            query.push(", remediated_at = NULL, closed_at = NULL");
+        }
+        Some("remediated") => {
+            query.push(", remediated_at = ").bind(event.recorded_at);
+        }
+        Some("closed") => {
+            query.push(", closed_at = ").bind(event.recorded_at);
+        }
+        _ => {}
+    }
+    let moved = Moved {
+        severity: patch.value("severity").map(str::to_owned),
+        status: patch.value("status").map(str::to_owned),
+        review_status: patch.value("review_status").map(str::to_owned),
+    };
+
     // A change that may move the finding to another counter needs the bucket it leaves. PostgreSQL
     // returns it from the update itself: a self-join reads the row as it was before this
     // statement, so no SELECT goes first (one round trip less on the writer's connection).
@@ -876,8 +832,8 @@ async fn apply_change(
         (query.query().execute(&mut **tx).await?.rows_affected() == 1, before)
     };
     if updated {
-        for (table, column, values) in children {
-            replace_set(tx, table, "finding_id", column, id, &values).await?;
+        for (table, column, values) in patch.children() {
+            replace_set(tx, table, "finding_id", column, id, values).await?;
         }
         if let Some(before) = before {
             let after = Bucket {
@@ -945,13 +901,15 @@ impl Projector for FindingsProjector {
                 FindingEvent::Updated(_)
                 | FindingEvent::StatusChanged(_)
                 | FindingEvent::ReviewStatusChanged(_) => {
-                    if wave.holds(&event.aggregate_id) {
+                    if wave.holds(&event.aggregate_id) || wave.is_full() {
                         wave.apply(tx, &mut counts).await?;
                     }
                     wave.add(event, change);
                 }
                 FindingEvent::Created(_) | FindingEvent::Deleted(_) => {
-                    wave.apply(tx, &mut counts).await?;
+                    if wave.holds(&event.aggregate_id) {
+                        wave.apply(tx, &mut counts).await?;
+                    }
                     apply_change(tx, event, change, &mut counts).await?;
                 }
             }

@@ -84,12 +84,12 @@ async fn write_history(store: &Store, engagements: usize) {
         append(store, &id, 2, EngagementEvent::Updated(rename)).await;
         let archived = StatusChange { from: "active".to_owned(), to: "archived".to_owned() };
         append(store, &id, 3, EngagementEvent::Archived(archived)).await;
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             let back = StatusChange { from: "archived".to_owned(), to: "active".to_owned() };
             append(store, &id, 4, EngagementEvent::Unarchived(back)).await;
         }
         if i % 5 == 0 {
-            let next = if i % 2 == 0 { 5 } else { 4 };
+            let next = if i.is_multiple_of(2) { 5 } else { 4 };
             append(store, &id, next, EngagementEvent::Deleted(Empty {})).await;
         }
     }
@@ -387,24 +387,47 @@ backend_tests! {
         for (id, sequence, event) in &history {
             append_to(&store, "finding", id, engagement, *sequence, event).await;
         }
-        // Waves large enough for PostgreSQL's one statement: ten findings changed one after the
-        // other, three times (the small waves above go one change at a time).
-        let many: Vec<String> = (0..10).map(|i| format!("fnd_w{i}")).collect();
+        // Waves large enough for PostgreSQL's one statement (eight changes or more): twenty
+        // findings changed one after the other, four times, each kind of change in every wave
+        // (the small waves above go one change at a time).
+        let many: Vec<String> = (0..20).map(|i| format!("fnd_w{i:02}")).collect();
         for id in &many {
             append_to(&store, "finding", id, engagement, 1, &create(id)).await;
         }
-        for (sequence, event) in [
-            (2, update(FindingUpdated { tags: list(&["a"]), cwe: list(&["CWE-89", "CWE-20"]), cvss: Some(Some(cvss.clone())), description: Some(None), ..FindingUpdated::default() })),
-            (3, transition("draft", "open")),
-            (4, transition("open", "closed")),
-        ] {
-            for id in &many {
+        let review = |to: &str| {
+            FindingEvent::ReviewStatusChanged(Transition {
+                change: StatusChange { from: "in_progress".to_owned(), to: to.to_owned() },
+                comment: None,
+            })
+        };
+        let first = |i: usize| match i % 4 {
+            0 => update(FindingUpdated { tags: list(&["a"]), cwe: list(&["CWE-89", "CWE-20"]), ..FindingUpdated::default() }),
+            1 => update(FindingUpdated { severity: Some("low".to_owned()), title: Some(format!("Renamed {i}")), ..FindingUpdated::default() }),
+            2 => update(FindingUpdated { cvss: Some(Some(cvss.clone())), cve: list(&["CVE-2024-2"]), affected_target_ids: list(&["tgt_9"]), ..FindingUpdated::default() }),
+            _ => update(FindingUpdated { description: Some(None), impact: Some(Some("impact".to_owned())), tags: list(&[]), cwe: list(&[]), ..FindingUpdated::default() }),
+        };
+        let third = |i: usize| if i.is_multiple_of(2) { transition("open", "remediated") } else { review("ready_for_review") };
+        let fourth = |i: usize| {
+            if i.is_multiple_of(2) {
+                transition("remediated", "open")
+            } else {
+                update(FindingUpdated { cvss: Some(None), severity: Some("critical".to_owned()), affected_target_ids: list(&[]), ..FindingUpdated::default() })
+            }
+        };
+        for sequence in 2..=5 {
+            for (i, id) in many.iter().enumerate() {
+                let event = match sequence {
+                    2 => first(i),
+                    3 => transition("draft", "open"),
+                    4 => third(i),
+                    _ => fourth(i),
+                };
                 append_to(&store, "finding", id, engagement, sequence, &event).await;
             }
         }
         Sequencer::new(store.clone()).settle(Duration::from_secs(10)).await.unwrap();
-        let events = log::read_after(store.pool(), 0, 100).await.unwrap();
-        assert_eq!(events.len(), 57);
+        let events = log::read_after(store.pool(), 0, 200).await.unwrap();
+        assert_eq!(events.len(), 117);
         let mut tx = store.pool().begin().await.unwrap();
         FindingsProjector.apply(&mut tx, &events).await.unwrap();
         tx.commit().await.unwrap();
@@ -456,12 +479,27 @@ backend_tests! {
         assert_eq!((b.status.as_str(), b.remediated_at.is_none(), b.opened_at.is_some(), b.closed_at.is_some()), ("closed", true, true, true));
         let c = findings::get(store.pool(), ORG, "fnd_c").await.unwrap().unwrap();
         assert_eq!((c.cvss.is_none(), c.severity.as_str(), c.review_status.as_str()), (true, "critical", "ready_for_review"));
-        // Applied again (a replay), every change is older than its finding: nothing moves.
-        let before = dump(&store).await;
+        // Applied again from an earlier point (a replay), every change is older than its
+        // finding: nothing moves, though the events stop halfway through the findings' streams.
+        let tables = || async {
+            let mut out = Vec::new();
+            for (table, order) in [
+                ("findings", "id"),
+                ("finding_tags", "finding_id, tag"),
+                ("finding_cwes", "finding_id, cwe"),
+                ("finding_cves", "finding_id, cve"),
+                ("finding_targets", "finding_id, target_id"),
+                ("finding_counts", "engagement_id, severity, status, review_status"),
+            ] {
+                out.extend(rows_of(&store, table, order).await);
+            }
+            out
+        };
+        let before = tables().await;
         let mut tx = store.pool().begin().await.unwrap();
-        FindingsProjector.apply(&mut tx, &events).await.unwrap();
+        FindingsProjector.apply(&mut tx, &events[..77]).await.unwrap();
         tx.commit().await.unwrap();
-        assert_eq!(dump(&store).await, before);
+        assert_eq!(tables().await, before);
         check().await;
     }
 

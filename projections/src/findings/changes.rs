@@ -1,7 +1,7 @@
 //! Changes to findings (updates, status and review transitions) applied in waves: consecutive
-//! changes to distinct findings wait together, and a second change to a finding of the wave
-//! (or a deletion, or an engagement's deletion) applies the wave first, so each change still
-//! lands on top of the one before it.
+//! changes to distinct findings wait together, and another event of a finding of the wave (a
+//! second change, its deletion) or an engagement's deletion applies the wave first, so each
+//! change still lands on top of the one before it.
 //!
 //! On PostgreSQL a wave is ONE statement: an UPDATE from one array parameter per column, with a
 //! bit per column saying which ones each change sets. Its self-join returns the counter bucket
@@ -25,6 +25,8 @@ use crate::ProjectionError;
 /// each run (the plan depends on how many findings it touches), which costs more than the round
 /// trips it saves on a few changes (measured: ~0.7 ms of planning, against ~0.4 ms per change).
 const WAVE_STATEMENT_MIN: usize = 8;
+/// Most changes per wave.
+const WAVE_STATEMENT_MAX: usize = 500;
 
 /// The text columns a change may set; each is bit `1 << index` of a change's mask.
 const TEXTS: [&str; 17] = [
@@ -59,13 +61,15 @@ const CHILDREN: [(&str, &str, &str); 4] = [
 ];
 
 fn text_bit(column: &str) -> i64 {
-    TEXTS.iter().position(|c| *c == column).map_or(0, |i| 1 << i)
+    let i = TEXTS.iter().position(|c| *c == column);
+    debug_assert!(i.is_some(), "no text column {column}");
+    i.map_or(0, |i| 1 << i)
 }
 
 /// The columns one change sets: which (`mask`) and to what (a NULL where it sets NULL or does not
-/// set the column), with the new child sets.
+/// set the column), with the new child sets. Both ways of applying a change set these columns.
 #[derive(Default)]
-struct Patch {
+pub(super) struct Patch {
     mask: i64,
     texts: [Option<String>; TEXTS.len()],
     ints: [Option<i64>; INTS.len()],
@@ -73,35 +77,39 @@ struct Patch {
 }
 
 impl Patch {
-    fn text(&mut self, column: &str, value: Option<String>) {
-        if let Some(i) = TEXTS.iter().position(|c| *c == column) {
+    fn set_text(&mut self, column: &str, value: Option<String>) {
+        let i = TEXTS.iter().position(|c| *c == column);
+        debug_assert!(i.is_some(), "no text column {column}");
+        if let Some(i) = i {
             self.mask |= 1 << i;
             self.texts[i] = value;
         }
     }
 
-    fn int(&mut self, column: &str, value: i64) {
-        if let Some(i) = INTS.iter().position(|c| *c == column) {
+    fn set_int(&mut self, column: &str, value: i64) {
+        let i = INTS.iter().position(|c| *c == column);
+        debug_assert!(i.is_some(), "no integer column {column}");
+        if let Some(i) = i {
             self.mask |= 1 << (TEXTS.len() + i);
             self.ints[i] = Some(value);
         }
     }
 
-    fn list(&mut self, column: &str, values: Vec<String>) -> Result<(), serde_json::Error> {
-        self.text(column, Some(serde_json::to_string(&values)?));
+    fn set_list(&mut self, column: &str, values: Vec<String>) -> Result<(), serde_json::Error> {
+        self.set_text(column, Some(serde_json::to_string(&values)?));
         if let Some(i) = CHILDREN.iter().position(|(c, _, _)| *c == column) {
             self.children[i] = Some(values);
         }
         Ok(())
     }
 
-    /// What `change` sets, as the per-event path (`apply_change`) sets it.
-    fn of(change: FindingEvent) -> Result<Self, serde_json::Error> {
+    /// What an update or a transition sets (nothing for a creation or a deletion).
+    pub(super) fn of(change: FindingEvent) -> Result<Self, serde_json::Error> {
         let mut patch = Self::default();
         match change {
             FindingEvent::Updated(u) => patch.updated(u)?,
-            FindingEvent::StatusChanged(t) => patch.text("status", Some(t.change.to)),
-            FindingEvent::ReviewStatusChanged(t) => patch.text("review_status", Some(t.change.to)),
+            FindingEvent::StatusChanged(t) => patch.set_text("status", Some(t.change.to)),
+            FindingEvent::ReviewStatusChanged(t) => patch.set_text("review_status", Some(t.change.to)),
             FindingEvent::Created(_) | FindingEvent::Deleted(_) => {}
         }
         Ok(patch)
@@ -109,17 +117,17 @@ impl Patch {
 
     fn updated(&mut self, u: FindingUpdated) -> Result<(), serde_json::Error> {
         if let Some(title) = u.title {
-            self.text("title_key", Some(title.to_lowercase()));
-            self.text("title", Some(title));
+            self.set_text("title_key", Some(title.to_lowercase()));
+            self.set_text("title", Some(title));
         }
         if let Some(severity) = u.severity {
-            self.int("severity_rank", severity_rank(&severity));
-            self.text("severity", Some(severity));
+            self.set_int("severity_rank", severity_rank(&severity));
+            self.set_text("severity", Some(severity));
         }
         if let Some(cvss) = u.cvss {
-            self.int("cvss_score", score_key(cvss.as_ref()));
-            self.text("cvss_vector", cvss.as_ref().map(|c| c.vector.clone()));
-            self.text("cvss_version", cvss.map(|c| c.version));
+            self.set_int("cvss_score", score_key(cvss.as_ref()));
+            self.set_text("cvss_vector", cvss.as_ref().map(|c| c.vector.clone()));
+            self.set_text("cvss_version", cvss.map(|c| c.version));
         }
         let texts = [
             ("description", u.description),
@@ -130,7 +138,7 @@ impl Patch {
         ];
         for (column, value) in texts {
             if let Some(value) = value {
-                self.text(column, value);
+                self.set_text(column, value);
             }
         }
         let lists = [
@@ -142,10 +150,37 @@ impl Patch {
         ];
         for (column, values) in lists {
             if let Some(values) = values {
-                self.list(column, values)?;
+                self.set_list(column, values)?;
             }
         }
         Ok(())
+    }
+
+    /// The text columns it sets, with their new values (`None`: NULL).
+    pub(super) fn texts(&self) -> impl Iterator<Item = (&'static str, Option<&str>)> + '_ {
+        TEXTS
+            .iter()
+            .zip(&self.texts)
+            .enumerate()
+            .filter(|(i, _)| self.mask & (1 << i) != 0)
+            .map(|(_, (column, value))| (*column, value.as_deref()))
+    }
+
+    /// The integer columns it sets, with their new values.
+    pub(super) fn ints(&self) -> impl Iterator<Item = (&'static str, i64)> + '_ {
+        INTS.iter().zip(&self.ints).filter_map(|(column, value)| value.map(|value| (*column, value)))
+    }
+
+    /// The new value of a text column it sets to a value.
+    pub(super) fn value(&self, column: &str) -> Option<&str> {
+        self.texts().find(|(c, _)| *c == column).and_then(|(_, value)| value)
+    }
+
+    /// The child sets it replaces: table, value column, new values.
+    pub(super) fn children(&self) -> impl Iterator<Item = (&'static str, &'static str, &[String])> + '_ {
+        CHILDREN.iter().zip(&self.children).filter_map(|((_, table, column), values)| {
+            values.as_deref().map(|values| (*table, *column, values))
+        })
     }
 }
 
@@ -159,6 +194,12 @@ pub(super) struct ChangeWave<'e> {
 impl<'e> ChangeWave<'e> {
     pub(super) fn holds(&self, finding_id: &str) -> bool {
         self.ids.contains(finding_id)
+    }
+
+    /// Whether the wave is as large as one statement should carry (a rebuild's batch holds
+    /// thousands of events), like a chunk of creations.
+    pub(super) fn is_full(&self) -> bool {
+        self.changes.len() >= WAVE_STATEMENT_MAX
     }
 
     /// Adds an update or a transition (the caller applies the wave first if it holds the finding).
