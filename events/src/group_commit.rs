@@ -273,7 +273,6 @@ impl Writer {
                 // at BEGIN, before any row was sent: once more, on a new connection.
                 Err(Failure::Begin(error)) if reused && !reconnected => {
                     tracing::info!(%error, "the writer's connection failed at BEGIN; reconnecting");
-                    connection.drop_broken();
                     reconnected = true;
                 }
                 Err(Failure::Insert(error) | Failure::Transaction(error))

@@ -534,6 +534,9 @@ async fn chain_heads(
         .collect::<Result<_, sqlx::Error>>()?)
 }
 
+const LOG_INSERT: &str = "INSERT INTO event_log (position, event_id, organization_id, engagement_id, \
+     aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, prev_hash, hash)";
+
 /// Appends `rows` to the log and moves the sequencer's state to `state`. PostgreSQL takes the
 /// rows as one array parameter per column and updates the state in the same statement (a
 /// data-modifying CTE): one round trip whatever the batch. SQLite takes multi-row INSERTs in
@@ -548,43 +551,37 @@ async fn insert(
         Backend::Postgres => {
             let texts = |column: fn(&LogEvent) -> &str| text_array(rows.iter().map(|row| Some(column(row))));
             let ints = |column: fn(&LogEvent) -> i64| int_array(rows.iter().map(column));
-            sqlx::query(
+            let sql = format!(
                 "WITH state AS (UPDATE sequencer_state SET last_tx = $15, last_no = $16, head = $17 WHERE id = 1) \
-                 INSERT INTO event_log (position, event_id, organization_id, engagement_id, aggregate_type, \
-                 aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, prev_hash, hash) \
-                 SELECT * FROM unnest(CAST($1 AS BIGINT[]), CAST($2 AS TEXT[]), CAST($3 AS TEXT[]), \
+                 {LOG_INSERT} SELECT * FROM unnest(CAST($1 AS BIGINT[]), CAST($2 AS TEXT[]), CAST($3 AS TEXT[]), \
                  CAST($4 AS TEXT[]), CAST($5 AS TEXT[]), CAST($6 AS TEXT[]), CAST($7 AS BIGINT[]), CAST($8 AS TEXT[]), \
                  CAST($9 AS TEXT[]), CAST($10 AS TEXT[]), CAST($11 AS TEXT[]), CAST($12 AS BIGINT[]), \
-                 CAST($13 AS TEXT[]), CAST($14 AS TEXT[]))",
-            )
-            .bind(ints(|row| row.position))
-            .bind(texts(|row| &row.event_id))
-            .bind(texts(|row| &row.organization_id))
-            .bind(text_array(rows.iter().map(|row| row.engagement_id.as_deref())))
-            .bind(texts(|row| &row.aggregate_type))
-            .bind(texts(|row| &row.aggregate_id))
-            .bind(ints(|row| row.sequence))
-            .bind(texts(|row| &row.event_type))
-            .bind(texts(|row| &row.event_version))
-            .bind(texts(|row| &row.payload))
-            .bind(texts(|row| &row.metadata))
-            .bind(ints(|row| row.recorded_at))
-            .bind(texts(|row| &row.prev_hash))
-            .bind(texts(|row| &row.hash))
-            .bind(&state.last_tx)
-            .bind(state.last_no)
-            .bind(state.head)
-            .execute(&mut **tx)
-            .await?;
+                 CAST($13 AS TEXT[]), CAST($14 AS TEXT[]))"
+            );
+            sqlx::query(&sql)
+                .bind(ints(|row| row.position))
+                .bind(texts(|row| &row.event_id))
+                .bind(texts(|row| &row.organization_id))
+                .bind(text_array(rows.iter().map(|row| row.engagement_id.as_deref())))
+                .bind(texts(|row| &row.aggregate_type))
+                .bind(texts(|row| &row.aggregate_id))
+                .bind(ints(|row| row.sequence))
+                .bind(texts(|row| &row.event_type))
+                .bind(texts(|row| &row.event_version))
+                .bind(texts(|row| &row.payload))
+                .bind(texts(|row| &row.metadata))
+                .bind(ints(|row| row.recorded_at))
+                .bind(texts(|row| &row.prev_hash))
+                .bind(texts(|row| &row.hash))
+                .bind(&state.last_tx)
+                .bind(state.last_no)
+                .bind(state.head)
+                .execute(&mut **tx)
+                .await?;
         }
         Backend::Sqlite => {
             for chunk in power_of_two_chunks(rows, INSERT_CHUNK) {
-                let sql = format!(
-                    "INSERT INTO event_log (position, event_id, organization_id, engagement_id, aggregate_type, \
-                     aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at, prev_hash, \
-                     hash) VALUES {}",
-                    sqlite_values(chunk.len(), 14)
-                );
+                let sql = format!("{LOG_INSERT} VALUES {}", sqlite_values(chunk.len(), 14));
                 let mut query = sqlx::query(&sql);
                 for row in chunk {
                     query = query

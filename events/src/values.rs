@@ -49,15 +49,14 @@ pub fn text_array<'a>(values: impl Iterator<Item = Option<&'a str>>) -> String {
 
 /// A PostgreSQL array literal of integers.
 pub fn int_array(values: impl Iterator<Item = i64>) -> String {
-    let mut out = String::from("{");
-    for (i, value) in values.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&value.to_string());
-    }
-    out.push('}');
-    out
+    int_or_null_array(values.map(Some))
+}
+
+/// A PostgreSQL array literal of integers, `NULL` for `None`.
+pub fn int_or_null_array(values: impl Iterator<Item = Option<i64>>) -> String {
+    let values: Vec<String> =
+        values.map(|v| v.map_or_else(|| "NULL".to_owned(), |v| v.to_string())).collect();
+    format!("{{{}}}", values.join(","))
 }
 
 #[cfg(test)]
@@ -90,5 +89,6 @@ mod tests {
         assert_eq!(text_array(texts.into_iter()), r#"{"a",NULL,"NULL","q\"u\\o{t,e} "}"#);
         assert_eq!(text_array(std::iter::empty()), "{}");
         assert_eq!(int_array([-1, 0, 42].into_iter()), "{-1,0,42}");
+        assert_eq!(int_or_null_array([Some(7), None].into_iter()), "{7,NULL}");
     }
 }

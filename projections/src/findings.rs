@@ -395,6 +395,14 @@ fn counted_once<'a>(created: impl Iterator<Item = &'a FindingCreated>) -> Counts
     counts
 }
 
+/// A finding that went from bucket `before` to `after`: one count moves (none if they are equal).
+fn count_move(counts: &mut Counts, before: Bucket, after: Bucket) {
+    if after != before {
+        *counts.entry(before).or_default() -= 1;
+        *counts.entry(after).or_default() += 1;
+    }
+}
+
 /// Writes the counted changes (each bucket once per statement, as PostgreSQL requires); emptied
 /// counter rows are removed, so the table is the same whether built live or by a rebuild.
 async fn flush_counts(tx: &mut Transaction<'_, Any>, counts: &mut Counts) -> Result<(), ProjectionError> {
@@ -456,8 +464,16 @@ fn push_pairs(query: &mut Sql, rows: &[(&str, &str)]) {
     }
 }
 
-/// A child table, its value column, and the values a creation gives it.
-type ChildSet = (&'static str, &'static str, fn(&FindingCreated) -> &[String]);
+/// A child table mirroring one list of a finding, one row per value, for the list filters.
+struct ChildSet {
+    table: &'static str,
+    /// The child table's value column.
+    column: &'static str,
+    /// The finding's column holding the list (as JSON).
+    list: &'static str,
+    /// The values a creation gives it.
+    created: fn(&FindingCreated) -> &[String],
+}
 
 /// The `(finding id, value)` rows of one child table for `created`.
 fn child_rows<'a>(
@@ -471,10 +487,15 @@ fn child_rows<'a>(
 }
 
 const CHILD_SETS: [ChildSet; 4] = [
-    ("finding_tags", "tag", |c| &c.tags),
-    ("finding_cwes", "cwe", |c| &c.cwe),
-    ("finding_cves", "cve", |c| &c.cve),
-    ("finding_targets", "target_id", |c| &c.affected_target_ids),
+    ChildSet { table: "finding_tags", column: "tag", list: "tags", created: |c| &c.tags },
+    ChildSet { table: "finding_cwes", column: "cwe", list: "cwe", created: |c| &c.cwe },
+    ChildSet { table: "finding_cves", column: "cve", list: "cve", created: |c| &c.cve },
+    ChildSet {
+        table: "finding_targets",
+        column: "target_id",
+        list: "affected_target_ids",
+        created: |c| &c.affected_target_ids,
+    },
 ];
 
 /// Findings per multi-row INSERT: SQLite's statement has a placeholder per value (28 per
@@ -552,8 +573,9 @@ async fn insert_created(
             }
         }
         if sqlite {
-            for (table, column, values) in CHILD_SETS {
-                insert_set(tx, table, column, &child_rows(fresh.iter().copied(), values)).await?;
+            for set in CHILD_SETS {
+                insert_set(tx, set.table, set.column, &child_rows(fresh.iter().copied(), set.created))
+                    .await?;
             }
         }
         done = Some((rows, parsed));
@@ -703,10 +725,11 @@ fn created_unnest(chunk: &[Created<'_>], counters: bool) -> Result<Sql, Projecti
              ON CONFLICT ({BUCKET_COLUMNS}) DO UPDATE SET n = finding_counts.n + excluded.n)"
         ));
     }
-    for (n, (table, column, values)) in CHILD_SETS.into_iter().enumerate() {
-        let rows = child_rows(chunk, values);
+    for (n, set) in CHILD_SETS.iter().enumerate() {
+        let rows = child_rows(chunk, set.created);
         query.push(&format!(
-            ", child{n} AS (INSERT INTO {table} (finding_id, {column}) SELECT v.owner, v.value FROM unnest("
+            ", child{n} AS (INSERT INTO {} (finding_id, {}) SELECT v.owner, v.value FROM unnest(",
+            set.table, set.column
         ));
         sql::push_array(&mut query, sql::text_array(rows.iter().map(|(owner, _)| Some(*owner))), "TEXT");
         query.push(", ");
@@ -719,12 +742,7 @@ fn created_unnest(chunk: &[Created<'_>], counters: bool) -> Result<Sql, Projecti
 }
 
 async fn purge(tx: &mut Transaction<'_, Any>, event: &LogEvent) -> Result<(), ProjectionError> {
-    let children = [
-        ("finding_tags", "finding_id"),
-        ("finding_cwes", "finding_id"),
-        ("finding_cves", "finding_id"),
-        ("finding_targets", "finding_id"),
-    ];
+    let children = CHILD_SETS.map(|set| (set.table, "finding_id"));
     purge_engagement(tx, event, "findings", &children).await?;
     sqlx::query("DELETE FROM finding_counts WHERE organization_id = $1 AND engagement_id = $2")
         .bind(&event.organization_id)
@@ -732,14 +750,6 @@ async fn purge(tx: &mut Transaction<'_, Any>, event: &LogEvent) -> Result<(), Pr
         .execute(&mut **tx)
         .await?;
     Ok(())
-}
-
-/// The counted columns an event sets: severity, status, review status.
-#[derive(Default, PartialEq, Eq)]
-struct Moved {
-    severity: Option<String>,
-    status: Option<String>,
-    review_status: Option<String>,
 }
 
 /// Applies one event of a finding on its own: its creation (inserted alone), its deletion, or one
@@ -755,13 +765,8 @@ async fn apply_change(
     match change {
         FindingEvent::Created(_) => return insert_created(tx, &[event], counts).await,
         FindingEvent::Deleted(_) => {
-            for (table, value) in [
-                ("finding_tags", "tag"),
-                ("finding_cwes", "cwe"),
-                ("finding_cves", "cve"),
-                ("finding_targets", "target_id"),
-            ] {
-                replace_set(tx, table, "finding_id", value, id, &[]).await?;
+            for set in CHILD_SETS {
+                replace_set(tx, set.table, "finding_id", set.column, id, &[]).await?;
             }
             let gone = sqlx::query(&format!("DELETE FROM findings WHERE id = $1 RETURNING {BUCKET_COLUMNS}"))
                 .bind(id)
@@ -797,17 +802,11 @@ async fn apply_change(
         }
         _ => {}
     }
-    let moved = Moved {
-        severity: patch.value("severity").map(str::to_owned),
-        status: patch.value("status").map(str::to_owned),
-        review_status: patch.value("review_status").map(str::to_owned),
-    };
-
     // A change that may move the finding to another counter needs the bucket it leaves. PostgreSQL
     // returns it from the update itself: a self-join reads the row as it was before this
     // statement, so no SELECT goes first (one round trip less on the writer's connection).
     // SQLite's RETURNING sees only the new row.
-    let moves = moved != Moved::default();
+    let moves = patch.moves_counter();
     let (updated, before) = if moves && !sql::is_sqlite(tx.backend_name()) {
         query.push(" FROM findings AS before WHERE findings.id = ").bind(id);
         query.push(" AND findings.version < ").bind(event.sequence).push(" AND before.id = findings.id");
@@ -837,15 +836,14 @@ async fn apply_change(
         }
         if let Some(before) = before {
             let after = Bucket {
-                severity: moved.severity.unwrap_or_else(|| before.severity.clone()),
-                status: moved.status.unwrap_or_else(|| before.status.clone()),
-                review_status: moved.review_status.unwrap_or_else(|| before.review_status.clone()),
+                severity: patch.value("severity").map_or_else(|| before.severity.clone(), str::to_owned),
+                status: patch.value("status").map_or_else(|| before.status.clone(), str::to_owned),
+                review_status: patch
+                    .value("review_status")
+                    .map_or_else(|| before.review_status.clone(), str::to_owned),
                 ..before.clone()
             };
-            if after != before {
-                *counts.entry(before).or_default() -= 1;
-                *counts.entry(after).or_default() += 1;
-            }
+            count_move(counts, before, after);
         }
     }
     Ok(())

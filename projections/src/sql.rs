@@ -1,7 +1,7 @@
 //! A small SQL builder that numbers its placeholders `$1, $2, …`. sqlx's `QueryBuilder` writes
 //! `?` for the `Any` driver, which PostgreSQL rejects; both backends accept `$n`.
 
-pub use pwnbook_events::values::{int_array, text_array};
+pub use pwnbook_events::values::{int_array, int_or_null_array, text_array};
 use pwnbook_events::LogEvent;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;

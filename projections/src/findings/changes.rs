@@ -17,7 +17,7 @@ use pwnbook_events::finding::{FindingEvent, FindingUpdated};
 use pwnbook_events::LogEvent;
 use sqlx::{Any, Row, Transaction};
 
-use super::{apply_change, score_key, severity_rank, Bucket, Counts};
+use super::{apply_change, count_move, score_key, severity_rank, Bucket, Counts, CHILD_SETS};
 use crate::sql::{self, Sql};
 use crate::ProjectionError;
 
@@ -52,14 +52,6 @@ const TEXTS: [&str; 17] = [
 /// The integer columns a change may set; bit `1 << (TEXTS.len() + index)`.
 const INTS: [&str; 2] = ["severity_rank", "cvss_score"];
 
-/// The child tables a list column is mirrored into: (list column, table, value column).
-const CHILDREN: [(&str, &str, &str); 4] = [
-    ("tags", "finding_tags", "tag"),
-    ("cwe", "finding_cwes", "cwe"),
-    ("cve", "finding_cves", "cve"),
-    ("affected_target_ids", "finding_targets", "target_id"),
-];
-
 fn text_bit(column: &str) -> i64 {
     let i = TEXTS.iter().position(|c| *c == column);
     debug_assert!(i.is_some(), "no text column {column}");
@@ -73,7 +65,8 @@ pub(super) struct Patch {
     mask: i64,
     texts: [Option<String>; TEXTS.len()],
     ints: [Option<i64>; INTS.len()],
-    children: [Option<Vec<String>>; CHILDREN.len()],
+    /// The new values of each of `CHILD_SETS` it replaces.
+    children: [Option<Vec<String>>; CHILD_SETS.len()],
 }
 
 impl Patch {
@@ -97,7 +90,7 @@ impl Patch {
 
     fn set_list(&mut self, column: &str, values: Vec<String>) -> Result<(), serde_json::Error> {
         self.set_text(column, Some(serde_json::to_string(&values)?));
-        if let Some(i) = CHILDREN.iter().position(|(c, _, _)| *c == column) {
+        if let Some(i) = CHILD_SETS.iter().position(|set| set.list == column) {
             self.children[i] = Some(values);
         }
         Ok(())
@@ -176,11 +169,17 @@ impl Patch {
         self.texts().find(|(c, _)| *c == column).and_then(|(_, value)| value)
     }
 
+    /// Whether it sets a column a finding is counted by (severity, status, review status).
+    pub(super) fn moves_counter(&self) -> bool {
+        ["severity", "status", "review_status"].into_iter().any(|column| self.value(column).is_some())
+    }
+
     /// The child sets it replaces: table, value column, new values.
     pub(super) fn children(&self) -> impl Iterator<Item = (&'static str, &'static str, &[String])> + '_ {
-        CHILDREN.iter().zip(&self.children).filter_map(|((_, table, column), values)| {
-            values.as_deref().map(|values| (*table, *column, values))
-        })
+        CHILD_SETS
+            .iter()
+            .zip(&self.children)
+            .filter_map(|(set, values)| values.as_deref().map(|values| (set.table, set.column, values)))
     }
 }
 
@@ -225,13 +224,9 @@ impl<'e> ChangeWave<'e> {
             }
             return Ok(());
         }
-        let mut ids = Vec::with_capacity(changes.len());
-        let mut patches = Vec::with_capacity(changes.len());
-        for (event, change) in changes {
-            ids.push(event);
-            patches.push(Patch::of(change)?);
-        }
-        let rows = wave_statement(&ids, &patches).query().fetch_all(&mut **tx).await?;
+        let (events, changes): (Vec<&LogEvent>, Vec<FindingEvent>) = changes.into_iter().unzip();
+        let patches = changes.into_iter().map(Patch::of).collect::<Result<Vec<_>, _>>()?;
+        let rows = wave_statement(&events, &patches).query().fetch_all(&mut **tx).await?;
         for row in &rows {
             let before = Bucket {
                 organization_id: row.try_get("organization_id")?,
@@ -246,10 +241,7 @@ impl<'e> ChangeWave<'e> {
                 review_status: row.try_get("review_status")?,
                 ..before.clone()
             };
-            if after != before {
-                *counts.entry(before).or_default() -= 1;
-                *counts.entry(after).or_default() += 1;
-            }
+            count_move(counts, before, after);
         }
         Ok(())
     }
@@ -282,7 +274,7 @@ fn wave_statement(events: &[&LogEvent], patches: &[Patch]) -> Sql {
     }
     for i in 0..INTS.len() {
         query.push(", ");
-        sql::push_array(&mut query, int_or_null_array(patches.iter().map(|p| p.ints[i])), "BIGINT");
+        sql::push_array(&mut query, sql::int_or_null_array(patches.iter().map(|p| p.ints[i])), "BIGINT");
     }
     query.push(&format!(") AS u ({}))", names.join(", ")));
     let sets: Vec<String> = TEXTS
@@ -315,7 +307,8 @@ fn wave_statement(events: &[&LogEvent], patches: &[Patch]) -> Sql {
     // (two disjoint sets of rows, so the two CTEs cannot clash). Only the child tables the wave
     // touches get their CTEs, which are most of the statement's planning (one text per
     // combination, each prepared).
-    for (n, (column, table, value)) in CHILDREN.iter().enumerate() {
+    for (n, set) in CHILD_SETS.iter().enumerate() {
+        let (table, value) = (set.table, set.column);
         if patches.iter().all(|patch| patch.children[n].is_none()) {
             continue;
         }
@@ -337,16 +330,9 @@ fn wave_statement(events: &[&LogEvent], patches: &[Patch]) -> Sql {
              AND NOT EXISTS (SELECT 1 FROM set{n} WHERE set{n}.owner = t.finding_id AND set{n}.value = t.{value})), \
              added{n} AS (INSERT INTO {table} (finding_id, {value}) SELECT owner, value FROM set{n} \
              WHERE owner IN (SELECT id FROM changed) ON CONFLICT DO NOTHING)",
-            bit = text_bit(column)
+            bit = text_bit(set.list)
         ));
     }
     query.push(" SELECT * FROM changed");
     query
-}
-
-/// A PostgreSQL array literal of integers, `NULL` for `None`.
-fn int_or_null_array(values: impl Iterator<Item = Option<i64>>) -> String {
-    let values: Vec<String> =
-        values.map(|v| v.map_or_else(|| "NULL".to_owned(), |v| v.to_string())).collect();
-    format!("{{{}}}", values.join(","))
 }
