@@ -9,6 +9,7 @@ use pwnbook_events::LogEvent;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
+use crate::bulk::{BulkLoad, CopyRows};
 use crate::list::{self, Order, SortValue, Window};
 use crate::sql::{self, deletes_engagement, purge_engagement, replace_set, Sql};
 use crate::{ProjectionError, Projector};
@@ -583,6 +584,65 @@ async fn insert_created(
     Ok(())
 }
 
+/// Loads created findings, their child rows and (on `counts`) their counters by COPY, the
+/// findings a chunk at a time (the server inserts one while the next is parsed and built);
+/// returns false, with nothing loaded or counted, when a finding is already there.
+async fn copy_created(
+    bulk: &mut BulkLoad,
+    created: &[&LogEvent],
+    counts: &mut Counts,
+) -> Result<bool, ProjectionError> {
+    let mut load = bulk.begin().await?;
+    let mut copy = load.copy("findings", &created_columns()).await?;
+    let mut parsed = Vec::with_capacity(created.len());
+    for chunk in created.chunks(POSTGRES_CHUNK) {
+        let chunk = parse_created(chunk)?;
+        let mut rows = CopyRows::default();
+        for (e, c) in &chunk {
+            let values =
+                CREATED_VALUES.iter().map(|(_, column)| column(e, c)).collect::<Result<Vec<_>, _>>()?;
+            let ints: Vec<String> = CREATED_INTS.iter().map(|(_, column)| column(e, c).to_string()).collect();
+            let updated_at = e.recorded_at.to_string();
+            rows.row(
+                CREATED_TEXTS
+                    .iter()
+                    .map(|(_, column)| column(e, c))
+                    .chain(values.iter().map(Option::as_deref))
+                    .chain(ints.iter().map(|int| Some(int.as_str())))
+                    .chain([Some(updated_at.as_str())]),
+            );
+        }
+        copy.send(rows).await?;
+        parsed.extend(chunk);
+    }
+    if !copy.finish().await? {
+        return Ok(false);
+    }
+    for set in CHILD_SETS {
+        // A list may name a value twice; its child table holds it once.
+        let mut pairs = child_rows(&parsed, set.created);
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut rows = CopyRows::default();
+        for (owner, value) in pairs {
+            rows.row([Some(owner), Some(value)]);
+        }
+        if rows.is_empty() {
+            continue;
+        }
+        let mut copy = load.copy(set.table, &format!("finding_id, {}", set.column)).await?;
+        copy.send(rows).await?;
+        if !copy.finish().await? {
+            return Ok(false);
+        }
+    }
+    load.commit().await?;
+    for (bucket, n) in counted_once(parsed.iter().map(|(_, c)| c)) {
+        *counts.entry(bucket).or_default() += n;
+    }
+    Ok(true)
+}
+
 /// A chunk of creations ready to insert.
 struct CreatedChunk<'e> {
     statement: Sql,
@@ -864,58 +924,77 @@ impl Projector for FindingsProjector {
     }
 
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {
-        // Creations are held back and inserted together. A change to another finding cannot
-        // touch them and counters only add up, so only a change to a finding held back, or an
-        // engagement's deletion (which purges its findings), inserts them first: the updates
-        // interleaved with creations (a live batch, a rebuild of a busy log) no longer split
-        // them into a statement per run.
-        let mut held = HeldCreations::default();
-        // Changes wait in waves of distinct findings (see `changes`).
-        let mut wave = ChangeWave::default();
-        let mut counts = Counts::new();
-        for event in events {
-            if deletes_engagement(event) {
-                held.insert(tx, &mut counts).await?;
-                wave.apply(tx, &mut counts).await?;
-                // The purge drops the engagement's counters: what is pending goes first.
-                flush_counts(tx, &mut counts).await?;
-                purge(tx, event).await?;
-                continue;
-            }
-            if event.aggregate_type != "finding" {
-                continue;
-            }
-            // Told apart without parsing, so that creations are parsed chunk by chunk while
-            // the database inserts the chunk before.
-            if event.event_type == finding::CREATED {
-                held.hold(event);
-                continue;
-            }
-            let change = serde_json::from_str::<FindingEvent>(&event.payload)?;
-            if held.holds(&event.aggregate_id) {
-                held.insert(tx, &mut counts).await?;
-            }
-            match change {
-                FindingEvent::Updated(_)
-                | FindingEvent::StatusChanged(_)
-                | FindingEvent::ReviewStatusChanged(_) => {
-                    if wave.holds(&event.aggregate_id) || wave.is_full() {
-                        wave.apply(tx, &mut counts).await?;
-                    }
-                    wave.add(event, change);
+        apply_events(tx, None, events).await
+    }
+
+    async fn apply_bulk(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        bulk: &mut BulkLoad,
+        events: &[LogEvent],
+    ) -> Result<(), ProjectionError> {
+        apply_events(tx, Some(bulk), events).await
+    }
+}
+
+/// Applies `events` in log order; with `bulk` (a PostgreSQL rebuild's replay), creations are
+/// loaded by COPY.
+async fn apply_events(
+    tx: &mut Transaction<'_, Any>,
+    mut bulk: Option<&mut BulkLoad>,
+    events: &[LogEvent],
+) -> Result<(), ProjectionError> {
+    // Creations are held back and inserted together. A change to another finding cannot
+    // touch them and counters only add up, so only a change to a finding held back, or an
+    // engagement's deletion (which purges its findings), inserts them first: the updates
+    // interleaved with creations (a live batch, a rebuild of a busy log) no longer split
+    // them into a statement per run.
+    let mut held = HeldCreations::default();
+    // Changes wait in waves of distinct findings (see `changes`).
+    let mut wave = ChangeWave::default();
+    let mut counts = Counts::new();
+    for event in events {
+        if deletes_engagement(event) {
+            held.insert(tx, bulk.as_deref_mut(), &mut counts).await?;
+            wave.apply(tx, &mut counts).await?;
+            // The purge drops the engagement's counters: what is pending goes first.
+            flush_counts(tx, &mut counts).await?;
+            purge(tx, event).await?;
+            continue;
+        }
+        if event.aggregate_type != "finding" {
+            continue;
+        }
+        // Told apart without parsing, so that creations are parsed chunk by chunk while
+        // the database inserts the chunk before.
+        if event.event_type == finding::CREATED {
+            held.hold(event);
+            continue;
+        }
+        let change = serde_json::from_str::<FindingEvent>(&event.payload)?;
+        if held.holds(&event.aggregate_id) {
+            held.insert(tx, bulk.as_deref_mut(), &mut counts).await?;
+        }
+        match change {
+            FindingEvent::Updated(_)
+            | FindingEvent::StatusChanged(_)
+            | FindingEvent::ReviewStatusChanged(_) => {
+                if wave.holds(&event.aggregate_id) || wave.is_full() {
+                    wave.apply(tx, &mut counts).await?;
                 }
-                FindingEvent::Created(_) | FindingEvent::Deleted(_) => {
-                    if wave.holds(&event.aggregate_id) {
-                        wave.apply(tx, &mut counts).await?;
-                    }
-                    apply_change(tx, event, change, &mut counts).await?;
+                wave.add(event, change);
+            }
+            FindingEvent::Created(_) | FindingEvent::Deleted(_) => {
+                if wave.holds(&event.aggregate_id) {
+                    wave.apply(tx, &mut counts).await?;
                 }
+                apply_change(tx, event, change, &mut counts).await?;
             }
         }
-        held.insert(tx, &mut counts).await?;
-        wave.apply(tx, &mut counts).await?;
-        flush_counts(tx, &mut counts).await
     }
+    held.insert(tx, bulk, &mut counts).await?;
+    wave.apply(tx, &mut counts).await?;
+    flush_counts(tx, &mut counts).await
 }
 
 /// Creation events not inserted yet, and the findings they create.
@@ -935,13 +1014,21 @@ impl<'e> HeldCreations<'e> {
         self.ids.contains(finding_id)
     }
 
-    /// Inserts every held creation, leaving none held.
+    /// Inserts every held creation (by COPY over `bulk` when given, unless some are not new),
+    /// leaving none held.
     async fn insert(
         &mut self,
         tx: &mut Transaction<'_, Any>,
+        bulk: Option<&mut BulkLoad>,
         counts: &mut Counts,
     ) -> Result<(), ProjectionError> {
-        insert_created(tx, &self.events, counts).await?;
+        let loaded = match bulk {
+            Some(bulk) if !self.events.is_empty() => copy_created(bulk, &self.events, counts).await?,
+            _ => false,
+        };
+        if !loaded {
+            insert_created(tx, &self.events, counts).await?;
+        }
         self.events.clear();
         self.ids.clear();
         Ok(())

@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod batch;
+pub mod bulk;
 mod by_id;
 pub mod engagements;
 pub mod feed;

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use pwnbook_events::LogEvent;
 use sqlx::{Any, Transaction};
 
+use crate::bulk::BulkLoad;
 use crate::ProjectionError;
 
 #[async_trait]
@@ -16,10 +17,22 @@ pub trait Projector: Send + Sync {
     fn schema_version(&self) -> i64;
 
     /// The read tables this projector owns, children before parents. A rebuild replays into
-    /// temporary copies of them and compares rows by primary key, so each needs one.
+    /// shadow copies of them and compares rows by primary key, so each needs one.
     fn tables(&self) -> &'static [&'static str];
 
     /// Applies a batch of events in log order inside the runner's transaction, which also
     /// advances the checkpoint: a batch is applied exactly once or not at all.
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError>;
+
+    /// `apply` for a batch of a PostgreSQL rebuild's replay into its shadow tables, which may load
+    /// rows in bulk over `bulk` first (they commit on their own: the shadows need no atomicity,
+    /// a failed rebuild drops them). A projector whose batches are small keeps this default.
+    async fn apply_bulk(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        _bulk: &mut BulkLoad,
+        events: &[LogEvent],
+    ) -> Result<(), ProjectionError> {
+        self.apply(tx, events).await
+    }
 }

@@ -9,6 +9,7 @@ use pwnbook_events::{log, Backend, LogEvent, Store};
 use sqlx::{Any, AnyConnection, Connection, Row, Transaction};
 use tokio::sync::watch;
 
+use crate::bulk::BulkLoad;
 use crate::sql::Sql;
 use crate::{ProjectionError, Projector};
 
@@ -200,9 +201,11 @@ impl ProjectionRunner {
     }
 
     /// Rebuilds several projectors in one pass over the log (each batch is read once and applied
-    /// to all of them). The replay writes into session-private shadow copies of their tables
-    /// (temporary tables, which unqualified names resolve to first on both backends; only their
-    /// unique indexes, and no WAL), without any lock: readers and the live runner carry on. Then
+    /// to all of them). The replay writes into private shadow copies of their tables (only their
+    /// unique indexes, and no WAL: temporary tables on SQLite, unlogged tables in a schema of the
+    /// rebuild's own on PostgreSQL, where creations are loaded by COPY over a second connection;
+    /// unqualified names resolve to the shadows first), without any lock: readers and the live
+    /// runner carry on. Then
     /// ONE transaction takes the projectors' checkpoint locks, replays the events written in the
     /// meantime, and makes each real table equal to its shadow by deleting the rows that differ
     /// and inserting the missing ones; readers see the old rows until that commit.
@@ -212,13 +215,45 @@ impl ProjectionRunner {
         progress: &mut (dyn FnMut(i64) + Send),
     ) -> Result<i64, ProjectionError> {
         // A connection of its own, never returned to the pool: the shadow tables shadow the real
-        // ones for every query on it, and they vanish when it closes, whatever happens here.
+        // ones for every query on it. SQLite's are temporary and vanish when it closes; on
+        // PostgreSQL they are in a schema of the rebuild's own, dropped at the end whatever
+        // happens (or by the next rebuild, after a crash), since a second connection loads them.
         let mut conn = self.store.pool().acquire().await?.detach();
+        let schema = match self.store.backend() {
+            Backend::Postgres => Some(ShadowSchema::create(&mut conn).await?),
+            Backend::Sqlite => None,
+        };
+        let rebuilt = self.replay(&mut conn, schema.as_ref(), projectors, progress).await;
+        let closed = conn.close().await;
+        if let Some(schema) = schema {
+            schema.drop(self.store.pool()).await?;
+        }
+        let position = rebuilt?;
+        closed?;
+        Ok(position)
+    }
+
+    /// The body of `rebuild_all_with_progress` on its connection (whose shadows on PostgreSQL
+    /// are in `schema`).
+    async fn replay(
+        &self,
+        conn: &mut AnyConnection,
+        schema: Option<&ShadowSchema>,
+        projectors: &[&dyn Projector],
+        progress: &mut (dyn FnMut(i64) + Send),
+    ) -> Result<i64, ProjectionError> {
         let tables: Vec<&str> = projectors.iter().flat_map(|p| p.tables().iter().copied()).collect();
         let mut shadows = Vec::with_capacity(tables.len());
         for table in &tables {
-            shadows.push(Shadow::create(&mut conn, self.store.backend(), table).await?);
+            shadows.push(Shadow::create(conn, schema, table).await?);
         }
+        let mut bulk = match schema {
+            Some(schema) => {
+                let options = self.store.pool().connect_options();
+                Some(BulkLoad::connect(&options, &schema.search_path).await?)
+            }
+            None => None,
+        };
         // The next batch is read (on another connection) while this one is applied, and decoded
         // by a task of its own, so on another core when there is one.
         let pool = self.store.pool();
@@ -228,11 +263,15 @@ impl ProjectionRunner {
             position = last.position;
             let reader = pool.clone();
             let next = tokio::spawn(async move { log::read_after(&reader, position, REBUILD_BATCH).await });
-            let applied = apply_shadow(&mut conn, projectors, &events).await;
+            let applied = apply_shadow(conn, bulk.as_mut(), projectors, &events).await;
             let next = next.await.map_err(|e| ProjectionError::Reader(e.to_string()))?;
             applied?;
             progress(position);
             events = next?;
+        }
+        if let Some(bulk) = bulk {
+            tracing::debug!(rows = bulk.rows_loaded(), "the rebuild's bulk loads");
+            bulk.close().await?;
         }
         let mut tx = conn.begin().await?;
         lock_checkpoints(&mut tx, projectors).await?;
@@ -260,7 +299,6 @@ impl ProjectionRunner {
             store_checkpoint(&mut tx, *projector, position).await?;
         }
         tx.commit().await?;
-        conn.close().await?;
         Ok(position)
     }
 
@@ -296,18 +334,71 @@ impl ProjectionRunner {
 /// Applies a batch to every projector in one transaction on the rebuild's connection.
 async fn apply_shadow(
     conn: &mut AnyConnection,
+    mut bulk: Option<&mut BulkLoad>,
     projectors: &[&dyn Projector],
     events: &[pwnbook_events::LogEvent],
 ) -> Result<(), ProjectionError> {
     let mut tx = conn.begin().await?;
     for projector in projectors {
-        projector.apply(&mut tx, events).await?;
+        match bulk.as_deref_mut() {
+            Some(bulk) => projector.apply_bulk(&mut tx, bulk, events).await?,
+            None => projector.apply(&mut tx, events).await?,
+        }
     }
     tx.commit().await?;
     Ok(())
 }
 
-/// A read table's temporary copy, filled by a rebuild's replay.
+/// A PostgreSQL rebuild's schema for its shadow tables (unlogged: nothing of them is worth a
+/// WAL record), first in the search path of the rebuild's connections so that the projectors'
+/// unqualified table names mean the shadows there.
+struct ShadowSchema {
+    name: String,
+    /// The schema of the real tables.
+    real: String,
+    /// The connections' search path: `name`, then the one they had.
+    search_path: String,
+}
+
+/// Shadow schemas are named this and the id of the server process of the rebuild's connection,
+/// so that one left by a rebuild that died is known by its process being gone.
+const SHADOW_SCHEMA_PREFIX: &str = "pwnbook_rebuild_";
+
+impl ShadowSchema {
+    /// Drops the shadow schemas of rebuilds that died, creates this rebuild's and puts it first
+    /// in `conn`'s search path.
+    async fn create(conn: &mut AnyConnection) -> Result<Self, ProjectionError> {
+        let (real, path, pid): (String, String, i32) = sqlx::query_as(
+            "SELECT CAST(current_schema() AS TEXT), current_setting('search_path'), pg_backend_pid()",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        let orphans: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(nspname AS TEXT) FROM pg_namespace WHERE starts_with(nspname, $1) \
+             AND nspname NOT IN (SELECT $1 || pid FROM pg_stat_activity)",
+        )
+        .bind(SHADOW_SCHEMA_PREFIX)
+        .fetch_all(&mut *conn)
+        .await?;
+        let name = format!("{SHADOW_SCHEMA_PREFIX}{pid}");
+        for orphan in orphans.iter().filter(|orphan| **orphan != name) {
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{orphan}\" CASCADE")).execute(&mut *conn).await?;
+        }
+        // A schema of this name left by a dead rebuild whose process id is this one's now.
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).execute(&mut *conn).await?;
+        sqlx::query(&format!("CREATE SCHEMA {name}")).execute(&mut *conn).await?;
+        let search_path = format!("{name}, {path}");
+        sqlx::query(&format!("SET search_path TO {search_path}")).execute(&mut *conn).await?;
+        Ok(Self { name, real, search_path })
+    }
+
+    async fn drop(self, pool: &sqlx::AnyPool) -> Result<(), ProjectionError> {
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name)).execute(pool).await?;
+        Ok(())
+    }
+}
+
+/// A read table's copy (a shadow), filled by a rebuild's replay.
 struct Shadow {
     /// The real table, schema-qualified (the bare name means the shadow on the rebuild's connection).
     real: String,
@@ -323,13 +414,11 @@ impl Shadow {
     /// `ON CONFLICT` needs) but none of the list indexes, which would only slow the replay.
     async fn create(
         conn: &mut AnyConnection,
-        backend: Backend,
+        shadows: Option<&ShadowSchema>,
         table: &str,
     ) -> Result<Self, ProjectionError> {
-        let (real, shadow, key, columns, statements) = match backend {
-            Backend::Postgres => {
-                let schema: String =
-                    sqlx::query_scalar("SELECT CAST(current_schema() AS TEXT)").fetch_one(&mut *conn).await?;
+        let (real, shadow, key, columns, statements) = match shadows {
+            Some(ShadowSchema { name, real: schema, .. }) => {
                 let real = format!("{schema}.{table}");
                 let key: Vec<String> = sqlx::query_scalar(
                     "SELECT a.attname::text FROM pg_index i \
@@ -350,20 +439,21 @@ impl Shadow {
                     "SELECT CAST(indexdef AS TEXT) FROM pg_indexes WHERE schemaname = CAST($1 AS name) AND tablename = CAST($2 AS name) \
                      AND indexdef LIKE 'CREATE UNIQUE INDEX %'",
                 )
-                .bind(&schema)
+                .bind(schema)
                 .bind(table)
                 .fetch_all(&mut *conn)
                 .await?;
+                let shadow = format!("{name}.{table}");
                 let mut statements =
-                    vec![format!("CREATE TEMP TABLE {table} (LIKE {real} INCLUDING DEFAULTS)")];
+                    vec![format!("CREATE UNLOGGED TABLE {shadow} (LIKE {real} INCLUDING DEFAULTS)")];
                 statements.extend(
-                    unique.iter().map(|def| {
-                        def.replacen(&format!(" ON {real} "), &format!(" ON pg_temp.{table} "), 1)
-                    }),
+                    unique
+                        .iter()
+                        .map(|def| def.replacen(&format!(" ON {real} "), &format!(" ON {shadow} "), 1)),
                 );
-                (real, format!("pg_temp.{table}"), key, columns, statements)
+                (real, shadow, key, columns, statements)
             }
-            Backend::Sqlite => {
+            None => {
                 let definition: String = sqlx::query_scalar(
                     "SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = $1",
                 )
