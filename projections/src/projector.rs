@@ -26,7 +26,8 @@ pub trait Projector: Send + Sync {
 
     /// `apply` for a batch of a PostgreSQL rebuild's replay into its shadow tables, which may load
     /// rows in bulk over `bulk` first (they commit on their own: the shadows need no atomicity,
-    /// a failed rebuild drops them). A projector whose batches are small keeps this default.
+    /// a failed rebuild drops them), and leave derived rows to `finish_bulk`. A projector whose
+    /// batches are small keeps this default.
     async fn apply_bulk(
         &self,
         tx: &mut Transaction<'_, Any>,
@@ -34,5 +35,11 @@ pub trait Projector: Send + Sync {
         events: &[LogEvent],
     ) -> Result<(), ProjectionError> {
         self.apply(tx, events).await
+    }
+
+    /// Completes the shadow tables after the last `apply_bulk` batch, before the replay of the
+    /// events that came meanwhile: what `apply_bulk` left to be derived once at the end.
+    async fn finish_bulk(&self, _tx: &mut Transaction<'_, Any>) -> Result<(), ProjectionError> {
+        Ok(())
     }
 }

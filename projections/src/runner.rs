@@ -272,6 +272,11 @@ impl ProjectionRunner {
         if let Some(bulk) = bulk {
             tracing::debug!(rows = bulk.rows_loaded(), "the rebuild's bulk loads");
             bulk.close().await?;
+            let mut tx = conn.begin().await?;
+            for projector in projectors {
+                projector.finish_bulk(&mut tx).await?;
+            }
+            tx.commit().await?;
         }
         let mut tx = conn.begin().await?;
         lock_checkpoints(&mut tx, projectors).await?;

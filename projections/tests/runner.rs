@@ -504,8 +504,8 @@ backend_tests! {
         assert_eq!(tables().await, before);
         check().await;
 
-        // A PostgreSQL rebuild's replay loads the creations by COPY over a second connection:
-        // into emptied tables it gives the same rows. When some of the findings a COPY would load
+        // A PostgreSQL rebuild's replay loads the creations by COPY over a second connection and
+        // counts the counters at its end: into emptied tables it gives the same rows. When some of the findings a COPY would load
         // are there already (a replay from an earlier point), it is refused and the creations go
         // by INSERT, which adds the others and leaves the rest.
         if store.backend() == Backend::Postgres {
@@ -518,6 +518,7 @@ backend_tests! {
                 .unwrap();
             let mut tx = store.pool().begin().await.unwrap();
             FindingsProjector.apply_bulk(&mut tx, &mut bulk, &events[..25]).await.unwrap();
+            FindingsProjector.finish_bulk(&mut tx).await.unwrap();
             tx.commit().await.unwrap();
             // Each finding created so far, with a tag and a CWE.
             let created = events[..25].iter().filter(|e| e.event_type == finding::CREATED).count();
@@ -526,6 +527,7 @@ backend_tests! {
             for part in [&events[..], &events[..77]] {
                 let mut tx = store.pool().begin().await.unwrap();
                 FindingsProjector.apply_bulk(&mut tx, &mut bulk, part).await.unwrap();
+                FindingsProjector.finish_bulk(&mut tx).await.unwrap();
                 tx.commit().await.unwrap();
                 assert_eq!(tables().await, before);
                 check().await;
