@@ -71,7 +71,13 @@ impl BulkLoad {
     pub async fn connect(options: &AnyConnectOptions, search_path: &str) -> Result<Self, ProjectionError> {
         let options = PgConnectOptions::try_from(options)?;
         let mut conn = options.connect().await?;
-        sqlx::query(&format!("SET search_path TO {search_path}")).execute(&mut conn).await?;
+        sqlx::query("SELECT set_config('search_path', $1, false)")
+            .bind(search_path)
+            .execute(&mut conn)
+            .await?;
+        // Nothing but the replay writes the shadows, so a COPY that waits for a lock waits for
+        // the replay's own transaction, which waits for the COPY: an error, not a hang.
+        sqlx::query("SET lock_timeout = '10s'").execute(&mut conn).await?;
         Ok(Self { conn, loaded: 0 })
     }
 
@@ -99,9 +105,9 @@ pub(crate) struct Load<'c> {
 
 impl Load<'_> {
     /// Starts a COPY into `table (columns)`.
-    pub(crate) async fn copy(&mut self, table: &str, columns: &str) -> Result<Copy<'_>, ProjectionError> {
+    pub(crate) async fn copy(&mut self, table: &str, columns: &str) -> Result<CopyIn<'_>, ProjectionError> {
         let stream = self.tx.copy_in_raw(&format!("COPY {table} ({columns}) FROM STDIN")).await?;
-        Ok(Copy { stream, rows: &mut self.rows })
+        Ok(CopyIn { stream, rows: &mut self.rows })
     }
 
     pub(crate) async fn commit(self) -> Result<(), ProjectionError> {
@@ -113,12 +119,12 @@ impl Load<'_> {
 
 /// A COPY under way: its rows are sent piece by piece, so that the server inserts a piece while
 /// the next is built.
-pub(crate) struct Copy<'a> {
+pub(crate) struct CopyIn<'a> {
     stream: PgCopyIn<&'a mut PgConnection>,
     rows: &'a mut u64,
 }
 
-impl Copy<'_> {
+impl CopyIn<'_> {
     pub(crate) async fn send(&mut self, rows: CopyRows) -> Result<(), ProjectionError> {
         self.stream.send(rows.data).await?;
         Ok(())

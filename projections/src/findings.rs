@@ -584,14 +584,10 @@ async fn insert_created(
     Ok(())
 }
 
-/// Loads created findings, their child rows and (on `counts`) their counters by COPY, the
-/// findings a chunk at a time (the server inserts one while the next is parsed and built);
-/// returns false, with nothing loaded or counted, when a finding is already there.
-async fn copy_created(
-    bulk: &mut BulkLoad,
-    created: &[&LogEvent],
-    counts: &mut Counts,
-) -> Result<bool, ProjectionError> {
+/// Loads created findings and their child rows by COPY (their counters are `finish_bulk`'s),
+/// the findings a chunk at a time (the server inserts one while the next is parsed and built);
+/// returns false, with nothing loaded, when a finding is already there.
+async fn copy_created(bulk: &mut BulkLoad, created: &[&LogEvent]) -> Result<bool, ProjectionError> {
     let mut load = bulk.begin().await?;
     let mut copy = load.copy("findings", &created_columns()).await?;
     let mut parsed = Vec::with_capacity(created.len());
@@ -637,9 +633,6 @@ async fn copy_created(
         }
     }
     load.commit().await?;
-    for (bucket, n) in counted_once(parsed.iter().map(|(_, c)| c)) {
-        *counts.entry(bucket).or_default() += n;
-    }
     Ok(true)
 }
 
@@ -966,15 +959,19 @@ async fn apply_events(
     // Changes wait in waves of distinct findings (see `changes`).
     let mut wave = ChangeWave::default();
     let mut counts = Counts::new();
+    // A bulk replay's counters are counted once at its end (`finish_bulk`), not batch by batch.
+    let count = bulk.is_none();
     for event in events {
         if deletes_engagement(event) {
-            held.insert(tx, bulk.as_deref_mut(), &mut counts).await?;
+            held.insert(tx, &mut bulk, &mut counts).await?;
             wave.apply(tx, &mut counts).await?;
             // The purge drops the engagement's counters: what is pending goes first.
-            if bulk.is_none() {
+            if count {
                 flush_counts(tx, &mut counts).await?;
             }
             purge(tx, event).await?;
+            // Its rows stay locked by this uncommitted transaction: see `HeldCreations::insert`.
+            bulk = None;
             continue;
         }
         if event.aggregate_type != "finding" {
@@ -988,7 +985,7 @@ async fn apply_events(
         }
         let change = serde_json::from_str::<FindingEvent>(&event.payload)?;
         if held.holds(&event.aggregate_id) {
-            held.insert(tx, bulk.as_deref_mut(), &mut counts).await?;
+            held.insert(tx, &mut bulk, &mut counts).await?;
         }
         match change {
             FindingEvent::Updated(_)
@@ -1004,14 +1001,15 @@ async fn apply_events(
                     wave.apply(tx, &mut counts).await?;
                 }
                 apply_change(tx, event, change, &mut counts).await?;
+                // A deleted row stays locked by this uncommitted transaction: see
+                // `HeldCreations::insert`.
+                bulk = None;
             }
         }
     }
-    let bulk_load = bulk.is_some();
-    held.insert(tx, bulk, &mut counts).await?;
+    held.insert(tx, &mut bulk, &mut counts).await?;
     wave.apply(tx, &mut counts).await?;
-    // A bulk replay's counters are counted once at its end (`finish_bulk`), not batch by batch.
-    if bulk_load {
+    if !count {
         return Ok(());
     }
     flush_counts(tx, &mut counts).await
@@ -1034,19 +1032,25 @@ impl<'e> HeldCreations<'e> {
         self.ids.contains(finding_id)
     }
 
-    /// Inserts every held creation (by COPY over `bulk` when given, unless some are not new),
-    /// leaving none held.
+    /// Inserts every held creation, leaving none held: by COPY over `bulk` when given, else (or
+    /// when the COPY is refused because some are not new) by INSERT in `tx`. Once `tx` has
+    /// written a finding row (an INSERT, a deletion), `bulk` is dropped for the rest of the
+    /// batch: a COPY of the same id would wait for `tx` to end, which waits for the COPY.
     async fn insert(
         &mut self,
         tx: &mut Transaction<'_, Any>,
-        bulk: Option<&mut BulkLoad>,
+        bulk: &mut Option<&mut BulkLoad>,
         counts: &mut Counts,
     ) -> Result<(), ProjectionError> {
-        let loaded = match bulk {
-            Some(bulk) if !self.events.is_empty() => copy_created(bulk, &self.events, counts).await?,
-            _ => false,
+        if self.events.is_empty() {
+            return Ok(());
+        }
+        let loaded = match bulk.as_deref_mut() {
+            Some(load) => copy_created(load, &self.events).await?,
+            None => false,
         };
         if !loaded {
+            *bulk = None;
             insert_created(tx, &self.events, counts).await?;
         }
         self.events.clear();

@@ -201,7 +201,7 @@ impl ProjectionRunner {
     }
 
     /// Rebuilds several projectors in one pass over the log (each batch is read once and applied
-    /// to all of them). The replay writes into private shadow copies of their tables (only their
+    /// to all of them). The replay writes into shadow copies of their tables (only their
     /// unique indexes, and no WAL: temporary tables on SQLite, unlogged tables in a schema of the
     /// rebuild's own on PostgreSQL, where creations are loaded by COPY over a second connection;
     /// unqualified names resolve to the shadows first), without any lock: readers and the live
@@ -216,18 +216,21 @@ impl ProjectionRunner {
     ) -> Result<i64, ProjectionError> {
         // A connection of its own, never returned to the pool: the shadow tables shadow the real
         // ones for every query on it. SQLite's are temporary and vanish when it closes; on
-        // PostgreSQL they are in a schema of the rebuild's own, dropped at the end whatever
-        // happens (or by the next rebuild, after a crash), since a second connection loads them.
+        // PostgreSQL they are in a schema of the rebuild's own, since a second connection loads
+        // them, dropped at the end (or, if that fails or the process dies, by the next rebuild).
         let mut conn = self.store.pool().acquire().await?.detach();
         let schema = match self.store.backend() {
             Backend::Postgres => Some(ShadowSchema::create(&mut conn).await?),
             Backend::Sqlite => None,
         };
         let rebuilt = self.replay(&mut conn, schema.as_ref(), projectors, progress).await;
-        let closed = conn.close().await;
+        // Dropped on the rebuild's own connection, so that no other rebuild meanwhile takes it
+        // for a dead one's; a failure is logged rather than returned (the rebuild's outcome is
+        // what counts), and the next rebuild drops what is left.
         if let Some(schema) = schema {
-            schema.drop(self.store.pool()).await?;
+            schema.drop(&mut conn).await;
         }
+        let closed = conn.close().await;
         let position = rebuilt?;
         closed?;
         Ok(position)
@@ -373,33 +376,54 @@ impl ShadowSchema {
     /// Drops the shadow schemas of rebuilds that died, creates this rebuild's and puts it first
     /// in `conn`'s search path.
     async fn create(conn: &mut AnyConnection) -> Result<Self, ProjectionError> {
-        let (real, path, pid): (String, String, i32) = sqlx::query_as(
-            "SELECT CAST(current_schema() AS TEXT), current_setting('search_path'), pg_backend_pid()",
+        // The replay's batches must see what the loading connection committed during them,
+        // whatever the database's default isolation.
+        sqlx::query("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .execute(&mut *conn)
+            .await?;
+        let (real, path, pid, database): (String, String, i32, String) = sqlx::query_as(
+            "SELECT CAST(current_schema() AS TEXT), current_setting('search_path'), pg_backend_pid(), \
+             CAST(current_database() AS TEXT)",
         )
         .fetch_one(&mut *conn)
         .await?;
         let orphans: Vec<String> = sqlx::query_scalar(
-            "SELECT CAST(nspname AS TEXT) FROM pg_namespace WHERE starts_with(nspname, $1) \
+            "SELECT quote_ident(nspname) FROM pg_namespace WHERE nspname ~ ('^' || $1 || '[0-9]+$') \
              AND nspname NOT IN (SELECT $1 || pid FROM pg_stat_activity)",
         )
         .bind(SHADOW_SCHEMA_PREFIX)
         .fetch_all(&mut *conn)
         .await?;
-        let name = format!("{SHADOW_SCHEMA_PREFIX}{pid}");
-        for orphan in orphans.iter().filter(|orphan| **orphan != name) {
-            sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{orphan}\" CASCADE")).execute(&mut *conn).await?;
+        for orphan in &orphans {
+            if let Err(error) =
+                sqlx::query(&format!("DROP SCHEMA IF EXISTS {orphan} CASCADE")).execute(&mut *conn).await
+            {
+                tracing::warn!(%error, schema = orphan, "could not drop a dead rebuild's shadow schema");
+            }
         }
+        let name = format!("{SHADOW_SCHEMA_PREFIX}{pid}");
         // A schema of this name left by a dead rebuild whose process id is this one's now.
         sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).execute(&mut *conn).await?;
-        sqlx::query(&format!("CREATE SCHEMA {name}")).execute(&mut *conn).await?;
+        match sqlx::query(&format!("CREATE SCHEMA {name}")).execute(&mut *conn).await {
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42501") => {
+                return Err(ProjectionError::NoSchemaPrivilege(database));
+            }
+            created => created?,
+        };
         let search_path = format!("{name}, {path}");
-        sqlx::query(&format!("SET search_path TO {search_path}")).execute(&mut *conn).await?;
+        sqlx::query("SELECT set_config('search_path', $1, false)")
+            .bind(&search_path)
+            .execute(&mut *conn)
+            .await?;
         Ok(Self { name, real, search_path })
     }
 
-    async fn drop(self, pool: &sqlx::AnyPool) -> Result<(), ProjectionError> {
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name)).execute(pool).await?;
-        Ok(())
+    async fn drop(self, conn: &mut AnyConnection) {
+        if let Err(error) =
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name)).execute(conn).await
+        {
+            tracing::warn!(%error, schema = self.name, "could not drop the rebuild's shadow schema");
+        }
     }
 }
 

@@ -246,6 +246,41 @@ backend_tests! {
         assert_eq!(count("SELECT COUNT(*) FROM finding_tags").await, 6);
         assert_eq!(count("SELECT COUNT(*) FROM finding_cwes").await, 3);
         assert_eq!(count("SELECT CAST(SUM(n) AS BIGINT) FROM finding_counts").await, 3);
+
+        // A rebuild's bulk replay (PostgreSQL): a COPY refused for a repeated creation falls back
+        // to INSERTs in the replay's transaction, after which no COPY may touch those rows (it
+        // would wait for that transaction, which waits for it).
+        if store.backend() == Backend::Postgres {
+            let second = FindingEvent::Updated(FindingUpdated { title: Some("Renamed".to_owned()), ..FindingUpdated::default() });
+            append_to(&store, "finding", "fnd_00000000000000000001", engagement, 2, &second).await;
+            Sequencer::new(store.clone()).settle(Duration::from_secs(10)).await.unwrap();
+            let events = log::read_after(store.pool(), 0, 100).await.unwrap();
+            let (zero, one, renamed) = (&events[1], &events[2], &events[4]);
+            assert_eq!((zero.sequence, one.sequence, renamed.sequence), (1, 1, 2));
+            // Held {0, 0, 1}, refused; the rename of 1 inserts them; then 1 again.
+            let batch = [zero, zero, one, renamed, one].map(Clone::clone);
+            sqlx::query("TRUNCATE findings, finding_tags, finding_cwes, finding_cves, finding_targets, finding_counts")
+                .execute(store.pool())
+                .await
+                .unwrap();
+            let path: String =
+                sqlx::query_scalar("SELECT current_setting('search_path')").fetch_one(store.pool()).await.unwrap();
+            let mut bulk = BulkLoad::connect(&store.pool().connect_options(), &path).await.unwrap();
+            let mut tx = store.pool().begin().await.unwrap();
+            let applied = tokio::time::timeout(Duration::from_secs(30), FindingsProjector.apply_bulk(&mut tx, &mut bulk, &batch));
+            applied.await.expect("the bulk replay waits for itself").unwrap();
+            FindingsProjector.finish_bulk(&mut tx).await.unwrap();
+            tx.commit().await.unwrap();
+            assert_eq!(bulk.rows_loaded(), 0);
+            assert_eq!(count("SELECT COUNT(*) FROM findings").await, 2);
+            assert_eq!(count("SELECT COUNT(*) FROM finding_tags").await, 4);
+            assert_eq!(count("SELECT CAST(SUM(n) AS BIGINT) FROM finding_counts").await, 2);
+            let title: String = sqlx::query_scalar("SELECT title FROM findings WHERE id = 'fnd_00000000000000000001'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            assert_eq!(title, "Renamed");
+        }
     }
 
     async fn creations_held_back_past_other_changes_give_the_same_tables(db) {

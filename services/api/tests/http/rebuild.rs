@@ -89,6 +89,17 @@ backend_tests! {
         create_task(&app, &doomed, json!({"title": "Hidden"})).await;
         app.delete(&format!("/api/v1/engagements/{doomed}")).send().await.unwrap();
 
+        // A PostgreSQL rebuild copies rows over a second connection while its replay's
+        // transactions go on: the replay reads at READ COMMITTED whatever the database's default.
+        if app.db.url.starts_with("postgres") {
+            let admin = Store::open(&app.db.url).await.unwrap();
+            let database: String = sqlx::query_scalar("SELECT CAST(current_database() AS TEXT)").fetch_one(admin.pool()).await.unwrap();
+            sqlx::query(&format!("ALTER DATABASE \"{database}\" SET default_transaction_isolation = 'repeatable read'"))
+                .execute(admin.pool())
+                .await
+                .unwrap();
+            admin.close().await;
+        }
         let store = Store::open(&app.db.url).await.unwrap();
         let live = dump(&store).await;
         assert!(live.iter().any(|row| row[0].as_deref() == Some("reports")));
