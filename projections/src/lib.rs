@@ -40,10 +40,6 @@ pub enum ProjectionError {
     NoPrimaryKey(String),
     #[error("the rebuild's log reader stopped: {0}")]
     Reader(String),
-    #[error(
-        "a rebuild needs to create a schema for its shadow tables: GRANT CREATE ON DATABASE {0} to the server's role"
-    )]
-    NoSchemaPrivilege(String),
 }
 
 /// Creates or updates the read tables of this crate on `store`.

@@ -250,10 +250,10 @@ impl ProjectionRunner {
         for table in &tables {
             shadows.push(Shadow::create(conn, schema, table).await?);
         }
-        let mut bulk = match schema {
-            Some(schema) => {
+        let mut bulk = match schema.and_then(|schema| schema.search_path.as_deref()) {
+            Some(search_path) => {
                 let options = self.store.pool().connect_options();
-                Some(BulkLoad::connect(&options, &schema.search_path).await?)
+                Some(BulkLoad::connect(&options, search_path).await?)
             }
             None => None,
         };
@@ -359,13 +359,15 @@ async fn apply_shadow(
 
 /// A PostgreSQL rebuild's schema for its shadow tables (unlogged: nothing of them is worth a
 /// WAL record), first in the search path of the rebuild's connections so that the projectors'
-/// unqualified table names mean the shadows there.
+/// unqualified table names mean the shadows there. Without CREATE on the database it is the
+/// session's `pg_temp` (first of any search path): the rebuild's connection alone sees the
+/// shadows then, so nothing is loaded by COPY.
 struct ShadowSchema {
     name: String,
     /// The schema of the real tables.
     real: String,
-    /// The connections' search path: `name`, then the one they had.
-    search_path: String,
+    /// The connections' search path (`name`, then the one they had), unless `name` is `pg_temp`.
+    search_path: Option<String>,
 }
 
 /// Shadow schemas are named this and the id of the server process of the rebuild's connection,
@@ -381,9 +383,8 @@ impl ShadowSchema {
         sqlx::query("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED")
             .execute(&mut *conn)
             .await?;
-        let (real, path, pid, database): (String, String, i32, String) = sqlx::query_as(
-            "SELECT CAST(current_schema() AS TEXT), current_setting('search_path'), pg_backend_pid(), \
-             CAST(current_database() AS TEXT)",
+        let (real, path, pid): (String, String, i32) = sqlx::query_as(
+            "SELECT CAST(current_schema() AS TEXT), current_setting('search_path'), pg_backend_pid()",
         )
         .fetch_one(&mut *conn)
         .await?;
@@ -406,7 +407,11 @@ impl ShadowSchema {
         sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).execute(&mut *conn).await?;
         match sqlx::query(&format!("CREATE SCHEMA {name}")).execute(&mut *conn).await {
             Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42501") => {
-                return Err(ProjectionError::NoSchemaPrivilege(database));
+                tracing::warn!(
+                    %error,
+                    "no CREATE on the database: the rebuild's shadows are temporary tables, without COPY"
+                );
+                return Ok(Self { name: "pg_temp".to_owned(), real, search_path: None });
             }
             created => created?,
         };
@@ -415,10 +420,23 @@ impl ShadowSchema {
             .bind(&search_path)
             .execute(&mut *conn)
             .await?;
-        Ok(Self { name, real, search_path })
+        Ok(Self { name, real, search_path: Some(search_path) })
+    }
+
+    /// `CREATE … TABLE` for a shadow here.
+    fn create_table(&self) -> &'static str {
+        match self.search_path {
+            Some(_) => "CREATE UNLOGGED TABLE",
+            // A table created in `pg_temp` is a temporary table.
+            None => "CREATE TABLE",
+        }
     }
 
     async fn drop(self, conn: &mut AnyConnection) {
+        // Temporary shadows vanish with the connection.
+        if self.search_path.is_none() {
+            return;
+        }
         if let Err(error) =
             sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name)).execute(conn).await
         {
@@ -447,7 +465,7 @@ impl Shadow {
         table: &str,
     ) -> Result<Self, ProjectionError> {
         let (real, shadow, key, columns, statements) = match shadows {
-            Some(ShadowSchema { name, real: schema, .. }) => {
+            Some(shadows @ ShadowSchema { name, real: schema, .. }) => {
                 let real = format!("{schema}.{table}");
                 let key: Vec<String> = sqlx::query_scalar(
                     "SELECT a.attname::text FROM pg_index i \
@@ -474,7 +492,7 @@ impl Shadow {
                 .await?;
                 let shadow = format!("{name}.{table}");
                 let mut statements =
-                    vec![format!("CREATE UNLOGGED TABLE {shadow} (LIKE {real} INCLUDING DEFAULTS)")];
+                    vec![format!("{} {shadow} (LIKE {real} INCLUDING DEFAULTS)", shadows.create_table())];
                 statements.extend(
                     unique
                         .iter()

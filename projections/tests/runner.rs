@@ -619,6 +619,44 @@ backend_tests! {
         let engagements: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM engagements").fetch_one(store.pool()).await.unwrap();
         let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM engagements ORDER BY id").fetch_all(store.pool()).await.unwrap();
         assert_eq!(engagements, 9, "11 created, 2 deleted: {ids:?}");
+
+        // A role without CREATE on the database rebuilds into temporary shadows instead.
+        if store.backend() == Backend::Postgres {
+            let role = format!("pwnbook_no_create_{}", std::process::id());
+            let database: String =
+                sqlx::query_scalar("SELECT CAST(current_database() AS TEXT)").fetch_one(store.pool()).await.unwrap();
+            for statement in [
+                format!("CREATE ROLE {role} LOGIN"),
+                format!("REVOKE CREATE ON DATABASE \"{database}\" FROM PUBLIC"),
+                format!("GRANT USAGE, CREATE ON SCHEMA public TO {role}"),
+                format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"),
+                format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+                "DELETE FROM engagement_tags".to_owned(),
+            ] {
+                sqlx::query(&statement).execute(store.pool()).await.unwrap();
+            }
+            let limited = Store::open(&db.url.replacen("postgres@", &format!("{role}@"), 1)).await.unwrap();
+            let created: bool = sqlx::query_scalar("SELECT has_database_privilege(current_database(), 'CREATE')")
+                .fetch_one(limited.pool())
+                .await
+                .unwrap();
+            assert!(!created);
+            let runner = ProjectionRunner::new(limited.clone(), all_projectors());
+            let rebuilt = async {
+                for projector in runner.projectors() {
+                    runner.rebuild(projector.as_ref()).await?;
+                }
+                Ok::<_, ProjectionError>(())
+            }
+            .await;
+            limited.close().await;
+            for statement in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
+                sqlx::query(&statement).execute(store.pool()).await.unwrap();
+            }
+            rebuilt.unwrap();
+            assert_eq!(dump(&store).await, live);
+            assert!(shadow_schemas().await.is_empty());
+        }
     }
 }
 
