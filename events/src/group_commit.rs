@@ -23,10 +23,10 @@ use std::sync::{Arc, Mutex, Weak};
 
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Executor as _, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::sequencer::Sequencer;
+use crate::sequencer::{AppendError, Sequencer};
 use crate::values::{int_array, power_of_two_chunks, sqlite_values, text_array};
 use crate::Backend;
 
@@ -39,14 +39,14 @@ const ROLLBACK_ATTEMPTS: u32 = 4;
 const ROLLBACK_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// One event as stored in `events` (payload and metadata as JSON text).
-struct Row {
-    aggregate_type: String,
-    aggregate_id: String,
-    sequence: i64,
-    event_type: String,
-    event_version: String,
-    payload: String,
-    metadata: String,
+pub(crate) struct Row {
+    pub(crate) aggregate_type: String,
+    pub(crate) aggregate_id: String,
+    pub(crate) sequence: i64,
+    pub(crate) event_type: String,
+    pub(crate) event_version: String,
+    pub(crate) payload: String,
+    pub(crate) metadata: String,
 }
 
 /// One caller's append: its events and where to send the outcome.
@@ -301,6 +301,31 @@ impl Writer {
             Backend::Sqlite => Some(self.write_turn.lock().await),
             Backend::Postgres => None,
         };
+        if let Some(active) = sequencer.clone().filter(|_| self.backend == Backend::Postgres) {
+            let failed = match active.append_sequenced(conn, rows).await {
+                Ok(Some((tx, sequenced))) => {
+                    tx.commit().await.map_err(Failure::Transaction)?;
+                    active.committed(sequenced);
+                    return Ok(());
+                }
+                Ok(None) => None,
+                Err(error) => Some(error),
+            };
+            if let Some(error) = failed {
+                if matches!(error, AppendError::Guess | AppendError::Append(_)) {
+                    // See `Sequencer::append_sequenced`.
+                    let _ = conn.execute("ROLLBACK").await;
+                }
+                match error {
+                    AppendError::Guess => {}
+                    AppendError::Append(error) => return Err(Failure::Insert(error)),
+                    AppendError::Sequencing(error) => {
+                        tracing::warn!(%error, "sequencing in the group commit failed; the sequencer task will");
+                        sequencer = None;
+                    }
+                }
+            }
+        }
         loop {
             let mut tx = conn.begin().await.map_err(Failure::Begin)?;
             if let Err(error) = self.insert_rows(&mut tx, rows).await {

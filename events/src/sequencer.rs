@@ -30,9 +30,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, AnyConnection, Connection as _, Row as _, Transaction};
 use tokio::sync::{watch, Notify};
 
+use crate::group_commit::Row;
 use crate::hash::{chain_hash, GENESIS};
 use crate::ids::{Id, IdKind};
 use crate::log::LogEvent;
@@ -94,6 +95,23 @@ struct Pending {
 }
 
 impl Pending {
+    /// A row the group commit is about to append (no cursor yet: the fast path's function
+    /// reads it in the database).
+    fn new(row: &Row, recorded_at: i64) -> Self {
+        Self {
+            cursor_tx: String::new(),
+            cursor_no: 0,
+            aggregate_type: row.aggregate_type.clone(),
+            aggregate_id: row.aggregate_id.clone(),
+            sequence: row.sequence,
+            event_type: row.event_type.clone(),
+            event_version: row.event_version.clone(),
+            payload: row.payload.clone(),
+            metadata: row.metadata.clone(),
+            recorded_at,
+        }
+    }
+
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
             cursor_tx: row.try_get("cursor_tx")?,
@@ -285,6 +303,50 @@ impl Sequencer {
         }
     }
 
+    /// The group commit's batch on PostgreSQL in one round trip: BEGIN, then appended and
+    /// sequenced by `pwnbook_append_sequenced` (migration 1010), whose log rows are computed
+    /// here from the head and chain heads this process's last batch left; then the hook. `None`
+    /// when that guess cannot be made, `AppendError::Guess` when the database finds it wrong
+    /// (another process appended, or holds the lock): nothing is written, and the caller
+    /// appends and claims as usual. After an `AppendError::Guess` or `Append` the caller must
+    /// roll back: the failed statement leaves the session in a transaction sqlx does not know
+    /// it began.
+    pub(crate) async fn append_sequenced<'c>(
+        &self,
+        conn: &'c mut AnyConnection,
+        rows: &[&Row],
+    ) -> Result<Option<(Transaction<'c, Any>, Sequenced)>, AppendError> {
+        if rows.is_empty() || rows.len() as i64 >= self.batch {
+            return Ok(None);
+        }
+        let Ok(_local) = tokio::time::timeout(LOCAL_TURN_WAIT, self.local_turn.lock()).await else {
+            return Ok(None);
+        };
+        let Some((head, mut chains)) = self.take_chains() else { return Ok(None) };
+        let recorded_at = now_millis();
+        let pending: Vec<Pending> = rows.iter().map(|row| Pending::new(row, recorded_at)).collect();
+        let scoped = scopes(&pending).map_err(AppendError::Sequencing)?;
+        if scoped.iter().any(|(organization, _)| !chains.contains_key(organization)) {
+            self.keep_chains(head, chains);
+            return Ok(None);
+        }
+        let appended = link(&mut chains, head, &pending, scoped);
+        let statement = append_sequenced_sql(head, &appended);
+        let mut tx = conn.begin_with(statement).await.map_err(|error| match error {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some(GUESS_REFUSED) => AppendError::Guess,
+            error => AppendError::Append(error),
+        })?;
+        let hooked = match &self.hook {
+            Some(hook) => hook
+                .apply(&mut tx, head, &appended)
+                .await
+                .map_err(|error| AppendError::Sequencing(StoreError::Hook(error)))?,
+            None => false,
+        };
+        let new_head = head + appended.len() as i64;
+        Ok(Some((tx, Sequenced { appended, head: new_head, held_back: false, chains, hooked })))
+    }
+
     async fn sequence_claimed(
         &self,
         tx: &mut Transaction<'_, Any>,
@@ -337,6 +399,20 @@ impl Sequencer {
         }
         self.published.head(head);
         BatchOutcome { appended, head, held_back }
+    }
+
+    /// The cached log head and chain heads, taken out of the cache (see `cached_chains`).
+    fn take_chains(&self) -> Option<(i64, HashMap<String, String>)> {
+        let mut cache = self.chains.lock().ok()?;
+        let cache = std::mem::take(&mut *cache);
+        Some((cache.head?, cache.hashes))
+    }
+
+    /// Puts back what `take_chains` took, unused.
+    fn keep_chains(&self, head: i64, hashes: HashMap<String, String>) {
+        if let Ok(mut cache) = self.chains.lock() {
+            *cache = ChainCache { head: Some(head), hashes };
+        }
     }
 
     /// The cached chain heads if they are those of log head `head`; taken out of the cache so
@@ -464,12 +540,7 @@ async fn chain(
     head: i64,
     pending: &[Pending],
 ) -> Result<Vec<LogEvent>, StoreError> {
-    let mut scoped = Vec::with_capacity(pending.len());
-    for event in pending {
-        let metadata: Value = serde_json::from_str(&event.metadata)?;
-        let field = |name: &str| metadata.get(name).and_then(Value::as_str).map(str::to_owned);
-        scoped.push((field("organizationId").unwrap_or_default(), field("engagementId")));
-    }
+    let scoped = scopes(pending)?;
     let mut unknown: Vec<&str> = scoped
         .iter()
         .map(|(organization, _)| organization.as_str())
@@ -482,6 +553,29 @@ async fn chain(
             chains.insert(organization, hash.unwrap_or_else(|| GENESIS.to_owned()));
         }
     }
+    Ok(link(chains, head, pending, scoped))
+}
+
+/// Each event's organization and engagement, from its metadata.
+fn scopes(pending: &[Pending]) -> Result<Vec<(String, Option<String>)>, StoreError> {
+    pending
+        .iter()
+        .map(|event| {
+            let metadata: Value = serde_json::from_str(&event.metadata)?;
+            let field = |name: &str| metadata.get(name).and_then(Value::as_str).map(str::to_owned);
+            Ok((field("organizationId").unwrap_or_default(), field("engagementId")))
+        })
+        .collect()
+}
+
+/// The log rows of `pending` after `head`, each linked to its organization's chain head in
+/// `chains`, which moves along.
+fn link(
+    chains: &mut HashMap<String, String>,
+    head: i64,
+    pending: &[Pending],
+    scoped: Vec<(String, Option<String>)>,
+) -> Vec<LogEvent> {
     let mut appended = Vec::with_capacity(pending.len());
     for ((event, (organization_id, engagement_id)), position) in pending.iter().zip(scoped).zip(head + 1..) {
         let prev_hash = chains.get(&organization_id).cloned().unwrap_or_else(|| GENESIS.to_owned());
@@ -505,7 +599,7 @@ async fn chain(
         chains.insert(row.organization_id.clone(), row.hash.clone());
         appended.push(row);
     }
-    Ok(appended)
+    appended
 }
 
 /// The newest hash of each organization's chain (`None`: no event yet), in one statement.
@@ -532,6 +626,71 @@ async fn chain_heads(
         .iter()
         .map(|row| Ok((row.try_get("organization_id")?, row.try_get("hash")?)))
         .collect::<Result<_, sqlx::Error>>()?)
+}
+
+/// The SQLSTATE by which `pwnbook_append_sequenced` refuses the server's guess (migration 1010).
+const GUESS_REFUSED: &str = "PWB01";
+
+/// What failed in `Sequencer::append_sequenced`.
+#[derive(Debug)]
+pub(crate) enum AppendError {
+    /// The database found the head or the pending events other than assumed.
+    Guess,
+    /// Appending: the events themselves may be at fault (a conflict, a refusal), as with an
+    /// INSERT of the batch.
+    Append(sqlx::Error),
+    /// Sequencing or the hook, after the events were appended in the transaction.
+    Sequencing(StoreError),
+}
+
+/// Milliseconds since the epoch, as `events.recorded_at`'s default reads the clock.
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `BEGIN` and the call of `pwnbook_append_sequenced` as one simple query (one round trip), the
+/// arrays as escaped string literals since a simple query takes no parameters.
+fn append_sequenced_sql(head: i64, rows: &[LogEvent]) -> String {
+    let texts = |column: fn(&LogEvent) -> &str| {
+        format!("{}::text[]", string_literal(&text_array(rows.iter().map(|row| Some(column(row))))))
+    };
+    let ints = |column: fn(&LogEvent) -> i64| format!("'{}'::bigint[]", int_array(rows.iter().map(column)));
+    let engagements = text_array(rows.iter().map(|row| row.engagement_id.as_deref()));
+    format!(
+        "BEGIN; SELECT pwnbook_append_sequenced({SEQUENCER_LOCK}, {}, {}, {head}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}::text[], {}, {})",
+        WRITERS_LOCK.0,
+        WRITERS_LOCK.1,
+        texts(|row| &row.aggregate_type),
+        texts(|row| &row.aggregate_id),
+        ints(|row| row.sequence),
+        texts(|row| &row.event_type),
+        texts(|row| &row.event_version),
+        texts(|row| &row.payload),
+        texts(|row| &row.metadata),
+        ints(|row| row.recorded_at),
+        texts(|row| &row.event_id),
+        texts(|row| &row.organization_id),
+        string_literal(&engagements),
+        texts(|row| &row.prev_hash),
+        texts(|row| &row.hash),
+    )
+}
+
+/// A PostgreSQL string literal of `text` in the escape syntax (`E'…'`), which reads the same
+/// whatever `standard_conforming_strings` says: every backslash and quote doubled.
+fn string_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    out.push_str("E'");
+    for ch in text.chars() {
+        if ch == '\\' || ch == '\'' {
+            out.push(ch);
+        }
+        out.push(ch);
+    }
+    out.push('\'');
+    out
 }
 
 const LOG_INSERT: &str = "INSERT INTO event_log (position, event_id, organization_id, engagement_id, \
@@ -760,6 +919,14 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn string_literals_double_every_quote_and_backslash() {
+        assert_eq!(string_literal(""), "E''");
+        assert_eq!(string_literal(r"it's"), r"E'it''s'");
+        assert_eq!(string_literal(r"a\'b"), r"E'a\\''b'");
+        assert_eq!(string_literal(r#"{"x\"y"}"#), r#"E'{"x\\"y"}'"#);
+    }
 
     fn event(id: &str, sequence: i64, position: i64) -> LogEvent {
         LogEvent {

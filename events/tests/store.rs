@@ -399,6 +399,99 @@ async fn gap_case_in_the_group_commit_postgres() {
     assert_slow_then_fast(&store).await;
 }
 
+/// PostgreSQL only: the group commit sends its batch's log rows with the append, computed from
+/// the head and chain heads its previous batch left (migration 1010). When another sequencer
+/// moved the head, or another process's event waits to be sequenced, the database refuses that
+/// guess and the batch is appended and claimed as usual: dense, chained, nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_guess_of_the_head_falls_back_to_the_claim_postgres() {
+    let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
+    let store = Store::open(&db.url).await.unwrap();
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let handle =
+        pwnbook_events::sequencer::spawn(store.clone(), None, std::time::Duration::from_secs(3600), shutdown);
+    increment(&store, "a", "org_a").await.unwrap();
+    increment(&store, "b", "org_a").await.unwrap();
+    assert_eq!(handle.sequenced_at("counter", "b", 1), Some(2));
+
+    // Another process appends and its sequencer logs the event: this process's head is stale.
+    let other = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 VALUES ('counter', $1, 1, 'counter.incremented', '1', '{\"by\":1}', '{\"organizationId\":\"org_a\"}')";
+    sqlx::query(other).bind("elsewhere").execute(store.pool()).await.unwrap();
+    assert_eq!(Sequencer::new(store.clone()).catch_up().await.unwrap(), 3);
+    increment(&store, "c", "org_a").await.unwrap();
+    assert_eq!(handle.sequenced_at("counter", "c", 1), Some(4));
+
+    // Another process's event is committed but not yet logged: it goes first.
+    sqlx::query(other).bind("pending").execute(store.pool()).await.unwrap();
+    increment(&store, "d", "org_a").await.unwrap();
+    assert_eq!(log::position_of(&store, "counter", "pending", 1).await.unwrap(), Some(5));
+    assert_eq!(handle.sequenced_at("counter", "d", 1), Some(6));
+
+    // And the next batch guesses right again.
+    increment(&store, "e", "org_b").await.unwrap();
+    increment(&store, "f", "org_b").await.unwrap();
+    assert_eq!(handle.sequenced_at("counter", "f", 1), Some(8));
+    let log = log::read_after(store.pool(), 0, 100).await.unwrap();
+    assert_eq!(log.iter().map(|e| e.position).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
+    let report = log::verify_chain(&store, None).await.unwrap();
+    assert!(report.valid);
+    assert_eq!(report.checked, 8);
+}
+
+/// PostgreSQL only: the batch whose log rows go with the append (migration 1010) carries its
+/// texts as escaped literals in one simple query: quotes, backslashes and what looks like SQL
+/// must come back as written, in `events` and in the log, and chain as they were hashed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn texts_of_any_kind_survive_the_one_round_trip_append_postgres() {
+    let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
+    let store = Store::open(&db.url).await.unwrap();
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let handle =
+        pwnbook_events::sequencer::spawn(store.clone(), None, std::time::Duration::from_secs(3600), shutdown);
+    let org = r"org ' \' E'\x41' ''";
+    increment(&store, "warm-up", org).await.unwrap();
+    let tricky = [r"it's", r"back\slash\", r"'); DROP TABLE events; --", r"E'\n\'", "new\nline é {a,\"b\"}"];
+    for round in 1..=2 {
+        let appends: Vec<_> = tricky
+            .iter()
+            .map(|&id| {
+                let store = store.clone();
+                tokio::spawn(async move { increment(&store, id, org).await })
+            })
+            .collect();
+        for append in appends {
+            assert_eq!(append.await.unwrap().unwrap(), round);
+        }
+    }
+    for id in tricky {
+        assert!(handle.sequenced_at("counter", id, 2).is_some(), "{id} was sequenced with its append");
+        assert_eq!(AggregateStore::<Counter>::new(&store).load(id).await.unwrap().aggregate.value, 2);
+    }
+    let log = log::read_after(store.pool(), 0, 100).await.unwrap();
+    assert_eq!(log.len(), 11);
+    let mut logged: Vec<&str> = log.iter().skip(1).map(|e| e.aggregate_id.as_str()).collect();
+    logged.sort_unstable();
+    let mut written: Vec<&str> = tricky.iter().flat_map(|id| [*id, *id]).collect();
+    written.sort_unstable();
+    assert_eq!(logged, written);
+    assert!(log.iter().all(|e| e.organization_id == org));
+    let stored: Vec<(String, String)> =
+        sqlx::query_as("SELECT payload::text, metadata::text FROM events ORDER BY seq_no")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    let mut in_log: Vec<(String, String)> =
+        log.iter().map(|e| (e.payload.clone(), e.metadata.clone())).collect();
+    let mut in_events = stored;
+    in_log.sort();
+    in_events.sort();
+    assert_eq!(in_log, in_events);
+    let report = log::verify_chain(&store, None).await.unwrap();
+    assert!(report.valid);
+    assert_eq!(report.checked, 11);
+}
+
 /// PostgreSQL only: the group commit only tries the sequencer lock. While another session holds
 /// it (another process's long batch), appends still commit at once and the sequencer task
 /// sequences them once the lock is free.
