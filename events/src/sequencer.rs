@@ -37,7 +37,7 @@ use crate::group_commit::Row;
 use crate::hash::{chain_hash, GENESIS};
 use crate::ids::{Id, IdKind};
 use crate::log::LogEvent;
-use crate::values::{int_array, power_of_two_chunks, sqlite_values, text_array};
+use crate::values::{int_array, power_of_two_chunks, sqlite_values, string_literal, text_array};
 use crate::{Backend, Store, StoreError};
 
 /// Key of the PostgreSQL advisory lock that serializes sequencer batches.
@@ -66,12 +66,23 @@ pub trait BatchHook: Send + Sync {
     /// without sequencing it (no savepoint round trips on the path of every write). `head` is the
     /// log head before the batch. Returns whether it did its work (it may decline, e.g. when its
     /// checkpoints are elsewhere).
+    /// `claimed` tells that the hook's `claim_sql` ran in this transaction.
     fn apply<'a, 'c>(
         &'a self,
         tx: &'a mut Transaction<'c, Any>,
         head: i64,
         appended: &'a [LogEvent],
+        claimed: bool,
     ) -> HookFuture<'a>;
+
+    /// SQL that the group commit's one-round-trip batch on PostgreSQL (see
+    /// `Sequencer::append_sequenced`) sends right after the batch's log rows, so that the hook
+    /// saves a round trip of its own (taking its checkpoints, say). It must raise SQLSTATE
+    /// PWB01 when the hook cannot do its work in this batch, which then goes the usual way.
+    /// `head` and `end` are the log head before and after the batch.
+    fn claim_sql(&self, _head: i64, _end: i64) -> Option<String> {
+        None
+    }
 
     /// Called after the batch committed, when `apply` did its work; `head` is the new log head.
     fn committed(&self, head: i64);
@@ -331,19 +342,24 @@ impl Sequencer {
             return Ok(None);
         }
         let appended = link(&mut chains, head, &pending, scoped);
-        let statement = append_sequenced_sql(head, &appended);
+        let new_head = head + appended.len() as i64;
+        let hook_sql = self.hook.as_ref().and_then(|hook| hook.claim_sql(head, new_head));
+        let mut statement = append_sequenced_sql(head, &appended);
+        if let Some(sql) = &hook_sql {
+            statement.push_str("; ");
+            statement.push_str(sql);
+        }
         let mut tx = conn.begin_with(statement).await.map_err(|error| match error {
             sqlx::Error::Database(db) if db.code().as_deref() == Some(GUESS_REFUSED) => AppendError::Guess,
             error => AppendError::Append(error),
         })?;
         let hooked = match &self.hook {
             Some(hook) => hook
-                .apply(&mut tx, head, &appended)
+                .apply(&mut tx, head, &appended, hook_sql.is_some())
                 .await
                 .map_err(|error| AppendError::Sequencing(StoreError::Hook(error)))?,
             None => false,
         };
-        let new_head = head + appended.len() as i64;
         Ok(Some((tx, Sequenced { appended, head: new_head, held_back: false, chains, hooked })))
     }
 
@@ -372,7 +388,7 @@ impl Sequencer {
         let hooked = match (&self.hook, hook_failure) {
             (Some(hook), HookFailure::Skip) => run_hook(tx, hook.as_ref(), head, &appended).await?,
             (Some(hook), HookFailure::Fail) => {
-                hook.apply(tx, head, &appended).await.map_err(StoreError::Hook)?
+                hook.apply(tx, head, &appended, false).await.map_err(StoreError::Hook)?
             }
             (None, _) => false,
         };
@@ -453,7 +469,7 @@ async fn run_hook(
     appended: &[LogEvent],
 ) -> Result<bool, StoreError> {
     sqlx::query("SAVEPOINT sequencer_hook").execute(&mut **tx).await?;
-    match hook.apply(tx, head, appended).await {
+    match hook.apply(tx, head, appended, false).await {
         Ok(done) => Ok(done),
         Err(error) => {
             tracing::warn!(%error, "in-batch work failed; the batch commits without it");
@@ -676,21 +692,6 @@ fn append_sequenced_sql(head: i64, rows: &[LogEvent]) -> String {
         texts(|row| &row.prev_hash),
         texts(|row| &row.hash),
     )
-}
-
-/// A PostgreSQL string literal of `text` in the escape syntax (`E'…'`), which reads the same
-/// whatever `standard_conforming_strings` says: every backslash and quote doubled.
-fn string_literal(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 8);
-    out.push_str("E'");
-    for ch in text.chars() {
-        if ch == '\\' || ch == '\'' {
-            out.push(ch);
-        }
-        out.push(ch);
-    }
-    out.push('\'');
-    out
 }
 
 const LOG_INSERT: &str = "INSERT INTO event_log (position, event_id, organization_id, engagement_id, \
@@ -919,14 +920,6 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn string_literals_double_every_quote_and_backslash() {
-        assert_eq!(string_literal(""), "E''");
-        assert_eq!(string_literal(r"it's"), r"E'it''s'");
-        assert_eq!(string_literal(r"a\'b"), r"E'a\\''b'");
-        assert_eq!(string_literal(r#"{"x\"y"}"#), r#"E'{"x\\"y"}'"#);
-    }
 
     fn event(id: &str, sequence: i64, position: i64) -> LogEvent {
         LogEvent {

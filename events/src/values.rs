@@ -47,6 +47,21 @@ pub fn text_array<'a>(values: impl Iterator<Item = Option<&'a str>>) -> String {
     out
 }
 
+/// A PostgreSQL string literal of `text` in the escape syntax (`E'…'`), which reads the same
+/// whatever `standard_conforming_strings` says: every backslash and quote doubled.
+pub fn string_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    out.push_str("E'");
+    for ch in text.chars() {
+        if ch == '\\' || ch == '\'' {
+            out.push(ch);
+        }
+        out.push(ch);
+    }
+    out.push('\'');
+    out
+}
+
 /// A PostgreSQL array literal of integers.
 pub fn int_array(values: impl Iterator<Item = i64>) -> String {
     int_or_null_array(values.map(Some))
@@ -81,6 +96,14 @@ mod tests {
         assert_eq!(sizes(1100), [512, 512, 64, 8, 4]);
         let joined: Vec<usize> = power_of_two_chunks(&rows, 512).flatten().copied().collect();
         assert_eq!(joined, rows);
+    }
+
+    #[test]
+    fn string_literals_double_every_quote_and_backslash() {
+        assert_eq!(string_literal(""), "E''");
+        assert_eq!(string_literal(r"it's"), r"E'it''s'");
+        assert_eq!(string_literal(r"a\'b"), r"E'a\\''b'");
+        assert_eq!(string_literal(r#"{"x\"y"}"#), r#"E'{"x\\"y"}'"#);
     }
 
     #[test]

@@ -534,6 +534,7 @@ impl pwnbook_events::sequencer::BatchHook for Tripwire {
         _: &'a mut sqlx::Transaction<'c, sqlx::Any>,
         _: i64,
         _: &'a [pwnbook_events::LogEvent],
+        _: bool,
     ) -> pwnbook_events::sequencer::HookFuture<'a> {
         Box::pin(async move {
             if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pwnbook_events::sequencer::{BatchHook, HookFuture};
+use pwnbook_events::values::{string_literal, text_array};
 use pwnbook_events::{log, Backend, LogEvent, Store};
 use sqlx::{Any, AnyConnection, Connection, Row, Transaction};
 use tokio::sync::watch;
@@ -704,11 +705,12 @@ impl BatchHook for InlineProjection {
         tx: &'a mut Transaction<'c, Any>,
         head: i64,
         appended: &'a [LogEvent],
+        claimed: bool,
     ) -> HookFuture<'a> {
         Box::pin(async move {
             let Some(last) = appended.last() else { return Ok(false) };
             // The checkpoints move first; the projectors' writes commit with them or not at all.
-            if !self.runner.try_advance_all_from(tx, head, last.position).await? {
+            if !claimed && !self.runner.try_advance_all_from(tx, head, last.position).await? {
                 return Ok(false);
             }
             for projector in &self.runner.projectors {
@@ -716,6 +718,12 @@ impl BatchHook for InlineProjection {
             }
             Ok(true)
         })
+    }
+
+    /// The checkpoints' move of `try_advance_all_from` (migration 2051).
+    fn claim_sql(&self, head: i64, end: i64) -> Option<String> {
+        let names = text_array(self.runner.projectors.iter().map(|projector| Some(projector.name())));
+        Some(format!("SELECT pwnbook_advance_checkpoints({}::text[], {head}, {end})", string_literal(&names)))
     }
 
     fn committed(&self, head: i64) {

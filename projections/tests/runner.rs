@@ -671,3 +671,95 @@ async fn write_history_more(store: &Store) {
     append(store, id, 2, EngagementEvent::Updated(patch)).await;
     Sequencer::new(store.clone()).settle(Duration::from_secs(10)).await.unwrap();
 }
+
+/// The engagement stream as the command service appends it (through the group commit).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct EngagementStream;
+
+impl cqrs_es::Aggregate for EngagementStream {
+    const TYPE: &'static str = "engagement";
+    type Command = ();
+    type Event = EngagementEvent;
+    type Error = std::io::Error;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        (): (),
+        (): &(),
+        _: &cqrs_es::event_sink::EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn apply(&mut self, _: EngagementEvent) {}
+}
+
+async fn commit_created(store: &Store, id: &str) {
+    let metadata = pwnbook_events::EventMetadata {
+        organization_id: ORG.to_owned(),
+        engagement_id: Some(id.to_owned()),
+        actor: pwnbook_events::Actor::system(),
+        request_id: None,
+        idempotency_key: None,
+        claim: None,
+    };
+    pwnbook_events::AggregateStore::<EngagementStream>::new(store)
+        .commit(vec![created(id, &[])], pwnbook_events::AggregateStore::fresh(id), metadata.into_map())
+        .await
+        .unwrap();
+}
+
+async fn engagement_names(store: &Store) -> Vec<String> {
+    sqlx::query_scalar("SELECT name FROM engagements ORDER BY name").fetch_all(store.pool()).await.unwrap()
+}
+
+/// PostgreSQL only: the group commit's batch takes the inline projection's checkpoints in its
+/// one round trip (projections migration 2051), and only when every checkpoint is at the
+/// batch's start and none is held elsewhere. A batch the projection declined (a checkpoint held
+/// by another transaction, as by a rebuild) leaves the checkpoints behind the head; the next
+/// batch must not move them past it, or the declined batch would never be projected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_inline_projection_takes_only_batches_that_start_at_its_checkpoints_postgres() {
+    let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
+    let store = open(&db.url).await;
+    let runner = ProjectionRunner::new(store.clone(), all_projectors());
+    runner.prepare().await.unwrap();
+    let projections = pwnbook_projections::runner::ProjectionHandle::default();
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let sequencer = pwnbook_events::sequencer::spawn(
+        store.clone(),
+        Some(projections.inline(runner.clone())),
+        Duration::from_secs(3600),
+        shutdown,
+    );
+    commit_created(&store, "a").await;
+    commit_created(&store, "b").await;
+    assert_eq!(sequencer.sequenced_at("engagement", "b", 1), Some(2));
+    assert_eq!(engagement_names(&store).await, ["a", "b"], "projected in their own commits");
+
+    let mut holder = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("SELECT 1 FROM projector_checkpoints WHERE name = 'engagements' FOR UPDATE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    commit_created(&store, "c").await;
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    assert_eq!(sequencer.sequenced_at("engagement", "c", 1), Some(3));
+    assert_eq!(engagement_names(&store).await, ["a", "b"], "declined while a checkpoint was held");
+
+    commit_created(&store, "d").await;
+    assert_eq!(sequencer.sequenced_at("engagement", "d", 1), Some(4));
+    assert_eq!(engagement_names(&store).await, ["a", "b"], "its checkpoints were behind the head");
+    let checkpoints: Vec<i64> = sqlx::query_scalar("SELECT DISTINCT position FROM projector_checkpoints")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(checkpoints, [2]);
+
+    assert_eq!(runner.catch_up().await.unwrap(), 4);
+    assert_eq!(engagement_names(&store).await, ["a", "b", "c", "d"]);
+    commit_created(&store, "e").await;
+    assert_eq!(engagement_names(&store).await, ["a", "b", "c", "d", "e"], "inline again");
+}
