@@ -18,6 +18,13 @@
 //! caller. The thread ends when the store is closed or its last clone dropped. A panic while
 //! writing a batch fails that batch's appends (as an error whose outcome is unknown) and the
 //! writer carries on.
+//!
+//! On PostgreSQL each statement of the batch is a round trip that waits for both the server and
+//! this thread to be scheduled, ~0.3 ms each on two busy cores. So the batch first goes in one
+//! round trip (`Sequencer::append_sequenced`): BEGIN, the append, the claim, the log rows and the
+//! inline projection's checkpoints; then the projectors' statements and COMMIT. That needs the
+//! head and chain heads the previous batch left; when the database finds them stale it refuses,
+//! and the batch goes the usual way (BEGIN, INSERT, then the sequencer's claim in the transaction).
 
 use std::sync::{Arc, Mutex, Weak};
 

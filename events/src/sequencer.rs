@@ -20,7 +20,9 @@
 //! kept in memory (valid while the stored head is the one that batch wrote, i.e. no other
 //! sequencer appended since), and the batch's rows go in with the state's update as one statement
 //! on PostgreSQL (a text array per column), as multi-row INSERTs of power-of-two sizes on SQLite
-//! (one per set bit of the batch's size, each prepared once per connection).
+//! (one per set bit of the batch's size, each prepared once per connection). On PostgreSQL the
+//! group commit's batch usually skips the claim's round trip: it computes the log rows from those
+//! kept heads and sends them with the append, and the database checks the guess (migration 1010).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -65,8 +67,8 @@ pub trait BatchHook: Send + Sync {
     /// group commit's, an error fails the transaction, which the group commit then writes again
     /// without sequencing it (no savepoint round trips on the path of every write). `head` is the
     /// log head before the batch. Returns whether it did its work (it may decline, e.g. when its
-    /// checkpoints are elsewhere).
-    /// `claimed` tells that the hook's `claim_sql` ran in this transaction.
+    /// checkpoints are elsewhere). `claimed`: the hook's `claim_sql` already ran in this
+    /// transaction (its checkpoints, say, are taken).
     fn apply<'a, 'c>(
         &'a self,
         tx: &'a mut Transaction<'c, Any>,
