@@ -20,12 +20,15 @@
 //! writer carries on.
 //!
 //! On PostgreSQL each statement of the batch is a round trip that waits for both the server and
-//! this thread to be scheduled, ~0.3 ms each on two busy cores. So the batch first goes in one
-//! round trip (`Sequencer::append_sequenced`): BEGIN, the append, the claim, the log rows and the
-//! inline projection's checkpoints; then the projectors' statements and COMMIT. That needs the
-//! head and chain heads the previous batch left; when the database finds them stale it refuses,
-//! and the batch goes the usual way (BEGIN, INSERT, then the sequencer's claim in the transaction).
+//! this thread to be scheduled, ~0.3 ms each on two busy cores. So the batch goes in one round
+//! trip when it can (`Sequencer::append_sequenced`): BEGIN, the append, the claim, the log rows,
+//! the inline projection's checkpoints and, when every projector can tell its statements in
+//! advance (a batch of finding creations, say), those statements and COMMIT; otherwise the
+//! projectors run and COMMIT follows, as two more. That needs the head and chain heads the
+//! previous batch left; when the database finds them stale it refuses, and the batch goes the
+//! usual way (BEGIN, INSERT, then the sequencer's claim in the transaction).
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};
 
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
@@ -33,7 +36,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Executor as _, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::sequencer::{AppendError, Sequencer};
+use crate::sequencer::{AppendError, Appended, Sequencer};
 use crate::values::{int_array, power_of_two_chunks, sqlite_values, text_array};
 use crate::Backend;
 
@@ -264,7 +267,7 @@ impl Writer {
             let sequencer = if sequenced { self.sequencer() } else { None };
             let reused = connection.is_open();
             let outcome = match connection.get(pool).await {
-                Ok(conn) => self.insert(conn, rows, sequencer).await,
+                Ok((conn, prepared)) => self.insert(conn, prepared, rows, sequencer).await,
                 Err(error) => Err(Failure::Begin(error)),
             };
             // Only the database's refusal of a statement, or its rollback of the transaction,
@@ -300,6 +303,7 @@ impl Writer {
     async fn insert(
         &self,
         conn: &mut AnyConnection,
+        prepared: &mut HashSet<String>,
         rows: &[&Row],
         mut sequencer: Option<Arc<Sequencer>>,
     ) -> Result<(), Failure> {
@@ -309,9 +313,13 @@ impl Writer {
             Backend::Postgres => None,
         };
         if let Some(active) = sequencer.clone().filter(|_| self.backend == Backend::Postgres) {
-            let failed = match active.append_sequenced(conn, rows).await {
-                Ok(Some((tx, sequenced))) => {
+            let failed = match active.append_sequenced(conn, prepared, rows).await {
+                Ok(Some(Appended::Open(tx, sequenced))) => {
                     tx.commit().await.map_err(Failure::Transaction)?;
+                    active.committed(sequenced);
+                    return Ok(());
+                }
+                Ok(Some(Appended::Committed(sequenced))) => {
                     active.committed(sequenced);
                     return Ok(());
                 }
@@ -326,6 +334,7 @@ impl Writer {
                 match error {
                     AppendError::Guess => {}
                     AppendError::Append(error) => return Err(Failure::Insert(error)),
+                    AppendError::Unknown(error) => return Err(Failure::Transaction(error)),
                     AppendError::Sequencing(error) => {
                         tracing::warn!(%error, "sequencing in the group commit failed; the sequencer task will");
                         sequencer = None;
@@ -392,28 +401,39 @@ impl Writer {
 /// The writer's connection, taken out of its pool for good: a pooled connection is pinged on
 /// every release, a round trip and a task per batch on the one serial step of every command.
 #[derive(Default)]
-struct Connection(Option<AnyConnection>);
+struct Connection {
+    conn: Option<AnyConnection>,
+    /// The statements prepared on it by name (`HookWork::prepare`).
+    prepared: HashSet<String>,
+}
 
 impl Connection {
-    /// The connection, made (with the pool's settings) if there is none.
-    async fn get(&mut self, pool: &AnyPool) -> Result<&mut AnyConnection, sqlx::Error> {
-        match &mut self.0 {
-            Some(conn) => Ok(conn),
-            slot @ None => Ok(slot.insert(pool.acquire().await?.detach())),
+    /// The connection, made (with the pool's settings) if there is none, and what is prepared on it.
+    async fn get(
+        &mut self,
+        pool: &AnyPool,
+    ) -> Result<(&mut AnyConnection, &mut HashSet<String>), sqlx::Error> {
+        match &mut self.conn {
+            Some(conn) => Ok((conn, &mut self.prepared)),
+            slot @ None => {
+                self.prepared.clear();
+                Ok((slot.insert(pool.acquire().await?.detach()), &mut self.prepared))
+            }
         }
     }
 
     fn is_open(&self) -> bool {
-        self.0.is_some()
+        self.conn.is_some()
     }
 
     /// Forgets a connection in an unknown state; the next batch makes another.
     fn drop_broken(&mut self) {
-        self.0 = None;
+        self.conn = None;
+        self.prepared.clear();
     }
 
     async fn close(self) {
-        if let Some(conn) = self.0 {
+        if let Some(conn) = self.conn {
             let _ = conn.close().await;
         }
     }

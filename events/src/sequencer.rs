@@ -24,7 +24,7 @@
 //! group commit's batch usually skips the claim's round trip: it computes the log rows from those
 //! kept heads and sends them with the append, and the database checks the guess (migration 1010).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::any::AnyRow;
-use sqlx::{Any, AnyConnection, Connection as _, Row as _, Transaction};
+use sqlx::{Any, AnyConnection, Connection as _, Executor as _, Row as _, Transaction};
 use tokio::sync::{watch, Notify};
 
 use crate::group_commit::Row;
@@ -78,16 +78,38 @@ pub trait BatchHook: Send + Sync {
     ) -> HookFuture<'a>;
 
     /// SQL that the group commit's one-round-trip batch on PostgreSQL (see
-    /// `Sequencer::append_sequenced`) sends right after the batch's log rows, so that the hook
-    /// saves a round trip of its own (taking its checkpoints, say). It must raise SQLSTATE
+    /// `Sequencer::append_sequenced`) sends right after `appended`'s log rows, so that the hook
+    /// saves round trips of its own (taking its checkpoints, say). It must raise SQLSTATE
     /// PWB01 when the hook cannot do its work in this batch, which then goes the usual way.
-    /// `head` and `end` are the log head before and after the batch.
-    fn claim_sql(&self, _head: i64, _end: i64) -> Option<String> {
+    /// `head` is the log head before the batch. When the SQL does all of the hook's work for
+    /// the batch (`HookSql::complete`), the batch commits in the same round trip and `apply` is
+    /// not called.
+    fn claim_sql(&self, _head: i64, _appended: &[LogEvent]) -> Option<HookSql> {
         None
     }
 
     /// Called after the batch committed, when `apply` did its work; `head` is the new log head.
     fn committed(&self, head: i64);
+}
+
+/// A hook's SQL for the one-round-trip batch (see `BatchHook::claim_sql`): statements separated
+/// by `;`, every value a literal (a simple query takes no parameters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookSql {
+    /// The hook's claim on the batch (its checkpoints, say).
+    pub claim: String,
+    /// All the rest the hook's `apply` would do for the batch, when the hook can tell.
+    pub work: Option<HookWork>,
+}
+
+/// The rest of a hook's work for a batch, as SQL (see `HookSql`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookWork {
+    pub sql: String,
+    /// The statements `sql` runs by `EXECUTE`: their names and `PREPARE` statements, each run
+    /// once per connection in a round trip of its own (a simple query's statements are planned
+    /// at every run; prepared ones keep their plan, as sqlx's do).
+    pub prepare: Vec<(String, String)>,
 }
 
 pub type HookFuture<'a> =
@@ -318,17 +340,20 @@ impl Sequencer {
 
     /// The group commit's batch on PostgreSQL in one round trip: BEGIN, then appended and
     /// sequenced by `pwnbook_append_sequenced` (migration 1010), whose log rows are computed
-    /// here from the head and chain heads this process's last batch left; then the hook. `None`
-    /// when that guess cannot be made, `AppendError::Guess` when the database finds it wrong
-    /// (another process appended, or holds the lock): nothing is written, and the caller
+    /// here from the head and chain heads this process's last batch left, then the hook's
+    /// `claim_sql`, and COMMIT too when that SQL is all of the hook's work (`Appended::Committed`);
+    /// otherwise the hook's `apply` runs in the open transaction, which the caller commits.
+    /// `None` when that guess cannot be made, `AppendError::Guess` when the database finds it
+    /// wrong (another process appended, or holds the lock): nothing is written, and the caller
     /// appends and claims as usual. After an `AppendError::Guess` or `Append` the caller must
     /// roll back: the failed statement leaves the session in a transaction sqlx does not know
     /// it began.
     pub(crate) async fn append_sequenced<'c>(
         &self,
         conn: &'c mut AnyConnection,
+        prepared: &mut HashSet<String>,
         rows: &[&Row],
-    ) -> Result<Option<(Transaction<'c, Any>, Sequenced)>, AppendError> {
+    ) -> Result<Option<Appended<'c>>, AppendError> {
         if rows.is_empty() || rows.len() as i64 >= self.batch {
             return Ok(None);
         }
@@ -345,16 +370,47 @@ impl Sequencer {
         }
         let appended = link(&mut chains, head, &pending, scoped);
         let new_head = head + appended.len() as i64;
-        let hook_sql = self.hook.as_ref().and_then(|hook| hook.claim_sql(head, new_head));
+        let hook_sql = self.hook.as_ref().and_then(|hook| hook.claim_sql(head, &appended));
         let mut statement = append_sequenced_sql(head, &appended);
-        if let Some(sql) = &hook_sql {
+        if let Some(hook_sql) = &hook_sql {
             statement.push_str("; ");
-            statement.push_str(sql);
+            statement.push_str(&hook_sql.claim);
         }
-        let mut tx = conn.begin_with(statement).await.map_err(|error| match error {
+        let refused = |error| match error {
             sqlx::Error::Database(db) if db.code().as_deref() == Some(GUESS_REFUSED) => AppendError::Guess,
             error => AppendError::Append(error),
-        })?;
+        };
+        let work = match hook_sql.as_ref().and_then(|hook_sql| hook_sql.work.as_ref()) {
+            Some(work) if prepare(conn, prepared, &work.prepare).await => Some(work),
+            _ => None,
+        };
+        if let Some(work) = work {
+            if !work.sql.is_empty() {
+                statement.push_str("; ");
+                statement.push_str(&work.sql);
+            }
+            statement.push_str("; COMMIT");
+            return match conn.execute(statement.as_str()).await {
+                Ok(_) => Ok(Some(Appended::Committed(Sequenced {
+                    appended,
+                    head: new_head,
+                    held_back: false,
+                    chains,
+                    hooked: true,
+                }))),
+                // A prepared statement gone from the session (`DISCARD ALL` by a pooler, say):
+                // prepared again at the next batch, this one goes the usual way.
+                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(STATEMENT_GONE) => {
+                    prepared.clear();
+                    Err(AppendError::Guess)
+                }
+                // A statement's error (the COMMIT's included) rolls the transaction back.
+                Err(error @ sqlx::Error::Database(_)) => Err(refused(error)),
+                // Lost with the connection: whether the COMMIT was reached is unknown.
+                Err(error) => Err(AppendError::Unknown(error)),
+            };
+        }
+        let mut tx = conn.begin_with(statement).await.map_err(refused)?;
         let hooked = match &self.hook {
             Some(hook) => hook
                 .apply(&mut tx, head, &appended, hook_sql.is_some())
@@ -362,7 +418,7 @@ impl Sequencer {
                 .map_err(|error| AppendError::Sequencing(StoreError::Hook(error)))?,
             None => false,
         };
-        Ok(Some((tx, Sequenced { appended, head: new_head, held_back: false, chains, hooked })))
+        Ok(Some(Appended::Open(tx, Sequenced { appended, head: new_head, held_back: false, chains, hooked })))
     }
 
     async fn sequence_claimed(
@@ -648,6 +704,36 @@ async fn chain_heads(
 
 /// The SQLSTATE by which `pwnbook_append_sequenced` refuses the server's guess (migration 1010).
 const GUESS_REFUSED: &str = "PWB01";
+/// PostgreSQL's `invalid_sql_statement_name`: `EXECUTE` of a statement the session does not have.
+const STATEMENT_GONE: &str = "26000";
+
+/// Runs the `PREPARE` statements of `statements` not yet run on `conn`; false if one failed (the
+/// batch then leaves the hook's work to its `apply`).
+async fn prepare(
+    conn: &mut AnyConnection,
+    prepared: &mut HashSet<String>,
+    statements: &[(String, String)],
+) -> bool {
+    for (name, statement) in statements {
+        if prepared.contains(name) {
+            continue;
+        }
+        if let Err(error) = conn.execute(statement.as_str()).await {
+            tracing::warn!(%error, name, "preparing a statement of the in-batch work failed");
+            return false;
+        }
+        prepared.insert(name.clone());
+    }
+    true
+}
+
+/// A batch `Sequencer::append_sequenced` wrote.
+pub(crate) enum Appended<'c> {
+    /// In this transaction, still open.
+    Open(Transaction<'c, Any>, Sequenced),
+    /// Committed in the same round trip.
+    Committed(Sequenced),
+}
 
 /// What failed in `Sequencer::append_sequenced`.
 #[derive(Debug)]
@@ -659,6 +745,8 @@ pub(crate) enum AppendError {
     Append(sqlx::Error),
     /// Sequencing or the hook, after the events were appended in the transaction.
     Sequencing(StoreError),
+    /// The connection, in the round trip that ends with COMMIT: the outcome is unknown.
+    Unknown(sqlx::Error),
 }
 
 /// Milliseconds since the epoch, as `events.recorded_at`'s default reads the clock.

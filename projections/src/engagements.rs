@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::list::{self, Order, SortValue, Window};
-use crate::sql::Sql;
+use crate::sql::{self, Sql};
 use crate::{ProjectionError, Projector};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +171,10 @@ impl Projector for EngagementsProjector {
 
     fn tables(&self) -> &'static [&'static str] {
         &["engagement_tags", "engagements"]
+    }
+
+    fn inline_statements(&self, events: &[LogEvent]) -> Option<Vec<Sql>> {
+        sql::untouched(events, "engagement", false)
     }
 
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {

@@ -929,6 +929,30 @@ impl Projector for FindingsProjector {
         apply_events(tx, Some(bulk), events).await
     }
 
+    /// A batch whose finding events are all creations (the commonest live batch) is one
+    /// statement, as `insert_created` sends it: the findings, their child rows and counters.
+    fn inline_statements(&self, events: &[LogEvent]) -> Option<Vec<Sql>> {
+        let mut created = Vec::new();
+        for event in events {
+            if deletes_engagement(event) {
+                return None;
+            }
+            if event.aggregate_type == "finding" {
+                if event.event_type != finding::CREATED {
+                    return None;
+                }
+                created.push(event);
+            }
+        }
+        match created.len() {
+            0 => Some(Vec::new()),
+            n if n <= POSTGRES_CHUNK => {
+                created_statement(&created, false, true).ok().map(|chunk| vec![chunk.statement])
+            }
+            _ => None,
+        }
+    }
+
     /// The counters, recounted from the findings the bulk replay left (they always equal that
     /// count): one aggregate instead of an upsert of every bucket at every batch.
     async fn finish_bulk(&self, tx: &mut Transaction<'_, Any>) -> Result<(), ProjectionError> {

@@ -6,6 +6,7 @@ use pwnbook_events::LogEvent;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
+use crate::sql::{self, Sql};
 use crate::{ProjectionError, Projector};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +68,10 @@ impl Projector for OrganizationsProjector {
 
     fn tables(&self) -> &'static [&'static str] {
         &["organizations"]
+    }
+
+    fn inline_statements(&self, events: &[LogEvent]) -> Option<Vec<Sql>> {
+        sql::untouched(events, "organization", false)
     }
 
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {

@@ -5,6 +5,7 @@ use pwnbook_events::LogEvent;
 use sqlx::{Any, Transaction};
 
 use crate::bulk::BulkLoad;
+use crate::sql::Sql;
 use crate::ProjectionError;
 
 #[async_trait]
@@ -41,5 +42,12 @@ pub trait Projector: Send + Sync {
     /// events that came meanwhile: what `apply_bulk` left to be derived once at the end.
     async fn finish_bulk(&self, _tx: &mut Transaction<'_, Any>) -> Result<(), ProjectionError> {
         Ok(())
+    }
+
+    /// All that `apply` would do for a live batch on PostgreSQL, as statements that need no
+    /// result of their own (the group commit then sends them with the batch and its COMMIT in
+    /// one round trip), or `None` when the projector cannot tell without running `apply`.
+    fn inline_statements(&self, _events: &[LogEvent]) -> Option<Vec<Sql>> {
+        None
     }
 }

@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::list::{self, Order, SortValue, Window};
-use crate::sql::{deletes_engagement, purge_engagement, Sql};
+use crate::sql::{self, deletes_engagement, purge_engagement, Sql};
 use crate::{ProjectionError, Projector};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +171,10 @@ impl Projector for ReportsProjector {
 
     fn tables(&self) -> &'static [&'static str] {
         &["reports"]
+    }
+
+    fn inline_statements(&self, events: &[LogEvent]) -> Option<Vec<Sql>> {
+        sql::untouched(events, "report", true)
     }
 
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {

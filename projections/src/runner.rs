@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pwnbook_events::sequencer::{BatchHook, HookFuture};
+use pwnbook_events::sequencer::{BatchHook, HookFuture, HookSql, HookWork};
 use pwnbook_events::values::{string_literal, text_array};
 use pwnbook_events::{log, Backend, LogEvent, Store};
 use sqlx::{Any, AnyConnection, Connection, Row, Transaction};
@@ -720,10 +720,33 @@ impl BatchHook for InlineProjection {
         })
     }
 
-    /// The checkpoints' move of `try_advance_all_from` (migration 2051).
-    fn claim_sql(&self, head: i64, end: i64) -> Option<String> {
+    /// The checkpoints' move of `try_advance_all_from` (migration 2051), and when every
+    /// projector can say so, all their statements for the batch.
+    fn claim_sql(&self, head: i64, appended: &[LogEvent]) -> Option<HookSql> {
+        let end = appended.last()?.position;
         let names = text_array(self.runner.projectors.iter().map(|projector| Some(projector.name())));
-        Some(format!("SELECT pwnbook_advance_checkpoints({}::text[], {head}, {end})", string_literal(&names)))
+        let claim =
+            format!("SELECT pwnbook_advance_checkpoints({}::text[], {head}, {end})", string_literal(&names));
+        let statements = self
+            .runner
+            .projectors
+            .iter()
+            .map(|projector| projector.inline_statements(appended))
+            .collect::<Option<Vec<_>>>();
+        let work = statements.map(|statements| {
+            let mut work = HookWork { sql: String::new(), prepare: Vec::new() };
+            for (name, prepare, execute) in statements.iter().flatten().map(Sql::prepared) {
+                if !work.sql.is_empty() {
+                    work.sql.push_str("; ");
+                }
+                work.sql.push_str(&execute);
+                if !work.prepare.iter().any(|(known, _)| *known == name) {
+                    work.prepare.push((name, prepare));
+                }
+            }
+            work
+        });
+        Some(HookSql { claim, work })
     }
 
     fn committed(&self, head: i64) {

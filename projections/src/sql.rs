@@ -1,7 +1,7 @@
 //! A small SQL builder that numbers its placeholders `$1, $2, …`. sqlx's `QueryBuilder` writes
 //! `?` for the `Any` driver, which PostgreSQL rejects; both backends accept `$n`.
 
-pub use pwnbook_events::values::{int_array, int_or_null_array, text_array};
+pub use pwnbook_events::values::{int_array, int_or_null_array, string_literal, text_array};
 use pwnbook_events::LogEvent;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
@@ -123,6 +123,37 @@ impl Sql {
     pub fn text(&self) -> &str {
         &self.text
     }
+
+    /// The statement as a server-side prepared statement (PostgreSQL): its name (from its text
+    /// and parameter types), its `PREPARE`, and its `EXECUTE` with every parameter a literal
+    /// (for a simple query, which takes no parameters).
+    pub fn prepared(&self) -> (String, String, String) {
+        let types: Vec<&str> = self
+            .params
+            .iter()
+            .map(|param| match param {
+                Param::Int(_) => "BIGINT",
+                Param::Text(_) => "TEXT",
+            })
+            .collect();
+        let types = types.join(", ");
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&(&self.text, &types), &mut hasher);
+        let name = format!("pwnbook_{:016x}", std::hash::Hasher::finish(&hasher));
+        let values: Vec<String> = self
+            .params
+            .iter()
+            .map(|param| match param {
+                Param::Int(Some(value)) => value.to_string(),
+                Param::Text(Some(value)) => string_literal(value),
+                Param::Int(None) | Param::Text(None) => "NULL".to_owned(),
+            })
+            .collect();
+        let in_parentheses = |list: String| if list.is_empty() { list } else { format!(" ({list})") };
+        let prepare = format!("PREPARE {name}{} AS {}", in_parentheses(types), self.text);
+        let execute = format!("EXECUTE {name}{}", in_parentheses(values.join(", ")));
+        (name, prepare, execute)
+    }
 }
 
 /// Replaces the rows `(owner, value)` of a child table that backs a multi-valued filter.
@@ -150,6 +181,16 @@ pub async fn replace_set(
 
 /// Whether `event` deletes an engagement. Its children leave the read tables with it, so reads
 /// need no per-row check that the engagement still exists.
+/// `Projector::inline_statements` of a projector that only reads `aggregate_type`'s events (and
+/// engagement deletions, which purge its rows, when `purges`): nothing to do when the batch has
+/// none of them, else `None`.
+pub fn untouched(events: &[LogEvent], aggregate_type: &str, purges: bool) -> Option<Vec<Sql>> {
+    let touched = events
+        .iter()
+        .any(|event| event.aggregate_type == aggregate_type || (purges && deletes_engagement(event)));
+    (!touched).then(Vec::new)
+}
+
 pub fn deletes_engagement(event: &LogEvent) -> bool {
     event.aggregate_type == "engagement" && event.event_type == "engagement.deleted"
 }
@@ -187,6 +228,38 @@ pub fn push_array(query: &mut Sql, literal: String, ty: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prepared_statement_takes_its_values_as_typed_literals() {
+        let mut sql = Sql::new("UPDATE t SET a = ");
+        sql.bind("it's \\ x")
+            .push(", b = ")
+            .bind(7_i64)
+            .push(", c = ")
+            .bind(None::<String>)
+            .push(" WHERE d = 'x$1'");
+        let (name, prepare, execute) = sql.prepared();
+        assert!(name.starts_with("pwnbook_"));
+        assert_eq!(
+            prepare,
+            format!(
+                "PREPARE {name} (TEXT, BIGINT, TEXT) AS UPDATE t SET a = $1, b = $2, c = $3 WHERE d = 'x$1'"
+            )
+        );
+        assert_eq!(execute, format!(r"EXECUTE {name} (E'it''s \\ x', 7, NULL)"));
+        let mut other = Sql::new("UPDATE t SET a = ");
+        other
+            .bind("another")
+            .push(", b = ")
+            .bind(8_i64)
+            .push(", c = ")
+            .bind(Some("c".to_owned()))
+            .push(" WHERE d = 'x$1'");
+        assert_eq!(other.prepared().0, name, "the same statement whatever its values");
+        let plain = Sql::new("SELECT 1");
+        assert_eq!(plain.prepared().2, format!("EXECUTE {}", plain.prepared().0));
+        assert_ne!(plain.prepared().0, name);
+    }
 
     #[test]
     fn placeholders_are_numbered_in_order() {

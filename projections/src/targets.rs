@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::list::{self, Order, SortValue, Window};
-use crate::sql::{deletes_engagement, purge_engagement, replace_set, Sql};
+use crate::sql::{self, deletes_engagement, purge_engagement, replace_set, Sql};
 use crate::{ProjectionError, Projector};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +186,10 @@ impl Projector for TargetsProjector {
 
     fn tables(&self) -> &'static [&'static str] {
         &["target_tags", "targets"]
+    }
+
+    fn inline_statements(&self, events: &[LogEvent]) -> Option<Vec<Sql>> {
+        sql::untouched(events, "target", true)
     }
 
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {

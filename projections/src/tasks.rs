@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::list::{self, Order, SortValue, Window};
-use crate::sql::{deletes_engagement, purge_engagement, Sql};
+use crate::sql::{self, deletes_engagement, purge_engagement, Sql};
 use crate::{ProjectionError, Projector};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +177,10 @@ impl Projector for TasksProjector {
 
     fn tables(&self) -> &'static [&'static str] {
         &["tasks"]
+    }
+
+    fn inline_statements(&self, events: &[LogEvent]) -> Option<Vec<Sql>> {
+        sql::untouched(events, "task", true)
     }
 
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {

@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::list::{self, Order, SortValue, Window};
-use crate::sql::Sql;
+use crate::sql::{self, Sql};
 use crate::{ProjectionError, Projector};
 
 #[derive(Clone, PartialEq, Eq)]
@@ -155,6 +155,10 @@ impl Projector for WebhooksProjector {
 
     fn tables(&self) -> &'static [&'static str] {
         &["webhooks"]
+    }
+
+    fn inline_statements(&self, events: &[LogEvent]) -> Option<Vec<Sql>> {
+        sql::untouched(events, "webhook", false)
     }
 
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {

@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::list::{self, Order, SortValue, Window};
-use crate::sql::{deletes_engagement, purge_engagement, Sql};
+use crate::sql::{self, deletes_engagement, purge_engagement, Sql};
 use crate::{ProjectionError, Projector};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +166,10 @@ impl Projector for WikiProjector {
 
     fn tables(&self) -> &'static [&'static str] {
         &["wiki_pages"]
+    }
+
+    fn inline_statements(&self, events: &[LogEvent]) -> Option<Vec<Sql>> {
+        sql::untouched(events, "wiki_page", true)
     }
 
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {

@@ -763,3 +763,110 @@ async fn the_inline_projection_takes_only_batches_that_start_at_its_checkpoints_
     commit_created(&store, "e").await;
     assert_eq!(engagement_names(&store).await, ["a", "b", "c", "d", "e"], "inline again");
 }
+
+/// The finding stream as the command service appends it (through the group commit).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct FindingStream;
+
+impl cqrs_es::Aggregate for FindingStream {
+    const TYPE: &'static str = "finding";
+    type Command = ();
+    type Event = FindingEvent;
+    type Error = std::io::Error;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        (): (),
+        (): &(),
+        _: &cqrs_es::event_sink::EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn apply(&mut self, _: FindingEvent) {}
+}
+
+/// PostgreSQL only: a batch of finding creations is projected in the group commit's one round
+/// trip, its COMMIT included (the findings statement prepared on the writer's connection, run by
+/// `EXECUTE` with literal values). Its rows, child rows and counters must be what the projectors
+/// give when they replay the log, texts that need escaping included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn creations_projected_in_the_batchs_round_trip_equal_a_rebuild_postgres() {
+    let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
+    let store = open(&db.url).await;
+    let runner = ProjectionRunner::new(store.clone(), all_projectors());
+    runner.prepare().await.unwrap();
+    let projections = pwnbook_projections::runner::ProjectionHandle::default();
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let sequencer = pwnbook_events::sequencer::spawn(
+        store.clone(),
+        Some(projections.inline(runner.clone())),
+        Duration::from_secs(3600),
+        shutdown,
+    );
+    commit_created(&store, "eng").await;
+    let create = |i: usize| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let id = format!("fnd_{i:03}");
+            let created = FindingCreated {
+                description: Some(format!("it's a \\ back'slash {i}")),
+                tags: vec!["web".to_owned(), format!("tag '{}'", i % 3)],
+                cwe: vec![format!("CWE-{}", 79 + i % 2)],
+                cve: if i.is_multiple_of(4) { vec!["CVE-2024-0001".to_owned()] } else { vec![] },
+                ..draft_finding(ORG, "eng", &format!("Finding {i} \"quoted\""), ["high", "low"][i % 2])
+            };
+            let metadata = pwnbook_events::EventMetadata {
+                organization_id: ORG.to_owned(),
+                engagement_id: Some("eng".to_owned()),
+                actor: pwnbook_events::Actor::system(),
+                request_id: None,
+                idempotency_key: None,
+                claim: None,
+            };
+            pwnbook_events::AggregateStore::<FindingStream>::new(&store)
+                .commit(
+                    vec![FindingEvent::Created(created)],
+                    pwnbook_events::AggregateStore::fresh(&id),
+                    metadata.into_map(),
+                )
+                .await
+                .unwrap();
+            id
+        })
+    };
+    // Several rounds of concurrent creates: batches of one and of several.
+    for round in 0..4 {
+        let creates: Vec<_> = (round * 8..round * 8 + 8).map(create).collect();
+        for created in creates {
+            let id = created.await.unwrap();
+            assert!(sequencer.sequenced_at("finding", &id, 1).is_some(), "{id} sequenced in its commit");
+        }
+    }
+    let findings: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM findings").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(findings, 32, "projected in their own commits");
+    let counted: i64 = sqlx::query_scalar("SELECT CAST(sum(n) AS BIGINT) FROM finding_counts")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(counted, 32);
+    let tables = [
+        ("findings", "id"),
+        ("finding_tags", "finding_id, tag"),
+        ("finding_cwes", "finding_id, cwe"),
+        ("finding_cves", "finding_id, cve"),
+        ("finding_counts", "organization_id, engagement_id, severity, status, review_status"),
+    ];
+    let mut live = Vec::new();
+    for (table, order) in tables {
+        live.push(rows_of(&store, table, order).await);
+    }
+    let findings = all_projectors().into_iter().find(|p| p.name() == "findings").unwrap();
+    runner.rebuild(findings.as_ref()).await.unwrap();
+    for ((table, order), before) in tables.into_iter().zip(live) {
+        assert!(!before.is_empty(), "{table} has rows");
+        assert_eq!(rows_of(&store, table, order).await, before, "{table}");
+    }
+}
