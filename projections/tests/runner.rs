@@ -672,42 +672,75 @@ async fn write_history_more(store: &Store) {
     Sequencer::new(store.clone()).settle(Duration::from_secs(10)).await.unwrap();
 }
 
-/// The engagement stream as the command service appends it (through the group commit).
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct EngagementStream;
+/// A stream as the command service appends it (through the group commit), for committing
+/// ready-made events.
+macro_rules! stream {
+    ($name:ident, $type:literal, $event:ty) => {
+        #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+        struct $name;
 
-impl cqrs_es::Aggregate for EngagementStream {
-    const TYPE: &'static str = "engagement";
-    type Command = ();
-    type Event = EngagementEvent;
-    type Error = std::io::Error;
-    type Services = ();
+        impl cqrs_es::Aggregate for $name {
+            const TYPE: &'static str = $type;
+            type Command = ();
+            type Event = $event;
+            type Error = std::io::Error;
+            type Services = ();
 
-    async fn handle(
-        &mut self,
-        (): (),
-        (): &(),
-        _: &cqrs_es::event_sink::EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        Ok(())
-    }
+            async fn handle(
+                &mut self,
+                (): (),
+                (): &(),
+                _: &cqrs_es::event_sink::EventSink<Self>,
+            ) -> Result<(), Self::Error> {
+                Ok(())
+            }
 
-    fn apply(&mut self, _: EngagementEvent) {}
+            fn apply(&mut self, _: $event) {}
+        }
+    };
 }
 
-async fn commit_created(store: &Store, id: &str) {
+stream!(EngagementStream, "engagement", EngagementEvent);
+stream!(FindingStream, "finding", FindingEvent);
+
+/// Commits `event` as the first of stream `id` in engagement `engagement`.
+async fn commit_first<A: cqrs_es::Aggregate>(store: &Store, id: &str, engagement: &str, event: A::Event) {
     let metadata = pwnbook_events::EventMetadata {
         organization_id: ORG.to_owned(),
-        engagement_id: Some(id.to_owned()),
+        engagement_id: Some(engagement.to_owned()),
         actor: pwnbook_events::Actor::system(),
         request_id: None,
         idempotency_key: None,
         claim: None,
     };
-    pwnbook_events::AggregateStore::<EngagementStream>::new(store)
-        .commit(vec![created(id, &[])], pwnbook_events::AggregateStore::fresh(id), metadata.into_map())
+    pwnbook_events::AggregateStore::<A>::new(store)
+        .commit(vec![event], pwnbook_events::AggregateStore::fresh(id), metadata.into_map())
         .await
         .unwrap();
+}
+
+/// A store whose sequencer projects each batch in its transaction, as a server's does (without
+/// the runner task that catches up what it declines), with the runner, the sequencer and the
+/// sender that stops it.
+async fn inline_projected(
+    url: &str,
+) -> (Store, ProjectionRunner, pwnbook_events::sequencer::SequencerHandle, tokio::sync::watch::Sender<bool>) {
+    let store = open(url).await;
+    let runner = ProjectionRunner::new(store.clone(), all_projectors());
+    runner.prepare().await.unwrap();
+    let projections = pwnbook_projections::runner::ProjectionHandle::default();
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let sequencer = pwnbook_events::sequencer::spawn(
+        store.clone(),
+        Some(projections.inline(runner.clone())),
+        Duration::from_secs(3600),
+        shutdown,
+    );
+    (store, runner, sequencer, stop)
+}
+
+async fn commit_created(store: &Store, id: &str) {
+    commit_first::<EngagementStream>(store, id, id, created(id, &[])).await;
 }
 
 async fn engagement_names(store: &Store) -> Vec<String> {
@@ -722,17 +755,7 @@ async fn engagement_names(store: &Store) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_inline_projection_takes_only_batches_that_start_at_its_checkpoints_postgres() {
     let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
-    let store = open(&db.url).await;
-    let runner = ProjectionRunner::new(store.clone(), all_projectors());
-    runner.prepare().await.unwrap();
-    let projections = pwnbook_projections::runner::ProjectionHandle::default();
-    let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    let sequencer = pwnbook_events::sequencer::spawn(
-        store.clone(),
-        Some(projections.inline(runner.clone())),
-        Duration::from_secs(3600),
-        shutdown,
-    );
+    let (store, runner, sequencer, _stop) = inline_projected(&db.url).await;
     commit_created(&store, "a").await;
     commit_created(&store, "b").await;
     assert_eq!(sequencer.sequenced_at("engagement", "b", 1), Some(2));
@@ -764,29 +787,6 @@ async fn the_inline_projection_takes_only_batches_that_start_at_its_checkpoints_
     assert_eq!(engagement_names(&store).await, ["a", "b", "c", "d", "e"], "inline again");
 }
 
-/// The finding stream as the command service appends it (through the group commit).
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct FindingStream;
-
-impl cqrs_es::Aggregate for FindingStream {
-    const TYPE: &'static str = "finding";
-    type Command = ();
-    type Event = FindingEvent;
-    type Error = std::io::Error;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        (): (),
-        (): &(),
-        _: &cqrs_es::event_sink::EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        Ok(())
-    }
-
-    fn apply(&mut self, _: FindingEvent) {}
-}
-
 /// PostgreSQL only: a batch of finding creations is projected in the group commit's one round
 /// trip, its COMMIT included (the findings statement prepared on the writer's connection, run by
 /// `EXECUTE` with literal values). Its rows, child rows and counters must be what the projectors
@@ -794,17 +794,7 @@ impl cqrs_es::Aggregate for FindingStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn creations_projected_in_the_batchs_round_trip_equal_a_rebuild_postgres() {
     let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
-    let store = open(&db.url).await;
-    let runner = ProjectionRunner::new(store.clone(), all_projectors());
-    runner.prepare().await.unwrap();
-    let projections = pwnbook_projections::runner::ProjectionHandle::default();
-    let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    let sequencer = pwnbook_events::sequencer::spawn(
-        store.clone(),
-        Some(projections.inline(runner.clone())),
-        Duration::from_secs(3600),
-        shutdown,
-    );
+    let (store, runner, sequencer, _stop) = inline_projected(&db.url).await;
     commit_created(&store, "eng").await;
     let create = |i: usize| {
         let store = store.clone();
@@ -817,22 +807,7 @@ async fn creations_projected_in_the_batchs_round_trip_equal_a_rebuild_postgres()
                 cve: if i.is_multiple_of(4) { vec!["CVE-2024-0001".to_owned()] } else { vec![] },
                 ..draft_finding(ORG, "eng", &format!("Finding {i} \"quoted\""), ["high", "low"][i % 2])
             };
-            let metadata = pwnbook_events::EventMetadata {
-                organization_id: ORG.to_owned(),
-                engagement_id: Some("eng".to_owned()),
-                actor: pwnbook_events::Actor::system(),
-                request_id: None,
-                idempotency_key: None,
-                claim: None,
-            };
-            pwnbook_events::AggregateStore::<FindingStream>::new(&store)
-                .commit(
-                    vec![FindingEvent::Created(created)],
-                    pwnbook_events::AggregateStore::fresh(&id),
-                    metadata.into_map(),
-                )
-                .await
-                .unwrap();
+            commit_first::<FindingStream>(&store, &id, "eng", FindingEvent::Created(created)).await;
             id
         })
     };
