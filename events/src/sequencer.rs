@@ -368,7 +368,7 @@ impl Sequencer {
             self.keep_chains(head, chains);
             return Ok(None);
         }
-        let appended = link(&mut chains, head, &pending, scoped);
+        let appended = link(&mut chains, head, pending, scoped);
         let new_head = head + appended.len() as i64;
         let hook_sql = self.hook.as_ref().and_then(|hook| hook.claim_sql(head, &appended));
         let mut statement = append_sequenced_sql(head, &appended);
@@ -439,7 +439,7 @@ impl Sequencer {
         };
         let (cursor_tx, cursor_no) = (last.cursor_tx.clone(), last.cursor_no);
         let mut chains = self.cached_chains(head);
-        let appended = chain(tx, &mut chains, head, &pending).await?;
+        let appended = chain(tx, &mut chains, head, pending).await?;
         let new_head = head + appended.len() as i64;
         let state = State { last_tx: cursor_tx, last_no: cursor_no, head: new_head };
         insert(tx, self.store.backend(), &appended, &state).await?;
@@ -612,9 +612,9 @@ async fn chain(
     tx: &mut Transaction<'_, Any>,
     chains: &mut HashMap<String, String>,
     head: i64,
-    pending: &[Pending],
+    pending: Vec<Pending>,
 ) -> Result<Vec<LogEvent>, StoreError> {
-    let scoped = scopes(pending)?;
+    let scoped = scopes(&pending)?;
     let mut unknown: Vec<&str> = scoped
         .iter()
         .map(|(organization, _)| organization.as_str())
@@ -642,29 +642,31 @@ fn scopes(pending: &[Pending]) -> Result<Vec<(String, Option<String>)>, StoreErr
         .collect()
 }
 
-/// The log rows of `pending` after `head`, each linked to its organization's chain head in
-/// `chains`, which moves along.
+/// The log rows of `pending` (moved into them) after `head`, each linked to its organization's
+/// chain head in `chains`, which moves along.
 fn link(
     chains: &mut HashMap<String, String>,
     head: i64,
-    pending: &[Pending],
+    pending: Vec<Pending>,
     scoped: Vec<(String, Option<String>)>,
 ) -> Vec<LogEvent> {
     let mut appended = Vec::with_capacity(pending.len());
-    for ((event, (organization_id, engagement_id)), position) in pending.iter().zip(scoped).zip(head + 1..) {
+    for ((event, (organization_id, engagement_id)), position) in
+        pending.into_iter().zip(scoped).zip(head + 1..)
+    {
         let prev_hash = chains.get(&organization_id).cloned().unwrap_or_else(|| GENESIS.to_owned());
         let mut row = LogEvent {
             position,
             event_id: Id::generate_at(IdKind::Event, event.recorded_at).into_string(),
             organization_id,
             engagement_id,
-            aggregate_type: event.aggregate_type.clone(),
-            aggregate_id: event.aggregate_id.clone(),
+            aggregate_type: event.aggregate_type,
+            aggregate_id: event.aggregate_id,
             sequence: event.sequence,
-            event_type: event.event_type.clone(),
-            event_version: event.event_version.clone(),
-            payload: event.payload.clone(),
-            metadata: event.metadata.clone(),
+            event_type: event.event_type,
+            event_version: event.event_version,
+            payload: event.payload,
+            metadata: event.metadata,
             recorded_at: event.recorded_at,
             prev_hash,
             hash: String::new(),
