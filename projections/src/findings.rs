@@ -741,9 +741,11 @@ const CREATED_INTS: [(&str, IntColumn); 4] = [
 
 /// PostgreSQL: `chunk`'s findings as one array parameter per column, unnested into rows, with
 /// the child rows of the findings it inserted and, with `counters`, their counters
-/// (data-modifying CTEs): one round trip and one statement text whatever the chunk (so it stays
-/// prepared), and far less for the server to parse and plan than a placeholder per value.
-/// Returns the ids it inserted.
+/// (data-modifying CTEs): one round trip, far less for the server to parse and plan than a
+/// placeholder per value, and one statement text per set of child tables the chunk has rows for
+/// (so each stays prepared). A child table without rows gets no CTE: each is an INSERT the
+/// executor sets up (its table and indexes opened) at every run: for 13 creations with tags only,
+/// the three empty ones were ~9 % of the statement's time. Returns the ids it inserted.
 fn created_unnest(chunk: &[Created<'_>], counters: bool) -> Result<Sql, ProjectionError> {
     let columns = created_columns();
     let mut query = Sql::new(&format!(
@@ -780,6 +782,9 @@ fn created_unnest(chunk: &[Created<'_>], counters: bool) -> Result<Sql, Projecti
     }
     for (n, set) in CHILD_SETS.iter().enumerate() {
         let rows = child_rows(chunk, set.created);
+        if rows.is_empty() {
+            continue;
+        }
         query.push(&format!(
             ", child{n} AS (INSERT INTO {} (finding_id, {}) SELECT v.owner, v.value FROM unnest(",
             set.table, set.column
