@@ -7,8 +7,11 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::list::{self, Order, SortValue, Window};
-use crate::sql::{self, Sql};
+use crate::sql::{Reads, Sql};
 use crate::{ProjectionError, Projector};
+
+/// What this projector's `apply` reads (see `Reads`).
+const READS: Reads = Reads { aggregate_type: "engagement", purges: false };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngagementRow {
@@ -174,11 +177,11 @@ impl Projector for EngagementsProjector {
     }
 
     fn inline_statements(&self, events: &[LogEvent]) -> Option<Vec<Sql>> {
-        sql::untouched(events, "engagement", false)
+        READS.untouched(events)
     }
 
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {
-        for event in events.iter().filter(|e| e.aggregate_type == "engagement") {
+        for event in events.iter().filter(|e| READS.event(e)) {
             let id = event.aggregate_id.as_str();
             match serde_json::from_str::<EngagementEvent>(&event.payload)? {
                 EngagementEvent::Created(created) => {

@@ -6,8 +6,11 @@ use pwnbook_events::LogEvent;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
-use crate::sql::{self, Sql};
+use crate::sql::{Reads, Sql};
 use crate::{ProjectionError, Projector};
+
+/// What this projector's `apply` reads (see `Reads`).
+const READS: Reads = Reads { aggregate_type: "organization", purges: false };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrganizationRow {
@@ -71,11 +74,11 @@ impl Projector for OrganizationsProjector {
     }
 
     fn inline_statements(&self, events: &[LogEvent]) -> Option<Vec<Sql>> {
-        sql::untouched(events, "organization", false)
+        READS.untouched(events)
     }
 
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {
-        for event in events.iter().filter(|e| e.aggregate_type == "organization") {
+        for event in events.iter().filter(|e| READS.event(e)) {
             match serde_json::from_str::<OrganizationEvent>(&event.payload)? {
                 OrganizationEvent::Created(created) => {
                     sqlx::query(

@@ -179,18 +179,30 @@ pub async fn replace_set(
     Ok(())
 }
 
-/// Whether `event` deletes an engagement. Its children leave the read tables with it, so reads
-/// need no per-row check that the engagement still exists.
-/// `Projector::inline_statements` of a projector that only reads `aggregate_type`'s events (and
-/// engagement deletions, which purge its rows, when `purges`): nothing to do when the batch has
-/// none of them, else `None`.
-pub fn untouched(events: &[LogEvent], aggregate_type: &str, purges: bool) -> Option<Vec<Sql>> {
-    let touched = events
-        .iter()
-        .any(|event| event.aggregate_type == aggregate_type || (purges && deletes_engagement(event)));
-    (!touched).then(Vec::new)
+/// The events a projector reads: those of its aggregate type and, when it `purges`, engagement
+/// deletions (its rows leave with their engagement). Its `apply` filters by it and its
+/// `inline_statements` asks `untouched`, so what a batch may skip cannot drift from what
+/// `apply` would have done.
+#[derive(Debug, Clone, Copy)]
+pub struct Reads {
+    pub aggregate_type: &'static str,
+    pub purges: bool,
 }
 
+impl Reads {
+    pub fn event(self, event: &LogEvent) -> bool {
+        event.aggregate_type == self.aggregate_type || (self.purges && deletes_engagement(event))
+    }
+
+    /// `Projector::inline_statements` of a projector whose `apply` reads only these events:
+    /// nothing to do when the batch has none of them, else `None`.
+    pub fn untouched(self, events: &[LogEvent]) -> Option<Vec<Sql>> {
+        (!events.iter().any(|event| self.event(event))).then(Vec::new)
+    }
+}
+
+/// Whether `event` deletes an engagement. Its children leave the read tables with it, so reads
+/// need no per-row check that the engagement still exists.
 pub fn deletes_engagement(event: &LogEvent) -> bool {
     event.aggregate_type == "engagement" && event.event_type == "engagement.deleted"
 }
@@ -228,6 +240,42 @@ pub fn push_array(query: &mut Sql, literal: String, ty: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(aggregate_type: &str, event_type: &str) -> LogEvent {
+        LogEvent {
+            position: 1,
+            event_id: "evt_1".to_owned(),
+            organization_id: "org_1".to_owned(),
+            engagement_id: None,
+            aggregate_type: aggregate_type.to_owned(),
+            aggregate_id: "id_1".to_owned(),
+            sequence: 1,
+            event_type: event_type.to_owned(),
+            event_version: "1".to_owned(),
+            payload: "{}".to_owned(),
+            metadata: "{}".to_owned(),
+            recorded_at: 0,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_untouched_only_without_the_events_a_projector_reads() {
+        let tasks = Reads { aggregate_type: "task", purges: true };
+        let keys = Reads { aggregate_type: "api_key", purges: false };
+        let deletion = event("engagement", "engagement.deleted");
+        let archive = event("engagement", "engagement.archived");
+        let task = event("task", "task.created");
+        let finding = event("finding", "finding.created");
+        assert!(tasks.event(&task) && tasks.event(&deletion));
+        assert!(!tasks.event(&archive) && !tasks.event(&finding));
+        assert!(!keys.event(&deletion));
+        assert_eq!(tasks.untouched(&[finding.clone(), archive.clone()]).map(|s| s.len()), Some(0));
+        assert!(tasks.untouched(&[finding.clone(), task]).is_none());
+        assert!(tasks.untouched(std::slice::from_ref(&deletion)).is_none());
+        assert_eq!(keys.untouched(&[finding, deletion]).map(|s| s.len()), Some(0));
+    }
 
     #[test]
     fn a_prepared_statement_takes_its_values_as_typed_literals() {

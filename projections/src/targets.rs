@@ -7,8 +7,11 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::list::{self, Order, SortValue, Window};
-use crate::sql::{self, deletes_engagement, purge_engagement, replace_set, Sql};
+use crate::sql::{deletes_engagement, purge_engagement, replace_set, Reads, Sql};
 use crate::{ProjectionError, Projector};
+
+/// What this projector's `apply` reads (see `Reads`).
+const READS: Reads = Reads { aggregate_type: "target", purges: true };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetRow {
@@ -189,16 +192,13 @@ impl Projector for TargetsProjector {
     }
 
     fn inline_statements(&self, events: &[LogEvent]) -> Option<Vec<Sql>> {
-        sql::untouched(events, "target", true)
+        READS.untouched(events)
     }
 
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {
-        for event in events {
+        for event in events.iter().filter(|e| READS.event(e)) {
             if deletes_engagement(event) {
                 purge_engagement(tx, event, "targets", &[("target_tags", "target_id")]).await?;
-                continue;
-            }
-            if event.aggregate_type != "target" {
                 continue;
             }
             let id = event.aggregate_id.as_str();

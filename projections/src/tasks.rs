@@ -7,8 +7,11 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::list::{self, Order, SortValue, Window};
-use crate::sql::{self, deletes_engagement, purge_engagement, Sql};
+use crate::sql::{deletes_engagement, purge_engagement, Reads, Sql};
 use crate::{ProjectionError, Projector};
+
+/// What this projector's `apply` reads (see `Reads`).
+const READS: Reads = Reads { aggregate_type: "task", purges: true };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskRow {
@@ -180,16 +183,13 @@ impl Projector for TasksProjector {
     }
 
     fn inline_statements(&self, events: &[LogEvent]) -> Option<Vec<Sql>> {
-        sql::untouched(events, "task", true)
+        READS.untouched(events)
     }
 
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {
-        for event in events {
+        for event in events.iter().filter(|e| READS.event(e)) {
             if deletes_engagement(event) {
                 purge_engagement(tx, event, "tasks", &[]).await?;
-                continue;
-            }
-            if event.aggregate_type != "task" {
                 continue;
             }
             let id = event.aggregate_id.as_str();

@@ -7,8 +7,11 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::list::{self, Order, SortValue, Window};
-use crate::sql::{self, Sql};
+use crate::sql::{Reads, Sql};
 use crate::{ProjectionError, Projector};
+
+/// What this projector's `apply` reads (see `Reads`).
+const READS: Reads = Reads { aggregate_type: "webhook", purges: false };
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct WebhookRow {
@@ -158,11 +161,11 @@ impl Projector for WebhooksProjector {
     }
 
     fn inline_statements(&self, events: &[LogEvent]) -> Option<Vec<Sql>> {
-        sql::untouched(events, "webhook", false)
+        READS.untouched(events)
     }
 
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {
-        for event in events.iter().filter(|e| e.aggregate_type == "webhook") {
+        for event in events.iter().filter(|e| READS.event(e)) {
             match serde_json::from_str::<WebhookEvent>(&event.payload)? {
                 WebhookEvent::Created(created) => {
                     sqlx::query(&format!(

@@ -7,8 +7,11 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::list::{self, Order, SortValue, Window};
-use crate::sql::{self, deletes_engagement, purge_engagement, Sql};
+use crate::sql::{deletes_engagement, purge_engagement, Reads, Sql};
 use crate::{ProjectionError, Projector};
+
+/// What this projector's `apply` reads (see `Reads`).
+const READS: Reads = Reads { aggregate_type: "wiki_page", purges: true };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WikiPageRow {
@@ -169,16 +172,13 @@ impl Projector for WikiProjector {
     }
 
     fn inline_statements(&self, events: &[LogEvent]) -> Option<Vec<Sql>> {
-        sql::untouched(events, "wiki_page", true)
+        READS.untouched(events)
     }
 
     async fn apply(&self, tx: &mut Transaction<'_, Any>, events: &[LogEvent]) -> Result<(), ProjectionError> {
-        for event in events {
+        for event in events.iter().filter(|e| READS.event(e)) {
             if deletes_engagement(event) {
                 purge_engagement(tx, event, "wiki_pages", &[]).await?;
-                continue;
-            }
-            if event.aggregate_type != "wiki_page" {
                 continue;
             }
             let id = event.aggregate_id.as_str();
