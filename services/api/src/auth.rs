@@ -237,8 +237,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         let Some(AuthOutcome::Valid(principal)) = parts.extensions.get::<AuthOutcome>() else {
             return Err(ApiError::Unauthorized("an API key is required".to_owned()));
         };
-        let idempotency_key =
-            parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let idempotency_key = crate::idempotency::key_of(&parts.headers);
         let proof = parts.extensions.get::<CommitProof>().cloned();
         Ok(Self { principal: principal.clone(), idempotency_key, proof })
     }

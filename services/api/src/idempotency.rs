@@ -7,7 +7,7 @@
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,11 @@ struct Stored {
     etag: Option<String>,
     location: Option<String>,
     body: String,
+}
+
+/// The request's `Idempotency-Key`, as the commands record it in their events' metadata.
+pub fn key_of(headers: &HeaderMap) -> Option<String> {
+    headers.get(HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 pub async fn middleware(State(state): State<AppState>, request: Request, next: Next) -> Response {

@@ -19,13 +19,12 @@ use serde_json::Value;
 use tracing::Instrument;
 use utoipa::ToSchema;
 
-use crate::auth;
-use crate::error::ApiError;
+use crate::error::{ApiError, NothingSaved};
 use crate::extract::ApiJson;
 use crate::graphql::context::{Session, Socket};
-use crate::graphql::{schema, sdl};
-use crate::request_id;
+use crate::graphql::{errors, schema, sdl};
 use crate::state::AppState;
+use crate::{auth, idempotency, request_id};
 
 /// Close code of a WebSocket whose `connection_init` carried no valid key, or whose key was
 /// revoked or expired since (graphql-ws).
@@ -74,15 +73,20 @@ pub struct ResponseDoc {
 /// Queries deeper than 15 levels or costlier than 50 000 are refused before they run. The
 /// subscription `events` is served over a WebSocket on `GET /api/v1/graphql`
 /// (`graphql-transport-ws`, the API key in the `connection_init` payload as `{"apiKey": …}`);
-/// the schema is at `GET /api/v1/graphql/schema.graphql`.
+/// the schema is at `GET /api/v1/graphql/schema.graphql`. With `Idempotency-Key`, a repeated
+/// request answers the first response (`Idempotent-Replayed: true`) and runs nothing twice, as
+/// REST's POSTs do; a request that saved nothing (it did not run, or every field failed because
+/// the store refused the write, unexpectedly or over the rate limit) leaves the key unspent.
 #[utoipa::path(post, path = "/api/v1/graphql", tag = "graphql", operation_id = "post_graphql", request_body = RequestDoc,
     security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h, unless it saved nothing")),
     responses(
         (status = 200, description = "The GraphQL response (errors included); `application/graphql-response+json` when the request's `Accept` names it",
             content((ResponseDoc = "application/json"), (ResponseDoc = "application/graphql-response+json"))),
         (status = 400, description = "Malformed request (not a JSON object with a `query`): the error envelope. With `Accept: application/graphql-response+json`, a request that did not run (parse or validation error, depth, complexity or mutation limits) also answers 4xx, with a GraphQL response that has `errors` and no `data`",
             content((crate::openapi::ErrorBody = "application/json"), (ResponseDoc = "application/graphql-response+json"))),
         (status = 401, description = "No key, or an unknown, revoked or expired key", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The Idempotency-Key was used for a different request, or its first request is still running", body = crate::openapi::ErrorBody),
         (status = 413, description = "The body is larger than the limit", body = crate::openapi::ErrorBody),
         (status = 415, description = "The body is not application/json", body = crate::openapi::ErrorBody),
         (status = 429, description = "Over the key's rate limit; see `Retry-After`", body = crate::openapi::ErrorBody),
@@ -91,20 +95,26 @@ pub struct ResponseDoc {
 pub async fn execute(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let principal = auth::authenticated(request.extensions())?.clone();
     let media_type = response_media_type(request.headers());
+    let idempotency_key = idempotency::key_of(request.headers());
     let ApiJson(query) = ApiJson::<async_graphql::Request>::from_request(request, &state).await?;
     if query.query.trim().is_empty() {
         return Err(ApiError::BadRequest("the body must be a GraphQL request: {\"query\": …}".to_owned()));
     }
-    let session = Session::new(state, principal);
+    let mut session = Session::new(state, principal);
+    session.caller.idempotency_key = idempotency_key;
     // One span per execution: the loaders' batches run inside it too.
     let span = tracing::info_span!("graphql", request_id = request_id::current().unwrap_or_default());
     let response = schema().execute(query.data(session)).instrument(span).await;
+    let saved_nothing = errors::saved_nothing(&response);
     let mut response = if media_type == GRAPHQL_JSON && response.data == async_graphql::Value::Null {
         request_error(&response.errors)
     } else {
         GraphQLResponse::from(response).into_response()
     };
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));
+    if saved_nothing {
+        response.extensions_mut().insert(NothingSaved);
+    }
     Ok(response)
 }
 

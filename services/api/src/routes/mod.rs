@@ -123,17 +123,19 @@ api_routes! {
 /// The whole HTTP surface: authenticated `/api/v1` routes, GraphQL, and the open health
 /// endpoints.
 pub fn router(state: AppState) -> Router<AppState> {
+    let idempotency = middleware::from_fn_with_state(state, idempotency::middleware);
     api_router()
-        .route_layer(middleware::from_fn_with_state(state, idempotency::middleware))
+        .route_layer(idempotency.clone())
         .route_layer(middleware::from_fn(auth::authorize))
-        .merge(graphql_router())
+        .merge(graphql_router().route_layer(idempotency))
         .merge(health::router())
 }
 
 /// GraphQL checks permissions per field (with this table's permissions), so its routes are
 /// outside the table: `POST` answers 401 without a valid key like every route, the WebSocket
 /// authenticates from its `connection_init` payload, and the SDL is open like the OpenAPI
-/// document. `Idempotency-Key` is a REST feature: GraphQL ignores it.
+/// document. `Idempotency-Key` on the `POST` works as on REST's: the first response is
+/// replayed (a query's too), unless it saved nothing (`graphql::errors::saved_nothing`).
 fn graphql_router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/graphql", post(graphql::http::execute).get(graphql::http::subscribe))

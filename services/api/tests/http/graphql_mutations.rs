@@ -2,11 +2,13 @@
 //! same validation errors (`extensions.code` is the REST code), `ifMatch` as `If-Match`, and
 //! read-your-writes (REST sees the change at once).
 
+use std::num::NonZeroU32;
+
 use pwnbook_events::backend_tests;
 use serde_json::{json, Value};
 
 use crate::graphql::{gql, gql_with, only_code, rest};
-use crate::harness::{parts, TestApp};
+use crate::harness::{error_code, parts, TestApp};
 
 /// Runs a mutation that must fail; its one error's code and the error.
 async fn refused(app: &TestApp, query: &str, variables: Value) -> (String, Value) {
@@ -222,5 +224,58 @@ backend_tests! {
             assert_eq!(error["extensions"]["details"], rest_answer["error"]["details"], "{mutation}");
             assert!(error["extensions"]["details"].as_array().is_some_and(|d| !d.is_empty()), "{error}");
         }
+    }
+
+    async fn idempotency_keys_replay_a_graphql_requests_first_response(db) {
+        let app = TestApp::spawn(db).await;
+        let send = |body: Value, key: &'static str| app.post("/api/v1/graphql", &body).header("idempotency-key", key).send();
+        let create = |name: &str| json!({"query": "mutation($input: CreateEngagementInput!) { createEngagement(input: $input) { id name version } }", "variables": {"input": {"name": name}}});
+
+        let first = send(create("Once"), "gql-1").await.unwrap();
+        assert!(first.headers().get("idempotent-replayed").is_none());
+        let (status, first) = parts(first).await;
+        assert_eq!(status, 200, "{first}");
+        assert!(first.get("errors").is_none(), "{first}");
+        let again = send(create("Once"), "gql-1").await.unwrap();
+        assert_eq!(again.headers().get("idempotent-replayed").map(|v| v.to_str().unwrap().to_owned()), Some("true".to_owned()));
+        let (status, again) = parts(again).await;
+        assert_eq!((status, &again), (200, &first), "the first response, replayed");
+        let (_, list) = parts(app.get("/api/v1/engagements").send().await.unwrap()).await;
+        assert_eq!(list["meta"]["total"], 1, "performed once: {list}");
+        // The key is in the event's metadata, as for REST.
+        let store = pwnbook_events::Store::open(&app.db.url).await.unwrap();
+        let tagged: i64 = sqlx::query_scalar("SELECT count(*) FROM event_log WHERE CAST(metadata AS TEXT) LIKE '%gql-1%'")
+            .fetch_one(store.pool()).await.unwrap();
+        assert_eq!(tagged, 1);
+        store.close().await;
+
+        // The key with a different request: 409 in the error envelope.
+        let (status, body) = parts(send(create("Other"), "gql-1").await.unwrap()).await;
+        assert_eq!((status, error_code(status, &body)), (409, "CONFLICT".to_owned()));
+
+        // A refusal is an answer, replayed like REST's 4xx: the name is taken.
+        let (_, refusal) = parts(send(create("ONCE"), "gql-2").await.unwrap()).await;
+        assert_eq!(only_code(&refusal), "CONFLICT");
+        let replay = send(create("ONCE"), "gql-2").await.unwrap();
+        assert!(replay.headers().get("idempotent-replayed").is_some(), "{refusal}");
+        assert_eq!(parts(replay).await.1, refusal);
+
+    }
+
+    async fn a_graphql_request_over_the_rate_limit_leaves_its_idempotency_key_unspent(db) {
+        let app = TestApp::spawn_with(db, |settings| settings.rate_limit_per_minute = NonZeroU32::new(5).unwrap()).await;
+        // Six fields: the request pays for the first, the other five are charged before anything
+        // runs, and the allowance runs out.
+        let fields: Vec<String> = (0..6).map(|i| format!("e{i}: createEngagement(input: {{name: \"Limited {i}\"}}) {{ id }}")).collect();
+        let body = json!({"query": format!("mutation {{ {} }}", fields.join(" "))});
+        let (status, limited) = parts(app.post("/api/v1/graphql", &body).header("idempotency-key", "limited").send().await.unwrap()).await;
+        assert_eq!((status, only_code(&limited)), (200, "RATE_LIMITED".to_owned()), "{limited}");
+        let store = pwnbook_events::Store::open(&app.db.url).await.unwrap();
+        let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys WHERE idempotency_key = 'limited'")
+            .fetch_one(store.pool()).await.unwrap();
+        assert_eq!(kept, 0, "nothing ran, so nothing is replayed: the retry after Retry-After runs");
+        let created: i64 = sqlx::query_scalar("SELECT count(*) FROM engagements").fetch_one(store.pool()).await.unwrap();
+        assert_eq!(created, 0);
+        store.close().await;
     }
 }
