@@ -158,13 +158,10 @@ backend_tests! {
     }
 }
 
-/// PostgreSQL only: the same through GraphQL. A mutation whose write the store keeps rolling
-/// back answers `SERVICE_UNAVAILABLE` on its field, saved nothing, and leaves its
-/// Idempotency-Key unspent: the retry runs, and commits, once the store takes writes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_graphql_write_the_store_keeps_rolling_back_leaves_its_idempotency_key_unspent_postgres() {
-    let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
-    let app = TestApp::spawn(db).await;
+/// An engagement, and a store that rolls back every write to `events` (a trigger failing with
+/// `40P01`, as PostgreSQL does to one of two deadlocked transactions) until the trigger
+/// `always_deadlocked` is dropped.
+async fn always_deadlocked(app: &TestApp) -> (String, pwnbook_events::Store) {
     let engagement =
         app.create_engagement(json!({"name": "Deadlocks"})).await["id"].as_str().unwrap().to_owned();
     let store = pwnbook_events::Store::open(&app.db.url).await.unwrap();
@@ -175,25 +172,7 @@ async fn a_graphql_write_the_store_keeps_rolling_back_leaves_its_idempotency_key
     ] {
         sqlx::query(statement).execute(store.pool()).await.unwrap();
     }
-    let mutation = json!({
-        "query": "mutation($e: ID!) { createFinding(engagementId: $e, input: {title: \"Held\", severity: \"low\"}) { id } }",
-        "variables": {"e": engagement},
-    });
-    let send = || app.post("/api/v1/graphql", &mutation).header("idempotency-key", "deadlocked").send();
-    let (status, body) = parts(send().await.unwrap()).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["errors"][0]["extensions"]["code"], "SERVICE_UNAVAILABLE", "{body}");
-    assert_eq!(body["data"]["createFinding"], Value::Null, "{body}");
-    sqlx::query("DROP TRIGGER always_deadlocked ON events").execute(store.pool()).await.unwrap();
-    let response = send().await.unwrap();
-    assert!(response.headers().get("idempotent-replayed").is_none(), "the failure was not recorded");
-    let (status, body) = parts(response).await;
-    assert_eq!(status, 200, "{body}");
-    assert!(body["data"]["createFinding"]["id"].is_string(), "{body}");
-    let (_, list) =
-        parts(app.get(&format!("/api/v1/engagements/{engagement}/findings")).send().await.unwrap()).await;
-    assert_eq!(list["meta"]["total"], 1, "{list}");
-    store.close().await;
+    (engagement, store)
 }
 
 /// PostgreSQL only: a write the store keeps rolling back (a trigger fails every attempt with
@@ -204,16 +183,7 @@ async fn a_graphql_write_the_store_keeps_rolling_back_leaves_its_idempotency_key
 async fn a_write_the_store_keeps_rolling_back_is_a_503_that_saves_nothing_postgres() {
     let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
     let app = TestApp::spawn(db).await;
-    let engagement =
-        app.create_engagement(json!({"name": "Deadlocks"})).await["id"].as_str().unwrap().to_owned();
-    let store = pwnbook_events::Store::open(&app.db.url).await.unwrap();
-    for statement in [
-        "CREATE FUNCTION always_deadlocked() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-         RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$",
-        "CREATE TRIGGER always_deadlocked BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION always_deadlocked()",
-    ] {
-        sqlx::query(statement).execute(store.pool()).await.unwrap();
-    }
+    let (engagement, store) = always_deadlocked(&app).await;
     let findings = format!("/api/v1/engagements/{engagement}/findings");
     let send = || {
         app.post(&findings, &json!({"title": "Held", "severity": "low"}))
@@ -233,6 +203,35 @@ async fn a_write_the_store_keeps_rolling_back_is_a_503_that_saves_nothing_postgr
     let (status, body) = parts(response).await;
     assert_eq!(status, 201, "{body}");
     let (_, list) = parts(app.get(&findings).send().await.unwrap()).await;
+    assert_eq!(list["meta"]["total"], 1, "{list}");
+    store.close().await;
+}
+
+/// PostgreSQL only: the same through GraphQL. A mutation whose write the store keeps rolling
+/// back answers `SERVICE_UNAVAILABLE` on its field, saved nothing, and leaves its
+/// Idempotency-Key unspent: the retry runs, and commits, once the store takes writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_graphql_write_the_store_keeps_rolling_back_leaves_its_idempotency_key_unspent_postgres() {
+    let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
+    let app = TestApp::spawn(db).await;
+    let (engagement, store) = always_deadlocked(&app).await;
+    let mutation = json!({
+        "query": "mutation($e: ID!) { createFinding(engagementId: $e, input: {title: \"Held\", severity: \"low\"}) { id } }",
+        "variables": {"e": engagement},
+    });
+    let send = || app.post("/api/v1/graphql", &mutation).header("idempotency-key", "deadlocked").send();
+    let (status, body) = parts(send().await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "SERVICE_UNAVAILABLE", "{body}");
+    assert_eq!(body["data"]["createFinding"], Value::Null, "{body}");
+    sqlx::query("DROP TRIGGER always_deadlocked ON events").execute(store.pool()).await.unwrap();
+    let response = send().await.unwrap();
+    assert!(response.headers().get("idempotent-replayed").is_none(), "the failure was not recorded");
+    let (status, body) = parts(response).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["data"]["createFinding"]["id"].is_string(), "{body}");
+    let (_, list) =
+        parts(app.get(&format!("/api/v1/engagements/{engagement}/findings")).send().await.unwrap()).await;
     assert_eq!(list["meta"]["total"], 1, "{list}");
     store.close().await;
 }
