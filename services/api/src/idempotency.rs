@@ -23,6 +23,11 @@ const HEADER: &str = "idempotency-key";
 const RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 const ABANDONED_MS: i64 = 5 * 60 * 1000;
 
+/// The body to store for replay in place of the response's own (GraphQL's answer without the
+/// secrets it showed, which may sit under any field name or alias).
+#[derive(Clone)]
+pub struct ReplayBody(pub String);
+
 #[derive(Serialize, Deserialize)]
 struct Stored {
     etag: Option<String>,
@@ -106,7 +111,10 @@ async fn record(state: &AppState, key_id: &str, key: &str, response: Response) -
     let stored = Stored {
         etag: header_text(header::ETAG),
         location: header_text(header::LOCATION),
-        body: without_secrets(&bytes),
+        body: match parts.extensions.get::<ReplayBody>() {
+            Some(replay) => replay.0.clone(),
+            None => without_secrets(&bytes),
+        },
     };
     sqlx::query(
         "UPDATE idempotency_keys SET status = $1, body = $2 WHERE key_id = $3 AND idempotency_key = $4",

@@ -8,7 +8,7 @@
 //! is answered.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::Context;
@@ -32,6 +32,9 @@ pub struct Session {
     pub loader: DataLoader<Batch>,
     /// The WebSocket the session belongs to (`None` over HTTP).
     pub socket: Option<Arc<Socket>>,
+    /// The secrets this request's answer shows once (a new key's, a new webhook's): what
+    /// `Idempotency-Key` stores for replay leaves them out.
+    pub revealed: Arc<Mutex<Vec<String>>>,
 }
 
 impl Session {
@@ -42,7 +45,18 @@ impl Session {
         let loader = DataLoader::new(batch, |task: BoxFuture<'static, ()>| {
             tokio::spawn(task.instrument(tracing::Span::current()))
         });
-        Self { state, caller: Caller { principal, idempotency_key: None, proof: None }, loader, socket: None }
+        Self {
+            state,
+            caller: Caller { principal, idempotency_key: None, proof: None },
+            loader,
+            socket: None,
+            revealed: Arc::default(),
+        }
+    }
+
+    /// Notes a secret the answer shows, to be left out of a stored replay.
+    pub fn reveal(&self, secret: &str) {
+        self.revealed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(secret.to_owned());
     }
 
     pub fn on_socket(mut self, socket: Arc<Socket>) -> Self {

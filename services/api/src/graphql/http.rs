@@ -23,8 +23,9 @@ use crate::error::{ApiError, NothingSaved};
 use crate::extract::ApiJson;
 use crate::graphql::context::{Session, Socket};
 use crate::graphql::{errors, schema, sdl};
+use crate::idempotency::{self, ReplayBody};
 use crate::state::AppState;
-use crate::{auth, idempotency, request_id};
+use crate::{auth, request_id};
 
 /// Close code of a WebSocket whose `connection_init` carried no valid key, or whose key was
 /// revoked or expired since (graphql-ws).
@@ -102,10 +103,13 @@ pub async fn execute(State(state): State<AppState>, request: Request) -> Result<
     }
     let mut session = Session::new(state, principal);
     session.caller.idempotency_key = idempotency_key;
+    let revealed = Arc::clone(&session.revealed);
     // One span per execution: the loaders' batches run inside it too.
     let span = tracing::info_span!("graphql", request_id = request_id::current().unwrap_or_default());
     let response = schema().execute(query.data(session)).instrument(span).await;
     let saved_nothing = errors::saved_nothing(&response);
+    let replay =
+        without_revealed(&response, &revealed.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     let mut response = if media_type == GRAPHQL_JSON && response.data == async_graphql::Value::Null {
         request_error(&response.errors)
     } else {
@@ -115,7 +119,31 @@ pub async fn execute(State(state): State<AppState>, request: Request) -> Result<
     if saved_nothing {
         response.extensions_mut().insert(NothingSaved);
     }
+    if let Some(replay) = replay {
+        response.extensions_mut().insert(replay);
+    }
     Ok(response)
+}
+
+/// The answer to store for an `Idempotency-Key` replay when it shows secrets: each value that is
+/// one of them becomes null, whatever the field's name or alias, as REST's replay leaves the
+/// secret out.
+fn without_revealed(response: &async_graphql::Response, revealed: &[String]) -> Option<ReplayBody> {
+    fn scrub(value: &mut Value, revealed: &[String]) {
+        match value {
+            Value::String(text) if revealed.contains(text) => *value = Value::Null,
+            Value::Array(items) => items.iter_mut().for_each(|item| scrub(item, revealed)),
+            Value::Object(fields) => fields.values_mut().for_each(|field| scrub(field, revealed)),
+            _ => {}
+        }
+    }
+    if revealed.is_empty() {
+        return None;
+    }
+    // A response always serializes; were it not to, nothing (rather than the secret) is stored.
+    let mut body = serde_json::to_value(response).unwrap_or_default();
+    scrub(&mut body, revealed);
+    Some(ReplayBody(body.to_string()))
 }
 
 /// A request that did not run (it did not parse or validate, or was over a limit), for a

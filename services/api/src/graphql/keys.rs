@@ -201,6 +201,7 @@ impl ApiKeyMutation {
     async fn create_api_key(&self, ctx: &Context<'_>, input: CreateApiKeyInput) -> Result<Option<ApiKey>> {
         let session = allowed(ctx, route::CREATE_API_KEY)?;
         let (row, secret) = rest::create_row(&session.state, &session.caller, body(input)?).await?;
+        session.reveal(secret.expose());
         Ok(Some(ApiKey(Siblings::alone(View::from_value(rest::render_created(&row, &secret))))))
     }
 

@@ -233,6 +233,7 @@ impl WebhookMutation {
     async fn create_webhook(&self, ctx: &Context<'_>, input: CreateWebhookInput) -> Result<Option<Webhook>> {
         let session = allowed(ctx, route::CREATE_WEBHOOK)?;
         let (row, secret) = rest::create_row(&session.state, &session.caller, body(input)?).await?;
+        session.reveal(&secret);
         Ok(Some(Webhook(Siblings::alone(View::from_value(rest::render_created(&row, secret))))))
     }
 

@@ -262,6 +262,29 @@ backend_tests! {
 
     }
 
+    async fn a_graphql_replay_never_shows_or_stores_the_secrets_the_first_answer_showed(db) {
+        let app = TestApp::spawn_with(db, |s| s.webhook_allow_private = true).await;
+        // Aliases rename the fields that carry secrets: the replay still leaves them out.
+        let body = json!({"query": "mutation { k: createApiKey(input: {name: \"ci\", permissions: [\"engagements:read\"]}) { id s: key } \
+                                    h: createWebhook(input: {url: \"http://127.0.0.1:9/hook\", events: [\"finding.*\"], secret: \"a \\\"quoted\\\" secret\"}) { id x: secret } }"});
+        let send = || app.post("/api/v1/graphql", &body).header("idempotency-key", "secrets").send();
+        let (status, first) = parts(send().await.unwrap()).await;
+        assert_eq!(status, 200, "{first}");
+        let key = first["data"]["k"]["s"].as_str().unwrap().to_owned();
+        assert!(key.starts_with("pwbk_live_"), "{first}");
+        assert_eq!(first["data"]["h"]["x"], "a \"quoted\" secret", "{first}");
+        let replay = send().await.unwrap();
+        assert!(replay.headers().get("idempotent-replayed").is_some());
+        let (_, replay) = parts(replay).await;
+        assert_eq!(replay["data"]["k"], json!({"id": first["data"]["k"]["id"], "s": null}));
+        assert_eq!(replay["data"]["h"], json!({"id": first["data"]["h"]["id"], "x": null}));
+        let store = pwnbook_events::Store::open(&app.db.url).await.unwrap();
+        let stored: Vec<String> = sqlx::query_scalar("SELECT body FROM idempotency_keys").fetch_all(store.pool()).await.unwrap();
+        assert_eq!(stored.len(), 1);
+        assert!(!stored[0].contains(&key) && !stored[0].contains("quoted"), "{}", stored[0]);
+        store.close().await;
+    }
+
     async fn a_graphql_request_over_the_rate_limit_leaves_its_idempotency_key_unspent(db) {
         let app = TestApp::spawn_with(db, |settings| settings.rate_limit_per_minute = NonZeroU32::new(5).unwrap()).await;
         // Six fields: the request pays for the first, the other five are charged before anything
