@@ -32,6 +32,10 @@ pub struct ReplayBody(pub String);
 struct Stored {
     etag: Option<String>,
     location: Option<String>,
+    /// GraphQL answers `application/graphql-response+json` when asked; records without it
+    /// (older ones) are JSON.
+    #[serde(default)]
+    content_type: Option<String>,
     body: String,
 }
 
@@ -111,6 +115,7 @@ async fn record(state: &AppState, key_id: &str, key: &str, response: Response) -
     let stored = Stored {
         etag: header_text(header::ETAG),
         location: header_text(header::LOCATION),
+        content_type: header_text(header::CONTENT_TYPE),
         body: match parts.extensions.get::<ReplayBody>() {
             Some(replay) => replay.0.clone(),
             None => without_secrets(&bytes),
@@ -211,7 +216,9 @@ async fn claim(
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, stored.body).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let content_type = stored.content_type.and_then(|v| HeaderValue::from_str(&v).ok());
+    headers
+        .insert(header::CONTENT_TYPE, content_type.unwrap_or(HeaderValue::from_static("application/json")));
     headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     for (name, value) in [(header::ETAG, stored.etag), (header::LOCATION, stored.location)] {
         if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {

@@ -8,7 +8,7 @@
 //! is answered.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::Context;
@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use crate::auth::{self, Caller, Principal};
 use crate::error::ApiError;
+use crate::graphql::effects::Effects;
 use crate::graphql::errors::Result;
 use crate::graphql::loaders::Batch;
 use crate::routes::ROUTES;
@@ -32,9 +33,8 @@ pub struct Session {
     pub loader: DataLoader<Batch>,
     /// The WebSocket the session belongs to (`None` over HTTP).
     pub socket: Option<Arc<Socket>>,
-    /// The secrets this request's answer shows once (a new key's, a new webhook's): what
-    /// `Idempotency-Key` stores for replay leaves them out.
-    pub revealed: Arc<Mutex<Vec<String>>>,
+    /// What the request did, for `Idempotency-Key`.
+    pub effects: Arc<Effects>,
 }
 
 impl Session {
@@ -45,18 +45,15 @@ impl Session {
         let loader = DataLoader::new(batch, |task: BoxFuture<'static, ()>| {
             tokio::spawn(task.instrument(tracing::Span::current()))
         });
+        let effects = Arc::new(Effects::default());
+        let proof = Some(effects.committed.clone());
         Self {
             state,
-            caller: Caller { principal, idempotency_key: None, proof: None },
+            caller: Caller { principal, idempotency_key: None, proof },
             loader,
             socket: None,
-            revealed: Arc::default(),
+            effects,
         }
-    }
-
-    /// Notes a secret the answer shows, to be left out of a stored replay.
-    pub fn reveal(&self, secret: &str) {
-        self.revealed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(secret.to_owned());
     }
 
     pub fn on_socket(mut self, socket: Arc<Socket>) -> Self {
@@ -141,6 +138,9 @@ pub fn allowed<'a>(ctx: &Context<'a>, route: Route) -> Result<&'a Session> {
         return Err(ApiError::Internal(format!("GraphQL names a route the table lacks: {route:?}")).into());
     };
     if grants(&session.caller.principal.permissions, needed) {
+        if route.0 != "GET" {
+            session.effects.write_tried();
+        }
         Ok(session)
     } else {
         Err(ApiError::Forbidden(format!("the API key lacks the permission {needed}")).into())

@@ -4,12 +4,9 @@
 //! validation `details`, the `requestId` and, when over the rate limit, `retryAfter` (seconds). Errors of the GraphQL layer itself (a query that
 //! does not parse or validate, or is too deep or too complex) get `BAD_REQUEST`.
 
-use std::any::Any;
-use std::sync::Arc;
-
 use async_graphql::{ErrorExtensionValues, Response, Value};
 
-use crate::error::{ApiError, NothingSaved};
+use crate::error::ApiError;
 
 impl From<ApiError> for async_graphql::Error {
     fn from(error: ApiError) -> Self {
@@ -27,26 +24,8 @@ impl From<ApiError> for async_graphql::Error {
         if let ApiError::RateLimited { retry_after } = error {
             extensions.set("retryAfter", retry_after);
         }
-        // What REST does not record for `Idempotency-Key` (a 500, a write the store refused, the
-        // rate limit) saved nothing: a retry with the same key must run again.
-        let source = matches!(
-            error,
-            ApiError::Internal(_) | ApiError::StoreUnavailable(_) | ApiError::RateLimited { .. }
-        )
-        .then(|| Arc::new(NothingSaved) as Arc<dyn Any + Send + Sync>);
-        Self { message: detail.message, source, extensions: Some(extensions) }
+        Self { message: detail.message, source: None, extensions: Some(extensions) }
     }
-}
-
-/// Whether `response` saved nothing, so that its `Idempotency-Key` stays unspent: no root field
-/// answered (async-graphql leaves a failed field out of `data`, which is null when every field
-/// failed or nothing ran) and every error is one of those that saved nothing.
-pub fn saved_nothing(response: &Response) -> bool {
-    let answered =
-        matches!(&response.data, Value::Object(fields) if fields.values().any(|value| *value != Value::Null));
-    !answered
-        && !response.errors.is_empty()
-        && response.errors.iter().all(|error| error.source::<NothingSaved>().is_some())
 }
 
 /// Shorthand for resolvers.

@@ -22,8 +22,8 @@ use utoipa::ToSchema;
 use crate::error::{ApiError, NothingSaved};
 use crate::extract::ApiJson;
 use crate::graphql::context::{Session, Socket};
-use crate::graphql::{errors, schema, sdl};
-use crate::idempotency::{self, ReplayBody};
+use crate::graphql::{schema, sdl};
+use crate::idempotency;
 use crate::state::AppState;
 use crate::{auth, request_id};
 
@@ -74,13 +74,13 @@ pub struct ResponseDoc {
 /// Queries deeper than 15 levels or costlier than 50 000 are refused before they run. The
 /// subscription `events` is served over a WebSocket on `GET /api/v1/graphql`
 /// (`graphql-transport-ws`, the API key in the `connection_init` payload as `{"apiKey": …}`);
-/// the schema is at `GET /api/v1/graphql/schema.graphql`. With `Idempotency-Key`, a repeated
-/// request answers the first response (`Idempotent-Replayed: true`) and runs nothing twice, as
-/// REST's POSTs do; a request that saved nothing (it did not run, or every field failed because
-/// the store refused the write, unexpectedly or over the rate limit) leaves the key unspent.
+/// the schema is at `GET /api/v1/graphql/schema.graphql`. With `Idempotency-Key`, a retry runs
+/// nothing twice: an answer that saved something (or an error-free read) is replayed
+/// (`Idempotent-Replayed: true`), one that saved nothing (a refused or failed write, a request
+/// that did not run) is not stored and the retry runs again.
 #[utoipa::path(post, path = "/api/v1/graphql", tag = "graphql", operation_id = "post_graphql", request_body = RequestDoc,
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h, unless it saved nothing")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays for 24 h the first answer that saved something (or an error-free read)")),
     responses(
         (status = 200, description = "The GraphQL response (errors included); `application/graphql-response+json` when the request's `Accept` names it",
             content((ResponseDoc = "application/json"), (ResponseDoc = "application/graphql-response+json"))),
@@ -103,47 +103,29 @@ pub async fn execute(State(state): State<AppState>, request: Request) -> Result<
     }
     let mut session = Session::new(state, principal);
     session.caller.idempotency_key = idempotency_key;
-    let revealed = Arc::clone(&session.revealed);
+    let stored = session.caller.idempotency_key.is_some().then(|| Arc::clone(&session.effects));
     // One span per execution: the loaders' batches run inside it too.
     let span = tracing::info_span!("graphql", request_id = request_id::current().unwrap_or_default());
     let response = schema().execute(query.data(session)).instrument(span).await;
-    let saved_nothing = errors::saved_nothing(&response);
-    let replay =
-        without_revealed(&response, &revealed.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    // For `Idempotency-Key`: nothing stored when nothing was saved, else the answer to replay.
+    let (nothing_saved, replay) = match stored {
+        Some(effects) if effects.saved_nothing(&response) => (true, None),
+        Some(effects) => (false, Some(effects.replay_body(&response))),
+        None => (false, None),
+    };
     let mut response = if media_type == GRAPHQL_JSON && response.data == async_graphql::Value::Null {
         request_error(&response.errors)
     } else {
         GraphQLResponse::from(response).into_response()
     };
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));
-    if saved_nothing {
+    if nothing_saved {
         response.extensions_mut().insert(NothingSaved);
     }
     if let Some(replay) = replay {
         response.extensions_mut().insert(replay);
     }
     Ok(response)
-}
-
-/// The answer to store for an `Idempotency-Key` replay when it shows secrets: each value that is
-/// one of them becomes null, whatever the field's name or alias, as REST's replay leaves the
-/// secret out.
-fn without_revealed(response: &async_graphql::Response, revealed: &[String]) -> Option<ReplayBody> {
-    fn scrub(value: &mut Value, revealed: &[String]) {
-        match value {
-            Value::String(text) if revealed.contains(text) => *value = Value::Null,
-            Value::Array(items) => items.iter_mut().for_each(|item| scrub(item, revealed)),
-            Value::Object(fields) => fields.values_mut().for_each(|field| scrub(field, revealed)),
-            _ => {}
-        }
-    }
-    if revealed.is_empty() {
-        return None;
-    }
-    // A response always serializes; were it not to, nothing (rather than the secret) is stored.
-    let mut body = serde_json::to_value(response).unwrap_or_default();
-    scrub(&mut body, revealed);
-    Some(ReplayBody(body.to_string()))
 }
 
 /// A request that did not run (it did not parse or validate, or was over a limit), for a

@@ -10,7 +10,7 @@ use crate::graphql::context::{allowed, route};
 use crate::graphql::errors::Result;
 use crate::graphql::events::EventFeed;
 use crate::graphql::loaders::{Node, Siblings};
-use crate::graphql::shared::{body, history_of, past};
+use crate::graphql::shared::{body, history_of, if_match, past};
 use crate::graphql::view::View;
 use crate::routes::api_keys as rest;
 
@@ -201,14 +201,19 @@ impl ApiKeyMutation {
     async fn create_api_key(&self, ctx: &Context<'_>, input: CreateApiKeyInput) -> Result<Option<ApiKey>> {
         let session = allowed(ctx, route::CREATE_API_KEY)?;
         let (row, secret) = rest::create_row(&session.state, &session.caller, body(input)?).await?;
-        session.reveal(secret.expose());
+        session.effects.reveal(secret.expose());
         Ok(Some(ApiKey(Siblings::alone(View::from_value(rest::render_created(&row, &secret))))))
     }
 
     /// Revoke an API key (keys:manage): it is refused from the next request on. Returns it.
-    async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> Result<Option<ApiKey>> {
+    async fn revoke_api_key(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        if_match: Option<i64>,
+    ) -> Result<Option<ApiKey>> {
         let session = allowed(ctx, route::REVOKE_API_KEY)?;
-        let row = rest::revoke_row(&session.state, &session.caller, &id).await?;
+        let row = rest::revoke_row(&session.state, &session.caller, &id, self::if_match(if_match)).await?;
         Ok(Some(ApiKey::of(&row)))
     }
 }

@@ -18,6 +18,7 @@
 
 mod connection;
 mod context;
+mod effects;
 mod engagements;
 mod errors;
 mod events;

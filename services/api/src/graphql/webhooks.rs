@@ -233,7 +233,7 @@ impl WebhookMutation {
     async fn create_webhook(&self, ctx: &Context<'_>, input: CreateWebhookInput) -> Result<Option<Webhook>> {
         let session = allowed(ctx, route::CREATE_WEBHOOK)?;
         let (row, secret) = rest::create_row(&session.state, &session.caller, body(input)?).await?;
-        session.reveal(&secret);
+        session.effects.reveal(&secret);
         Ok(Some(Webhook(Siblings::alone(View::from_value(rest::render_created(&row, secret))))))
     }
 
@@ -253,9 +253,9 @@ impl WebhookMutation {
     }
 
     /// Delete a webhook (webhooks:manage); deliveries stop. Returns the id.
-    async fn delete_webhook(&self, ctx: &Context<'_>, id: ID) -> Result<Option<ID>> {
+    async fn delete_webhook(&self, ctx: &Context<'_>, id: ID, if_match: Option<i64>) -> Result<Option<ID>> {
         let session = allowed(ctx, route::DELETE_WEBHOOK)?;
-        rest::delete_row(&session.state, &session.caller, &id).await?;
+        rest::delete_row(&session.state, &session.caller, &id, self::if_match(if_match)).await?;
         Ok(Some(id))
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pwnbook_commands::api_key::{ApiKey, ApiKeyCommand, NewApiKey};
@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{etag, reject_unknown, ApiJson, QueryParams};
+use crate::extract::{etag, if_match, reject_unknown, ApiJson, QueryParams};
 use crate::openapi::{data, to_json, Data, Page};
 use crate::pagination::{self, ListRequest};
 use crate::routes::events::FeedPage;
@@ -275,26 +275,33 @@ pub async fn get(
 }
 
 /// Revoke an API key; it answers 401 from the next request on.
-#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "api-keys", params(("id" = String, Path)),
+#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "api-keys",
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 204, description = "Revoked")))]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    revoke_row(&state, &caller, &id).await?;
+    revoke_row(&state, &caller, &id, if_match(&headers)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Revokes a key (REST and GraphQL) and returns it.
-pub(crate) async fn revoke_row(state: &AppState, caller: &Caller, id: &str) -> Result<ApiKeyRow, ApiError> {
+/// Revokes a key (REST and GraphQL) and returns it; `expected_version` (`If-Match`) is checked
+/// with the write.
+pub(crate) async fn revoke_row(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<ApiKeyRow, ApiError> {
     let id = parse_id(id)?;
     load(state, caller, &id).await?;
     let command = ApiKeyCommand::Revoke { organization_id: caller.organization_id().to_owned() };
-    let committed = state
-        .commands
-        .execute::<ApiKey>(id.as_str(), command, &caller.command_context(), Execution::default())
-        .await?;
+    let execution = Execution { expected_version: expected_version?, ..Execution::default() };
+    let committed =
+        state.commands.execute::<ApiKey>(id.as_str(), command, &caller.command_context(), execution).await?;
     state.visibility.wait(&committed).await?;
     load(state, caller, &id).await
 }

@@ -326,25 +326,33 @@ pub(crate) async fn update_row(
 }
 
 /// Delete a webhook; deliveries stop.
-#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
+#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "webhooks",
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    delete_row(&state, &caller, &id).await?;
+    delete_row(&state, &caller, &id, if_match(&headers)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(crate) async fn delete_row(state: &AppState, caller: &Caller, id: &str) -> Result<(), ApiError> {
+/// Deletes a webhook (REST and GraphQL); `expected_version` (`If-Match`) is checked with the
+/// write.
+pub(crate) async fn delete_row(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    expected_version: Result<Option<i64>, ApiError>,
+) -> Result<(), ApiError> {
     let id = parse_id(id)?;
     load(state, caller, &id).await?;
     let command = WebhookCommand::Delete { organization_id: caller.organization_id().to_owned() };
-    let committed = state
-        .commands
-        .execute::<Webhook>(id.as_str(), command, &caller.command_context(), Execution::default())
-        .await?;
+    let execution = Execution { expected_version: expected_version?, ..Execution::default() };
+    let committed =
+        state.commands.execute::<Webhook>(id.as_str(), command, &caller.command_context(), execution).await?;
     state.visibility.wait(&committed).await
 }
 

@@ -82,7 +82,13 @@ backend_tests! {
         let (_, by_use) = parts(app.get("/api/v1/api-keys?sort=lastUsedAt&order=desc&perPage=1").send().await.unwrap()).await;
         assert!(by_use["data"][0]["lastUsedAt"].is_string());
 
-        let revoked = app.delete(&format!("/api/v1/api-keys/{id}")).send().await.unwrap();
+        // If-Match is checked as on every other write: a stale version revokes nothing.
+        let stale = app.delete(&format!("/api/v1/api-keys/{id}")).header("if-match", "\"9\"").send().await.unwrap();
+        let (status, body) = parts(stale).await;
+        assert_eq!((status, error_code(status, &body)), (412, "PRECONDITION_FAILED".to_owned()));
+        assert_eq!(app.request(Method::GET, "/api/v1/engagements", &secret).send().await.unwrap().status(), 200);
+        let current = app.get(&format!("/api/v1/api-keys/{id}")).send().await.unwrap().headers()["etag"].clone();
+        let revoked = app.delete(&format!("/api/v1/api-keys/{id}")).header("if-match", current).send().await.unwrap();
         assert_eq!(revoked.status(), 204);
         let refused = app.request(Method::GET, "/api/v1/engagements", &secret).send().await.unwrap();
         assert_eq!(refused.headers()["www-authenticate"], "Bearer");

@@ -209,7 +209,8 @@ async fn a_write_the_store_keeps_rolling_back_is_a_503_that_saves_nothing_postgr
 
 /// PostgreSQL only: the same through GraphQL. A mutation whose write the store keeps rolling
 /// back answers `SERVICE_UNAVAILABLE` on its field, saved nothing, and leaves its
-/// Idempotency-Key unspent: the retry runs, and commits, once the store takes writes.
+/// Idempotency-Key unspent: the retry runs, and commits, once the store takes writes. So does a
+/// bulk update whose every item the store refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_graphql_write_the_store_keeps_rolling_back_leaves_its_idempotency_key_unspent_postgres() {
     let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
@@ -233,5 +234,28 @@ async fn a_graphql_write_the_store_keeps_rolling_back_leaves_its_idempotency_key
     let (_, list) =
         parts(app.get(&format!("/api/v1/engagements/{engagement}/findings")).send().await.unwrap()).await;
     assert_eq!(list["meta"]["total"], 1, "{list}");
+
+    // A bulk update whose every item the store refused saved nothing either (its items answer
+    // 503, the field itself succeeds): not stored, so the retry updates.
+    let finding = body["data"]["createFinding"]["id"].as_str().unwrap().to_owned();
+    sqlx::query("CREATE TRIGGER always_deadlocked BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION always_deadlocked()")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let bulk = json!({
+        "query": "mutation($e: ID!, $f: ID!) { bulkUpdateFindings(engagementId: $e, input: {ids: [$f], set: {severity: \"high\"}}) { status finding { severity } } }",
+        "variables": {"e": engagement, "f": finding},
+    });
+    let send_bulk = || app.post("/api/v1/graphql", &bulk).header("idempotency-key", "bulk-deadlocked").send();
+    let (_, body) = parts(send_bulk().await.unwrap()).await;
+    assert_eq!(body["data"]["bulkUpdateFindings"][0]["status"], 503, "{body}");
+    sqlx::query("DROP TRIGGER always_deadlocked ON events").execute(store.pool()).await.unwrap();
+    let response = send_bulk().await.unwrap();
+    assert!(response.headers().get("idempotent-replayed").is_none(), "the failed bulk was not recorded");
+    let (_, body) = parts(response).await;
+    assert_eq!(
+        body["data"]["bulkUpdateFindings"][0],
+        json!({"status": 200, "finding": {"severity": "high"}})
+    );
     store.close().await;
 }

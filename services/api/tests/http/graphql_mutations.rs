@@ -188,7 +188,9 @@ backend_tests! {
         assert_eq!(code, "VALIDATION_ERROR");
         let (_, body) = gql_with(&app, &secret, "mutation { createApiKey(input: {name: \"x\", permissions: [\"engagements:read\"]}) { id } }", json!({})).await;
         assert_eq!(only_code(&body), "FORBIDDEN");
-        gql(&app, "mutation($id: ID!) { revokeApiKey(id: $id) { id } }", json!({"id": created["id"]})).await;
+        let (code, _) = refused(&app, "mutation($id: ID!) { revokeApiKey(id: $id, ifMatch: 9) { id } }", json!({"id": created["id"]})).await;
+        assert_eq!(code, "PRECONDITION_FAILED");
+        gql(&app, "mutation($id: ID!) { revokeApiKey(id: $id, ifMatch: 1) { id } }", json!({"id": created["id"]})).await;
         let (status, _) = gql_with(&app, &secret, "{ engagements { totalCount } }", json!({})).await;
         assert_eq!(status, 401);
 
@@ -200,6 +202,8 @@ backend_tests! {
         assert_eq!(data["updateWebhook"], json!({"events": ["task.*"], "secret": null, "version": 2}));
         let (code, _) = refused(&app, "mutation($h: ID!) { updateWebhook(id: $h, input: {url: \"ftp://example\"}) { id } }", json!({"h": hook})).await;
         assert_eq!(code, "VALIDATION_ERROR");
+        let (code, _) = refused(&app, "mutation($h: ID!) { deleteWebhook(id: $h, ifMatch: 1) }", json!({"h": hook})).await;
+        assert_eq!(code, "PRECONDITION_FAILED", "the webhook was updated since version 1");
         assert_eq!(gql(&app, "mutation($h: ID!) { deleteWebhook(id: $h) }", json!({"h": hook})).await["deleteWebhook"], hook.as_str());
         let (status, _) = parts(app.get(&format!("/api/v1/webhooks/{hook}")).send().await.unwrap()).await;
         assert_eq!(status, 404);
@@ -253,13 +257,46 @@ backend_tests! {
         let (status, body) = parts(send(create("Other"), "gql-1").await.unwrap()).await;
         assert_eq!((status, error_code(status, &body)), (409, "CONFLICT".to_owned()));
 
-        // A refusal is an answer, replayed like REST's 4xx: the name is taken.
-        let (_, refusal) = parts(send(create("ONCE"), "gql-2").await.unwrap()).await;
-        assert_eq!(only_code(&refusal), "CONFLICT");
-        let replay = send(create("ONCE"), "gql-2").await.unwrap();
-        assert!(replay.headers().get("idempotent-replayed").is_some(), "{refusal}");
-        assert_eq!(parts(replay).await.1, refusal);
+        // A request that saved nothing is not stored: a refused write (the name is taken) and
+        // one that did not parse run again on retry, and the key stays free for the corrected
+        // request.
+        for refused in [create("ONCE"), json!({"query": "mutation { createEngagement("})] {
+            for _ in 0..2 {
+                let answer = send(refused.clone(), "gql-2").await.unwrap();
+                assert!(answer.headers().get("idempotent-replayed").is_none());
+                let (status, answer) = parts(answer).await;
+                assert_eq!(status, 200, "{answer}");
+                assert!(["CONFLICT", "BAD_REQUEST"].contains(&only_code(&answer).as_str()), "{answer}");
+            }
+        }
+        let taken = send(create("Fixed"), "gql-2").await.unwrap();
+        assert!(taken.headers().get("idempotent-replayed").is_none());
+        assert_eq!(parts(taken).await.1["data"]["createEngagement"]["name"], "Fixed");
 
+        // A request that saved something is stored as it answered, errors included: one field
+        // committed and one was refused; the retry replays both and creates nothing more.
+        let mixed = json!({"query": "mutation { a: createEngagement(input: {name: \"Mixed\"}) { id } b: createEngagement(input: {name: \"mixed\"}) { id } }"});
+        let (_, first_mixed) = parts(send(mixed.clone(), "gql-3").await.unwrap()).await;
+        assert!(first_mixed["data"]["a"]["id"].is_string(), "{first_mixed}");
+        assert_eq!(only_code(&first_mixed), "CONFLICT");
+        let replay = send(mixed, "gql-3").await.unwrap();
+        assert!(replay.headers().get("idempotent-replayed").is_some());
+        assert_eq!(parts(replay).await.1, first_mixed);
+        let (_, list) = parts(app.get("/api/v1/engagements").send().await.unwrap()).await;
+        assert_eq!(list["meta"]["total"], 3, "Once, Fixed and Mixed: {list}");
+
+        // The replay keeps the media type GraphQL over HTTP asked for.
+        let over_http = || {
+            app.post("/api/v1/graphql", &create("Typed"))
+                .header("idempotency-key", "gql-4")
+                .header("accept", "application/graphql-response+json")
+                .send()
+        };
+        for replayed in [false, true] {
+            let answer = over_http().await.unwrap();
+            assert_eq!(answer.headers().get("idempotent-replayed").is_some(), replayed);
+            assert_eq!(answer.headers()["content-type"], "application/graphql-response+json");
+        }
     }
 
     async fn a_graphql_replay_never_shows_or_stores_the_secrets_the_first_answer_showed(db) {

@@ -162,7 +162,9 @@ backend_tests! {
         assert_eq!(past["data"]["events"], json!(["finding.*"]));
         let (_, deliveries) = parts(app.get(&format!("{path}/deliveries")).send().await.unwrap()).await;
         assert_eq!(deliveries["data"], json!([]));
-        assert_eq!(app.delete(&path).send().await.unwrap().status(), 204);
+        let (status, body) = parts(app.delete(&path).header("if-match", "\"1\"").send().await.unwrap()).await;
+        assert_eq!((status, error_code(status, &body)), (412, "PRECONDITION_FAILED".to_owned()), "a stale If-Match deletes nothing");
+        assert_eq!(app.delete(&path).header("if-match", "\"2\"").send().await.unwrap().status(), 204);
         assert_eq!(parts(app.get(&path).send().await.unwrap()).await.0, 404);
         let (_, history) = parts(app.get(&format!("{path}/history")).send().await.unwrap()).await;
         let types: Vec<&str> = history["data"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
