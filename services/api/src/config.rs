@@ -54,7 +54,8 @@ pub struct Settings {
     pub sse_heartbeat_seconds: NonZeroU32,
 
     /// Let webhooks reach loopback, private and link-local addresses (refused by default: SSRF).
-    #[arg(long, env = "PWNBOOK_WEBHOOK_ALLOW_PRIVATE", global = true)]
+    /// The environment variable takes 1/0 as well as true/false, yes/no, on/off.
+    #[arg(long, env = "PWNBOOK_WEBHOOK_ALLOW_PRIVATE", global = true, value_parser = clap::builder::BoolishValueParser::new())]
     pub webhook_allow_private: bool,
 
     /// Milliseconds before the first retry of a failed webhook delivery; doubled per retry.

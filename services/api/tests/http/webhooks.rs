@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
 use pwnbook_api::bootstrap::open_store;
+use pwnbook_api::secrets::Secret;
 use pwnbook_api::server;
 use pwnbook_commands::engagement::{Engagement, EngagementCommand, NewEngagement};
 use pwnbook_commands::{CommandContext, CommandService, Execution};
@@ -17,7 +18,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::harness::{error_code, parts, settings, TestApp};
+use crate::harness::{error_code, parts, settings, spawn_binary_with, TestApp};
 use crate::history::all_events;
 
 const SECRET: &str = "s3cret-s3cret-s3cret";
@@ -288,5 +289,23 @@ backend_tests! {
         create_engagement_at(&client, &bases[1], &key, "After handover").await;
         assert_eq!(receiver.wait_for(11).await[10].body["data"]["name"], "After handover");
         two.shutdown().await.unwrap();
+    }
+
+    async fn the_private_address_switch_takes_1_and_0_from_the_environment(db) {
+        let key = Secret::generate("live").expose().to_owned();
+        for (value, expected) in [("1", 201), ("0", 422)] {
+            let mut server = spawn_binary_with(&db.url, &key, &[("PWNBOOK_WEBHOOK_ALLOW_PRIVATE", value)]).await;
+            let response = reqwest::Client::new()
+                .post(format!("{}/api/v1/webhooks", server.base))
+                .bearer_auth(&key)
+                .json(&json!({"url": "http://127.0.0.1:9/hook", "events": ["engagement.*"]}))
+                .send()
+                .await
+                .unwrap();
+            let (status, body) = parts(response).await;
+            assert_eq!(status, expected, "PWNBOOK_WEBHOOK_ALLOW_PRIVATE={value}: {body}");
+            server.child.start_kill().unwrap();
+            server.child.wait().await.unwrap();
+        }
     }
 }
