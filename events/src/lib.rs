@@ -5,6 +5,7 @@ mod aggregate_store;
 pub mod api_key;
 mod db;
 pub mod engagement;
+pub mod event_types;
 pub mod finding;
 mod group_commit;
 pub mod hash;

@@ -6,6 +6,7 @@ use std::fmt;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
+use pwnbook_events::event_types::type_selector;
 use pwnbook_events::webhook::{WebhookCreated, WebhookEvent, WebhookUpdated};
 use pwnbook_events::Empty;
 use serde::{Deserialize, Serialize};
@@ -92,20 +93,15 @@ fn check_url(url: &str) -> Result<String, FieldError> {
     }
 }
 
-/// One to 50 event types (`engagement.created`), prefixes (`finding.*`) or `*`; duplicates dropped.
+/// One to 50 event types (`engagement.created`), resource prefixes (`finding.*`) or `*`, each
+/// one the log can hold (a typo would never match); duplicates dropped.
 fn check_events(events: &[String]) -> Result<Vec<String>, FieldError> {
     if events.is_empty() || events.len() > 50 {
         return Err(FieldError::new("events", "must name 1 to 50 event types"));
     }
     let mut out: Vec<String> = Vec::new();
     for event in events {
-        let name = event.strip_suffix(".*").unwrap_or(event);
-        let valid = event == "*"
-            || (!name.is_empty()
-                && name
-                    .split('.')
-                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
-        if !valid {
+        if event != "*" && type_selector(event).is_none() {
             return Err(FieldError::new(
                 "events",
                 format!("{event:?} is not an event type such as engagement.created, a prefix such as finding.*, or *"),
@@ -284,6 +280,20 @@ mod tests {
                 FieldError::new("events", "must name 1 to 50 event types"),
                 FieldError::new("secret", "must have 16 to 200 characters"),
             ]));
+        for unknown in ["finding.bogus", "bogus.*", "Finding.created"] {
+            Given::with(())
+                .given_no_previous_events()
+                .when(WebhookCommand::Create {
+                    organization_id: ORG.to_owned(),
+                    url: "https://hooks.example.com/in".to_owned(),
+                    events: vec!["finding.*".to_owned(), unknown.to_owned()],
+                    secret: SECRET.to_owned(),
+                })
+                .then_expect_error(DomainError::Validation(vec![FieldError::new(
+                    "events",
+                    format!("{unknown:?} is not an event type such as engagement.created, a prefix such as finding.*, or *"),
+                )]));
+        }
     }
 
     #[test]

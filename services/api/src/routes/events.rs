@@ -13,6 +13,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{Stream, StreamExt};
+use pwnbook_events::event_types::{type_selector, TypeSelector};
 use pwnbook_events::{log, LogEvent, Store};
 use pwnbook_projections::feed::{self, EventFilter};
 use serde::{Deserialize, Serialize};
@@ -283,23 +284,15 @@ pub struct ChainReportView {
 pub fn take_filter(params: &mut QueryParams) -> Result<EventFilter, ApiError> {
     let mut filter = EventFilter::default();
     for item in params.take_list("type") {
-        let (name, wildcard) = match item.strip_suffix(".*") {
-            Some(prefix) => (prefix, true),
-            None => (item.as_str(), false),
-        };
-        let valid = !name.is_empty()
-            && name
-                .split('.')
-                .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
-        if !valid {
-            return Err(ApiError::BadRequest(format!(
-                "type must be event types such as engagement.created or a prefix such as finding.*; got {item:?}"
-            )));
-        }
-        if wildcard {
-            filter.type_prefixes.push(format!("{name}."));
-        } else {
-            filter.types.push(name.to_owned());
+        match type_selector(&item) {
+            Some(TypeSelector::Type(name)) => filter.types.push(name.to_owned()),
+            Some(TypeSelector::Prefix(prefix)) => filter.type_prefixes.push(prefix.to_owned()),
+            None => {
+                return Err(ApiError::BadRequest(format!(
+                    "type must be event types such as engagement.created or a resource's prefix such as \
+                     finding.*; {item:?} is neither"
+                )))
+            }
         }
     }
     filter.resource_types = params.take_enum_list("resourceType", RESOURCE_TYPES)?;

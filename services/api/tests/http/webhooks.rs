@@ -134,7 +134,8 @@ backend_tests! {
             assert_eq!(body["error"]["details"][0]["field"], "url");
         }
         for body in [json!({"events": ["*"]}), json!({"url": "http://93.184.216.34/"}), json!({"url": "ftp://x", "events": ["*"]}),
-                     json!({"url": "http://93.184.216.34/", "events": ["Bad Type"]}), json!({"url": "http://93.184.216.34/", "events": ["*"], "secret": "short"}),
+                     json!({"url": "http://93.184.216.34/", "events": ["Bad Type"]}), json!({"url": "http://93.184.216.34/", "events": ["finding.bogus"]}), json!({"url": "http://93.184.216.34/", "events": ["typo.*"]}),
+                     json!({"url": "http://93.184.216.34/", "events": ["*"], "secret": "short"}),
                      json!({"url": "http://93.184.216.34/", "events": ["*"], "id": "whk_x"})] {
             let (status, _) = parts(app.post("/api/v1/webhooks", &body).send().await.unwrap()).await;
             assert_eq!(status, 422, "{body}");
