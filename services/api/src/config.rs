@@ -54,8 +54,19 @@ pub struct Settings {
     pub sse_heartbeat_seconds: NonZeroU32,
 
     /// Let webhooks reach loopback, private and link-local addresses (refused by default: SSRF).
-    /// The environment variable takes 1/0 as well as true/false, yes/no, on/off.
-    #[arg(long, env = "PWNBOOK_WEBHOOK_ALLOW_PRIVATE", global = true, value_parser = clap::builder::BoolishValueParser::new())]
+    /// Takes 1/0 as well as true/false, yes/no, on/off (`--webhook-allow-private=false` turns
+    /// the environment's setting off).
+    #[arg(
+        long,
+        env = "PWNBOOK_WEBHOOK_ALLOW_PRIVATE",
+        global = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub webhook_allow_private: bool,
 
     /// Milliseconds before the first retry of a failed webhook delivery; doubled per retry.
@@ -149,4 +160,25 @@ pub enum KeysCommand {
         #[arg(long, default_value = "live")]
         environment: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_private_address_switch_is_a_flag_or_takes_a_boolean() {
+        let parse =
+            |arg: &str| Cli::try_parse_from(["pwnbook", arg]).map(|cli| cli.settings.webhook_allow_private);
+        for (arg, allowed) in [
+            ("--webhook-allow-private", true),
+            ("--webhook-allow-private=1", true),
+            ("--webhook-allow-private=true", true),
+            ("--webhook-allow-private=0", false),
+            ("--webhook-allow-private=false", false),
+        ] {
+            assert_eq!(parse(arg).ok(), Some(allowed), "{arg}");
+        }
+        assert!(parse("--webhook-allow-private=maybe").is_err());
+    }
 }

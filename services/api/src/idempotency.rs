@@ -78,9 +78,10 @@ async fn run(state: &AppState, request: Request, next: Next) -> Result<Response,
     hasher.update(&bytes);
     let fingerprint = hex::encode(hasher.finalize());
 
-    if let Some(replay) = claim(state, &key_id, &key, &fingerprint).await? {
-        return Ok(replay);
-    }
+    let claimed_at = match claim(state, &key_id, &key, &fingerprint).await? {
+        Claim::Ours(claimed_at) => claimed_at,
+        Claim::Answered(response) => return Ok(response),
+    };
     // The request runs to completion, and its response is recorded, even if the client goes away
     // mid-way: otherwise a command could commit with nothing recorded, and a retry after the
     // claim lapses would run it a second time.
@@ -88,24 +89,36 @@ async fn run(state: &AppState, request: Request, next: Next) -> Result<Response,
     let (state, request_id) = (state.clone(), crate::request_id::current());
     let finished = tokio::spawn(crate::request_id::within(request_id, async move {
         let response = next.run(request).await;
-        record(&state, &key_id, &key, response).await
+        record(&state, &key_id, &key, claimed_at, response).await
     }));
     finished.await.map_err(|e| ApiError::Internal(e.to_string()))?
 }
 
-/// Stores `response` for replay (without any secret it carries) and returns it.
-async fn record(state: &AppState, key_id: &str, key: &str, response: Response) -> Result<Response, ApiError> {
+/// Stores `response` for replay (without any secret it carries) and returns it. Only the claim
+/// made at `claimed_at` is this request's: one taken over since (this request outlived
+/// `ABANDONED_MS`) belongs to the request that took it.
+async fn record(
+    state: &AppState,
+    key_id: &str,
+    key: &str,
+    claimed_at: i64,
+    response: Response,
+) -> Result<Response, ApiError> {
     if response.status() == StatusCode::INTERNAL_SERVER_ERROR
         || response.extensions().get::<NothingSaved>().is_some()
     {
         // An unexpected failure promised nothing, and a store that could not take the write
         // saved nothing: let a retry run again. (A 503 "saved but not yet visible" did commit,
         // so it is recorded like any other answer.)
-        sqlx::query("DELETE FROM idempotency_keys WHERE key_id = $1 AND idempotency_key = $2")
-            .bind(key_id)
-            .bind(key)
-            .execute(state.store.pool())
-            .await?;
+        sqlx::query(
+            "DELETE FROM idempotency_keys \
+             WHERE key_id = $1 AND idempotency_key = $2 AND status IS NULL AND created_at = $3",
+        )
+        .bind(key_id)
+        .bind(key)
+        .bind(claimed_at)
+        .execute(state.store.pool())
+        .await?;
         return Ok(response);
     }
     let (parts, body) = response.into_parts();
@@ -122,12 +135,14 @@ async fn record(state: &AppState, key_id: &str, key: &str, response: Response) -
         },
     };
     sqlx::query(
-        "UPDATE idempotency_keys SET status = $1, body = $2 WHERE key_id = $3 AND idempotency_key = $4",
+        "UPDATE idempotency_keys SET status = $1, body = $2 \
+         WHERE key_id = $3 AND idempotency_key = $4 AND status IS NULL AND created_at = $5",
     )
     .bind(i64::from(parts.status.as_u16()))
     .bind(serde_json::to_string(&stored).map_err(|e| ApiError::Internal(e.to_string()))?)
     .bind(key_id)
     .bind(key)
+    .bind(claimed_at)
     .execute(state.store.pool())
     .await?;
     Ok(Response::from_parts(parts, Body::from(bytes)))
@@ -148,13 +163,16 @@ fn without_secrets(body: &[u8]) -> String {
     }
 }
 
+/// What `claim` found.
+enum Claim {
+    /// The key is this request's, claimed at this time.
+    Ours(i64),
+    /// The stored response, or a refusal.
+    Answered(Response),
+}
+
 /// Claims the key for this request, or answers with the stored response (or a refusal).
-async fn claim(
-    state: &AppState,
-    key_id: &str,
-    key: &str,
-    fingerprint: &str,
-) -> Result<Option<Response>, ApiError> {
+async fn claim(state: &AppState, key_id: &str, key: &str, fingerprint: &str) -> Result<Claim, ApiError> {
     let pool = state.store.pool();
     let now = now_millis();
     // Records live 24 hours; expired ones (of any key) go here, through the created_at index.
@@ -173,7 +191,7 @@ async fn claim(
     .execute(pool)
     .await?;
     if claimed.rows_affected() == 1 {
-        return Ok(None);
+        return Ok(Claim::Ours(now));
     }
     let row = sqlx::query(
         "SELECT fingerprint, status, body, created_at FROM idempotency_keys WHERE key_id = $1 AND idempotency_key = $2",
@@ -203,7 +221,7 @@ async fn claim(
         .execute(pool)
         .await?;
         if taken_over.rows_affected() == 1 {
-            return Ok(None);
+            return Ok(Claim::Ours(now));
         }
         return Err(ApiError::Conflict(
             "a request with this Idempotency-Key is still in progress".to_owned(),
@@ -225,5 +243,5 @@ async fn claim(
             headers.insert(name, value);
         }
     }
-    Ok(Some(response))
+    Ok(Claim::Answered(response))
 }

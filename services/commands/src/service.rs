@@ -186,15 +186,15 @@ impl CommandService {
             };
             match events.commit(new_events, loaded, metadata.into_map()).await {
                 Ok(committed) => {
+                    if let Some(proof) = &context.commit_proof {
+                        proof.set();
+                    }
                     let version = committed.last().map_or(current, |e| e.sequence as i64);
                     let payloads = committed
                         .iter()
                         .map(|e| serde_json::to_string(&e.payload))
                         .collect::<Result<_, _>>()
                         .map_err(|e| CommandError::Store(e.to_string()))?;
-                    if let Some(proof) = &context.commit_proof {
-                        proof.set();
-                    }
                     return Ok(Committed {
                         aggregate_type: A::TYPE,
                         aggregate_id: aggregate_id.to_owned(),

@@ -1,7 +1,8 @@
-//! What one GraphQL request did, for `Idempotency-Key`: whether a command committed, whether a
-//! write was tried, and the secrets its answer shows once. Its answer is stored for replay when
-//! it saved something or is an error-free read; one that saved nothing is not (its retry runs
-//! again, which cannot perform anything twice), and the stored answer never holds a secret.
+//! What one GraphQL request did, for `Idempotency-Key`: whether a command committed, whether
+//! something failed, and the secrets its answer shows once. Its answer is stored for replay
+//! when it saved something or failed nowhere (a read, a write that changed nothing); one that
+//! failed and saved nothing is not (its retry runs again, which cannot perform anything twice),
+//! and the stored answer never holds a secret.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -16,14 +17,15 @@ use crate::idempotency::ReplayBody;
 pub struct Effects {
     /// Set by the command service when a command run with the request's caller commits.
     pub committed: CommitProof,
-    write_tried: AtomicBool,
+    /// A failure the answer reports outside its errors (a bulk update's items).
+    failed: AtomicBool,
     revealed: Mutex<Vec<String>>,
 }
 
 impl Effects {
-    /// A field that writes got past its permission check.
-    pub fn write_tried(&self) {
-        self.write_tried.store(true, Ordering::Release);
+    /// Notes a failure the answer reports as data, not as an error.
+    pub fn failed(&self) {
+        self.failed.store(true, Ordering::Release);
     }
 
     /// Notes a secret the answer shows (a new key's, a new webhook's).
@@ -31,11 +33,11 @@ impl Effects {
         self.revealed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(secret.to_owned());
     }
 
-    /// Nothing committed, and the answer is not an error-free read: a failed or refused write
-    /// (the store could not take it, an unexpected error, a refusal), or a request that did not
-    /// run (a parse or validation error, a limit, the rate limit).
+    /// Nothing committed and something failed: a refused write or one the store could not
+    /// take, an unexpected error, or a request that did not run (a parse or validation error, a
+    /// limit, the rate limit).
     pub fn saved_nothing(&self, response: &Response) -> bool {
-        !self.committed.is_set() && (!response.errors.is_empty() || self.write_tried.load(Ordering::Acquire))
+        !self.committed.is_set() && (!response.errors.is_empty() || self.failed.load(Ordering::Acquire))
     }
 
     /// The answer to store: each value that is a secret it showed becomes null, whatever the

@@ -570,6 +570,9 @@ impl FindingMutation {
         let session = allowed(ctx, route::BULK_FINDINGS)?;
         let results =
             rest::bulk_results(&session.state, &session.caller, &engagement_id, body(input)?).await?;
+        if results.iter().any(rest::BulkResultView::failed) {
+            session.effects.failed();
+        }
         Ok(Some(results.into_iter().map(|r| BulkFindingResult(View::from_value(to_json(r)))).collect()))
     }
 }

@@ -75,12 +75,12 @@ pub struct ResponseDoc {
 /// subscription `events` is served over a WebSocket on `GET /api/v1/graphql`
 /// (`graphql-transport-ws`, the API key in the `connection_init` payload as `{"apiKey": …}`);
 /// the schema is at `GET /api/v1/graphql/schema.graphql`. With `Idempotency-Key`, a retry runs
-/// nothing twice: an answer that saved something (or an error-free read) is replayed
-/// (`Idempotent-Replayed: true`), one that saved nothing (a refused or failed write, a request
-/// that did not run) is not stored and the retry runs again.
+/// nothing twice: an answer that saved something or failed nowhere is replayed
+/// (`Idempotent-Replayed: true`), one that failed and saved nothing (a refused or failed write,
+/// a request that did not run) is not stored and the retry runs again.
 #[utoipa::path(post, path = "/api/v1/graphql", tag = "graphql", operation_id = "post_graphql", request_body = RequestDoc,
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays for 24 h the first answer that saved something (or an error-free read)")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays for 24 h the first answer that saved something or failed nowhere")),
     responses(
         (status = 200, description = "The GraphQL response (errors included); `application/graphql-response+json` when the request's `Accept` names it",
             content((ResponseDoc = "application/json"), (ResponseDoc = "application/graphql-response+json"))),
@@ -97,10 +97,16 @@ pub async fn execute(State(state): State<AppState>, request: Request) -> Result<
     let principal = auth::authenticated(request.extensions())?.clone();
     let media_type = response_media_type(request.headers());
     let idempotency_key = idempotency::key_of(request.headers());
-    let ApiJson(query) = ApiJson::<async_graphql::Request>::from_request(request, &state).await?;
-    if query.query.trim().is_empty() {
-        return Err(ApiError::BadRequest("the body must be a GraphQL request: {\"query\": …}".to_owned()));
-    }
+    // A body that is no GraphQL request ran nothing: its `Idempotency-Key` stays free for the
+    // corrected one.
+    let query = match ApiJson::<async_graphql::Request>::from_request(request, &state).await {
+        Ok(ApiJson(query)) if !query.query.trim().is_empty() => query,
+        Ok(_) => {
+            let error = ApiError::BadRequest("the body must be a GraphQL request: {\"query\": …}".to_owned());
+            return Ok((axum::Extension(NothingSaved), error).into_response());
+        }
+        Err(error) => return Ok((axum::Extension(NothingSaved), error).into_response()),
+    };
     let mut session = Session::new(state, principal);
     session.caller.idempotency_key = idempotency_key;
     let stored = session.caller.idempotency_key.is_some().then(|| Arc::clone(&session.effects));

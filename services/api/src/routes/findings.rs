@@ -192,6 +192,12 @@ pub struct BulkResultView {
     error: Option<crate::openapi::ErrorDetail>,
 }
 
+impl BulkResultView {
+    pub(crate) fn failed(&self) -> bool {
+        self.error.is_some()
+    }
+}
+
 /// The live finding `id` of the caller's organization (404 otherwise).
 pub(crate) async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<FindingRow, ApiError> {
     let id = Id::parse(IdKind::Finding, id).ok_or(ApiError::NotFound)?;

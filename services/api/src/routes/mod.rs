@@ -135,7 +135,7 @@ pub fn router(state: AppState) -> Router<AppState> {
 /// outside the table: `POST` answers 401 without a valid key like every route, the WebSocket
 /// authenticates from its `connection_init` payload, and the SDL is open like the OpenAPI
 /// document. `Idempotency-Key` on the `POST` works as on REST's: the first response is
-/// replayed when it saved something or is an error-free read (`graphql::effects`).
+/// replayed when it saved something or failed nowhere (`graphql::effects`).
 fn graphql_router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/graphql", post(graphql::http::execute).get(graphql::http::subscribe))

@@ -273,6 +273,26 @@ backend_tests! {
         assert!(taken.headers().get("idempotent-replayed").is_none());
         assert_eq!(parts(taken).await.1["data"]["createEngagement"]["name"], "Fixed");
 
+        // A body that is no GraphQL request ran nothing either.
+        let garbled = app.post("/api/v1/graphql", &json!({"query": ""})).header("idempotency-key", "gql-5").send().await.unwrap();
+        assert_eq!(garbled.status(), 400);
+        let taken = send(create("Unfazed"), "gql-5").await.unwrap();
+        assert!(taken.headers().get("idempotent-replayed").is_none());
+        assert_eq!(parts(taken).await.1["data"]["createEngagement"]["name"], "Unfazed");
+
+        // A write that changed nothing failed nowhere: it is stored, so its retry, after someone
+        // else changed the engagement, replays instead of undoing that change.
+        let id = first["data"]["createEngagement"]["id"].as_str().unwrap().to_owned();
+        let unchanged = json!({"query": "mutation($id: ID!) { updateEngagement(id: $id, input: {name: \"Once\"}) { name version } }", "variables": {"id": id}});
+        let (_, as_it_was) = parts(send(unchanged.clone(), "gql-6").await.unwrap()).await;
+        assert_eq!(as_it_was["data"]["updateEngagement"], json!({"name": "Once", "version": 1}), "{as_it_was}");
+        let (status, _) = parts(app.patch(&format!("/api/v1/engagements/{id}"), &json!({"name": "Renamed"})).send().await.unwrap()).await;
+        assert_eq!(status, 200);
+        let replay = send(unchanged, "gql-6").await.unwrap();
+        assert!(replay.headers().get("idempotent-replayed").is_some());
+        assert_eq!(parts(replay).await.1, as_it_was);
+        assert_eq!(rest(&app, &format!("/api/v1/engagements/{id}")).await["name"], "Renamed");
+
         // A request that saved something is stored as it answered, errors included: one field
         // committed and one was refused; the retry replays both and creates nothing more.
         let mixed = json!({"query": "mutation { a: createEngagement(input: {name: \"Mixed\"}) { id } b: createEngagement(input: {name: \"mixed\"}) { id } }"});
@@ -283,7 +303,7 @@ backend_tests! {
         assert!(replay.headers().get("idempotent-replayed").is_some());
         assert_eq!(parts(replay).await.1, first_mixed);
         let (_, list) = parts(app.get("/api/v1/engagements").send().await.unwrap()).await;
-        assert_eq!(list["meta"]["total"], 3, "Once, Fixed and Mixed: {list}");
+        assert_eq!(list["meta"]["total"], 4, "Renamed, Fixed, Unfazed and Mixed: {list}");
 
         // The replay keeps the media type GraphQL over HTTP asked for.
         let over_http = || {
