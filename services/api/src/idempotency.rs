@@ -23,10 +23,37 @@ const HEADER: &str = "idempotency-key";
 const RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 const ABANDONED_MS: i64 = 5 * 60 * 1000;
 
-/// The body to store for replay in place of the response's own (GraphQL's answer without the
-/// secrets it showed, which may sit under any field name or alias).
+/// The secrets a response shows once, wherever they sit (a GraphQL answer's, under any field
+/// name or alias): the stored body has null in their place. A response without it is REST's,
+/// whose `data.key` or `data.secret` is left out instead.
 #[derive(Clone)]
-pub struct ReplayBody(pub String);
+pub struct Revealed(pub Vec<String>);
+
+impl Revealed {
+    fn scrub(&self, body: &[u8]) -> String {
+        fn scrub(value: &mut serde_json::Value, secrets: &[String]) {
+            match value {
+                serde_json::Value::String(text) if secrets.contains(text) => *value = serde_json::Value::Null,
+                serde_json::Value::Array(items) => items.iter_mut().for_each(|item| scrub(item, secrets)),
+                serde_json::Value::Object(fields) => {
+                    fields.values_mut().for_each(|field| scrub(field, secrets))
+                }
+                _ => {}
+            }
+        }
+        if self.0.is_empty() {
+            return String::from_utf8_lossy(body).into_owned();
+        }
+        match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(mut json) => {
+                scrub(&mut json, &self.0);
+                json.to_string()
+            }
+            // Every answer that shows a secret is JSON; were one not, nothing is stored of it.
+            Err(_) => String::new(),
+        }
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 struct Stored {
@@ -129,8 +156,8 @@ async fn record(
         etag: header_text(header::ETAG),
         location: header_text(header::LOCATION),
         content_type: header_text(header::CONTENT_TYPE),
-        body: match parts.extensions.get::<ReplayBody>() {
-            Some(replay) => replay.0.clone(),
+        body: match parts.extensions.get::<Revealed>() {
+            Some(revealed) => revealed.scrub(&bytes),
             None => without_secrets(&bytes),
         },
     };

@@ -9,9 +9,8 @@ use std::sync::Mutex;
 
 use async_graphql::Response;
 use pwnbook_commands::CommitProof;
-use serde_json::Value;
 
-use crate::idempotency::ReplayBody;
+use crate::idempotency::Revealed;
 
 #[derive(Debug, Default)]
 pub struct Effects {
@@ -40,20 +39,8 @@ impl Effects {
         !self.committed.is_set() && (!response.errors.is_empty() || self.failed.load(Ordering::Acquire))
     }
 
-    /// The answer to store: each value that is a secret it showed becomes null, whatever the
-    /// field's name or alias.
-    pub fn replay_body(&self, response: &Response) -> ReplayBody {
-        fn scrub(value: &mut Value, revealed: &[String]) {
-            match value {
-                Value::String(text) if revealed.contains(text) => *value = Value::Null,
-                Value::Array(items) => items.iter_mut().for_each(|item| scrub(item, revealed)),
-                Value::Object(fields) => fields.values_mut().for_each(|field| scrub(field, revealed)),
-                _ => {}
-            }
-        }
-        // A response always serializes; were it not to, nothing (rather than a secret) is stored.
-        let mut body = serde_json::to_value(response).unwrap_or_default();
-        scrub(&mut body, &self.revealed.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        ReplayBody(body.to_string())
+    /// The secrets the answer showed, to keep out of what is stored for replay.
+    pub fn revealed(&self) -> Revealed {
+        Revealed(self.revealed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
     }
 }

@@ -113,10 +113,11 @@ pub async fn execute(State(state): State<AppState>, request: Request) -> Result<
     // One span per execution: the loaders' batches run inside it too.
     let span = tracing::info_span!("graphql", request_id = request_id::current().unwrap_or_default());
     let response = schema().execute(query.data(session)).instrument(span).await;
-    // For `Idempotency-Key`: nothing stored when nothing was saved, else the answer to replay.
-    let (nothing_saved, replay) = match stored {
+    // For `Idempotency-Key`: nothing stored when nothing was saved, else the answer without
+    // the secrets it showed.
+    let (nothing_saved, revealed) = match stored {
         Some(effects) if effects.saved_nothing(&response) => (true, None),
-        Some(effects) => (false, Some(effects.replay_body(&response))),
+        Some(effects) => (false, Some(effects.revealed())),
         None => (false, None),
     };
     let mut response = if media_type == GRAPHQL_JSON && response.data == async_graphql::Value::Null {
@@ -128,8 +129,8 @@ pub async fn execute(State(state): State<AppState>, request: Request) -> Result<
     if nothing_saved {
         response.extensions_mut().insert(NothingSaved);
     }
-    if let Some(replay) = replay {
-        response.extensions_mut().insert(replay);
+    if let Some(revealed) = revealed {
+        response.extensions_mut().insert(revealed);
     }
     Ok(response)
 }
