@@ -7,7 +7,10 @@
 //! refused engagement, all of which abort the whole transaction), its appends are retried one
 //! transaction each, so only the offending one fails. Any other failure (the connection, a
 //! timeout, BEGIN or COMMIT) is every append's outcome: a COMMIT that failed may still
-//! have committed, so retrying could report a stored append as a conflict.
+//! have committed, so retrying could report a stored append as a conflict. When the connection
+//! to PostgreSQL is lost with COMMIT on its way, the writer waits for that session to end and
+//! looks the batch up, so its callers learn whether it was stored (`settle`) instead of an
+//! unknown outcome, after which a client's retry could write it twice.
 //!
 //! The batches are written by a thread of their own, with its own runtime and connection: the
 //! writer is the one serial step of every command, and on the server's runtime each of its
@@ -273,11 +276,10 @@ impl Writer {
             // Only the database's refusal of a statement, or its rollback of the transaction,
             // leaves the connection known to be usable (the transaction rolled back); after
             // anything else (I/O, a session the server ended) a new one is made.
-            if let Err(failure) = &outcome {
-                if !keeps_connection(self.backend, failure.error()) {
-                    connection.drop_broken();
-                }
-            }
+            let lost = match &outcome {
+                Err(failure) if !keeps_connection(self.backend, failure.error()) => connection.drop_broken(),
+                _ => None,
+            };
             match outcome {
                 // A connection that died while idle (a restarted server, a session timeout) fails
                 // at BEGIN, before any row was sent: once more, on a new connection.
@@ -292,7 +294,49 @@ impl Writer {
                     tokio::time::sleep(ROLLBACK_PAUSE * attempt).await;
                     attempt += 1;
                 }
+                // The connection went with COMMIT on its way: what the lost session did is found
+                // out rather than reported as unknown (which would leave a retry to write twice).
+                Err(Failure::Transaction(error)) if !matches!(error, sqlx::Error::Database(_)) => {
+                    return match lost {
+                        Some(session) => self.settle(pool, connection, &session, rows, error).await,
+                        None => Err(Failure::Transaction(error)),
+                    };
+                }
                 outcome => return outcome,
+            }
+        }
+    }
+
+    /// After the connection was lost with a COMMIT sent (PostgreSQL): waits until the lost
+    /// session has ended, so that its transaction has committed or rolled back for good, then
+    /// looks for the batch's first event (its rows commit together). Stored: the batch succeeded.
+    /// Not stored: `Failure::Lost`, which the caller may retry. Not found out in time: the
+    /// outcome stays unknown.
+    async fn settle(
+        &self,
+        pool: &AnyPool,
+        connection: &mut Connection,
+        lost: &Session,
+        rows: &[&Row],
+        error: sqlx::Error,
+    ) -> Result<(), Failure> {
+        match stored(pool, connection, lost, rows).await {
+            Ok(Some(true)) => {
+                tracing::warn!(%error, "the connection was lost at COMMIT; the batch was stored");
+                Ok(())
+            }
+            Ok(Some(false)) => {
+                tracing::warn!(%error, "the connection was lost at COMMIT; the batch was not stored");
+                Err(Failure::Lost(error))
+            }
+            Ok(None) => {
+                tracing::error!(%error, "the connection was lost at COMMIT and the session did not end in time");
+                Err(Failure::Transaction(error))
+            }
+            Err(check) => {
+                tracing::error!(%error, %check, "the connection was lost at COMMIT and the outcome could not be checked");
+                connection.drop_broken();
+                Err(Failure::Transaction(error))
             }
         }
     }
@@ -405,6 +449,27 @@ struct Connection {
     conn: Option<AnyConnection>,
     /// The statements prepared on it by name (`HookWork::prepare`).
     prepared: HashSet<String>,
+    /// Its PostgreSQL session, when it could be read.
+    session: Option<Session>,
+}
+
+/// A PostgreSQL session, told apart from a later one with the same process id by its start.
+struct Session {
+    pid: i32,
+    started: String,
+}
+
+impl Session {
+    async fn of(conn: &mut AnyConnection) -> Option<Self> {
+        let row: Option<(i32, String)> = sqlx::query_as(
+            "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+        )
+        .fetch_optional(&mut *conn)
+        .await
+        .ok()
+        .flatten();
+        row.map(|(pid, started)| Self { pid, started })
+    }
 }
 
 impl Connection {
@@ -417,7 +482,12 @@ impl Connection {
             Some(conn) => Ok((conn, &mut self.prepared)),
             slot @ None => {
                 self.prepared.clear();
-                Ok((slot.insert(pool.acquire().await?.detach()), &mut self.prepared))
+                let mut conn = pool.acquire().await?.detach();
+                self.session = match conn.backend_name() {
+                    "PostgreSQL" => Session::of(&mut conn).await,
+                    _ => None,
+                };
+                Ok((slot.insert(conn), &mut self.prepared))
             }
         }
     }
@@ -426,10 +496,12 @@ impl Connection {
         self.conn.is_some()
     }
 
-    /// Forgets a connection in an unknown state; the next batch makes another.
-    fn drop_broken(&mut self) {
+    /// Forgets a connection in an unknown state (the next batch makes another); returns its
+    /// session.
+    fn drop_broken(&mut self) -> Option<Session> {
         self.conn = None;
         self.prepared.clear();
+        self.session.take()
     }
 
     async fn close(self) {
@@ -447,18 +519,20 @@ enum Failure {
     Insert(sqlx::Error),
     /// COMMIT or the connection after BEGIN: nothing says which append, or whether it committed.
     Transaction(sqlx::Error),
+    /// The connection, lost with COMMIT on its way, and the batch found not stored.
+    Lost(sqlx::Error),
 }
 
 impl Failure {
     fn error(&self) -> &sqlx::Error {
         match self {
-            Self::Begin(error) | Self::Insert(error) | Self::Transaction(error) => error,
+            Self::Begin(error) | Self::Insert(error) | Self::Transaction(error) | Self::Lost(error) => error,
         }
     }
 
     fn into_error(self) -> sqlx::Error {
         match self {
-            Self::Begin(error) | Self::Insert(error) | Self::Transaction(error) => error,
+            Self::Begin(error) | Self::Insert(error) | Self::Transaction(error) | Self::Lost(error) => error,
         }
     }
 }
@@ -521,6 +595,56 @@ fn refused(backend: Backend, error: &dyn sqlx::error::DatabaseError) -> bool {
     }
 }
 
+/// How long a lost session may take to end before a batch's outcome is left unknown.
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+const SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Whether the first of `rows` is stored, once the `lost` session has ended (or holds no
+/// transaction that could still commit); `None` if it is still at work after `SETTLE_LIMIT`.
+async fn stored(
+    pool: &AnyPool,
+    connection: &mut Connection,
+    lost: &Session,
+    rows: &[&Row],
+) -> Result<Option<bool>, sqlx::Error> {
+    let Some(first) = rows.first() else { return Ok(Some(true)) };
+    let (conn, _) = connection.get(pool).await?;
+    let deadline = tokio::time::Instant::now() + SETTLE_LIMIT;
+    loop {
+        let state: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT state FROM pg_stat_activity WHERE pid = $1 AND backend_start::text = $2",
+        )
+        .bind(lost.pid)
+        .bind(lost.started.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+        // `idle`: no transaction; `idle in transaction (aborted)`: one that can only roll back.
+        let ended = match state.flatten() {
+            None => true,
+            Some(state) => state == "idle" || state == "idle in transaction (aborted)",
+        };
+        if ended {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
+    let found: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3 \
+         AND payload::text = $4 AND metadata::text = $5",
+    )
+    .bind(first.aggregate_type.as_str())
+    .bind(first.aggregate_id.as_str())
+    .bind(first.sequence)
+    .bind(first.payload.as_str())
+    .bind(first.metadata.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Some(found > 0))
+}
+
 /// What a failed batch tells its appends, as the cqrs-es repositories report it.
 #[derive(Debug, Clone, Copy)]
 enum Fate {
@@ -530,7 +654,8 @@ enum Fate {
     /// Certainly not committed, through no fault of the append (the pool, the connection before
     /// COMMIT, a rollback PostgreSQL kept choosing): the caller may retry.
     NotSaved,
-    /// Anything else, including a connection lost at COMMIT, whose outcome is unknown.
+    /// Anything else: a COMMIT whose outcome could not be found out (SQLite, or a PostgreSQL
+    /// session that did not end in time).
     Unknown,
 }
 
@@ -542,7 +667,7 @@ impl Fate {
         };
         let (error, before_commit) = match failure {
             // Nothing was written, whatever the error.
-            Failure::Begin(_) => return Self::NotSaved,
+            Failure::Begin(_) | Failure::Lost(_) => return Self::NotSaved,
             Failure::Insert(error) => (error, true),
             Failure::Transaction(error) => (error, false),
         };

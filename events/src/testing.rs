@@ -141,3 +141,111 @@ macro_rules! backend_tests {
         )*
     };
 }
+
+/// What `CommitCutter` does to the next COMMIT of a connection that appended events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// The COMMIT reaches the database, then the connection is cut before its answer returns.
+    AnswerLost,
+    /// The connection is cut instead of passing the COMMIT on: the database never sees it.
+    RequestLost,
+}
+
+/// A TCP relay in front of PostgreSQL that can cut a connection at the COMMIT of an append, as
+/// a network failure would: clients connect to `url` (TLS off, so that the relay reads the
+/// statements), everything else passes through untouched.
+pub struct CommitCutter {
+    pub url: String,
+    armed: std::sync::Arc<std::sync::Mutex<Option<Cut>>>,
+    fired: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    relay: tokio::task::JoinHandle<()>,
+}
+
+impl CommitCutter {
+    /// Relays to the PostgreSQL server of `url` (a test database's).
+    pub async fn start(url: &str) -> Self {
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let after_at = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        let upstream = after_at.split(['/', '?']).next().unwrap_or(after_at).to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("relay listener: {e}"));
+        let local = listener.local_addr().unwrap_or_else(|e| panic!("relay address: {e}"));
+        let proxied = url.replacen(&upstream, &local.to_string(), 1);
+        let separator = if proxied.contains('?') { '&' } else { '?' };
+        let armed = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let fired = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (relay_armed, relay_fired) = (armed.clone(), fired.clone());
+        let relay = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else { continue };
+                tokio::spawn(relay_connection(client, server, relay_armed.clone(), relay_fired.clone()));
+            }
+        });
+        Self { url: format!("{proxied}{separator}sslmode=disable"), armed, fired, relay }
+    }
+
+    /// Cuts the next COMMIT of an appending connection as `cut` says.
+    pub fn arm(&self, cut: Cut) {
+        *self.armed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cut);
+    }
+
+    /// How many connections were cut so far.
+    pub fn cuts(&self) -> usize {
+        self.fired.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CommitCutter {
+    fn drop(&mut self) {
+        self.relay.abort();
+    }
+}
+
+/// Relays one connection until either side closes, or a cut ends it (dropping both sockets).
+async fn relay_connection(
+    mut client: tokio::net::TcpStream,
+    mut server: tokio::net::TcpStream,
+    armed: std::sync::Arc<std::sync::Mutex<Option<Cut>>>,
+    fired: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let contains = |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+    let (mut from_client, mut to_client) = client.split();
+    let (mut from_server, mut to_server) = server.split();
+    let (mut up, mut down) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    let (mut appends, mut answer_lost) = (false, false);
+    loop {
+        tokio::select! {
+            read = from_client.read(&mut up) => {
+                let n = match read { Ok(0) | Err(_) => return, Ok(n) => n };
+                let chunk = &up[..n];
+                appends |= contains(chunk, b"INSERT INTO events") || contains(chunk, b"pwnbook_append_sequenced");
+                if appends && contains(chunk, b"COMMIT") {
+                    let cut = armed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+                    match cut {
+                        Some(Cut::RequestLost) => {
+                            fired.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            return;
+                        }
+                        Some(Cut::AnswerLost) => answer_lost = true,
+                        None => {}
+                    }
+                }
+                if to_server.write_all(chunk).await.is_err() {
+                    return;
+                }
+            }
+            read = from_server.read(&mut down) => {
+                let n = match read { Ok(0) | Err(_) => return, Ok(n) => n };
+                if answer_lost {
+                    fired.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+                if to_client.write_all(&down[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

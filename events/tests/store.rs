@@ -619,6 +619,47 @@ async fn a_batch_rolled_back_by_a_deadlock_is_written_again_postgres() {
     assert!(log::verify_chain(&store, None).await.unwrap().valid);
 }
 
+/// PostgreSQL only: a connection lost with COMMIT on its way leaves the writer unsure whether its
+/// batch was stored. It finds out, once the lost session has ended, instead of reporting an
+/// unknown outcome (after which a retry could append twice): an append whose COMMIT reached the
+/// database succeeds, one whose COMMIT never did fails as not saved, so its retry stores it
+/// once. The first cut append takes the one-round-trip path (the warm-up left the chain heads
+/// cached), the next ones the usual path (a lost batch leaves no cache behind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_cut_off_at_commit_reports_what_the_database_did_postgres() {
+    use pwnbook_events::testing::{CommitCutter, Cut};
+    let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
+    let cutter = CommitCutter::start(&db.url).await;
+    let store = Store::open(&cutter.url).await.unwrap();
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let _handle =
+        pwnbook_events::sequencer::spawn(store.clone(), None, std::time::Duration::from_secs(3600), shutdown);
+    increment(&store, "warm-up", "org_a").await.unwrap();
+    for (cuts, id) in [(1, "answer-lost-in-one-round-trip"), (2, "answer-lost")] {
+        cutter.arm(Cut::AnswerLost);
+        assert_eq!(increment(&store, id, "org_a").await.unwrap(), 1, "{id} is reported stored");
+        assert_eq!(cutter.cuts(), cuts, "{id}'s answer was cut off");
+    }
+    cutter.arm(Cut::RequestLost);
+    let error = increment(&store, "request-lost", "org_a").await.unwrap_err();
+    assert!(matches!(error, AggregateError::DatabaseConnectionError(_)), "a retryable error: {error:?}");
+    assert_eq!(cutter.cuts(), 3);
+    assert_eq!(increment(&store, "request-lost", "org_a").await.unwrap(), 1, "the retry stores it");
+    let stored: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT aggregate_id, count(*) FROM events GROUP BY aggregate_id ORDER BY aggregate_id",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let once = |id: &str| (id.to_owned(), 1);
+    assert_eq!(
+        stored,
+        [once("answer-lost"), once("answer-lost-in-one-round-trip"), once("request-lost"), once("warm-up")]
+    );
+    assert_eq!(Sequencer::new(store.clone()).settle(SETTLE).await.unwrap(), 4);
+    assert!(log::verify_chain(&store, None).await.unwrap().valid);
+}
+
 /// Transaction A of the gap cases: it appends `slow` and stays open.
 async fn open_slow_append(store: &Store) -> sqlx::Transaction<'static, sqlx::Postgres> {
     let pool = match store.es_pool() {

@@ -207,6 +207,42 @@ async fn a_write_the_store_keeps_rolling_back_is_a_503_that_saves_nothing_postgr
     store.close().await;
 }
 
+/// PostgreSQL only: a client's retry after the store's connection was cut at COMMIT does not
+/// write twice. When the COMMIT reached the database the write is a 201, which its
+/// Idempotency-Key replays; when it did not, a 503 that leaves the key unspent, and the retry
+/// writes it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_cut_off_at_commit_answers_what_the_database_did_postgres() {
+    use pwnbook_events::testing::{CommitCutter, Cut};
+    let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
+    let cutter = CommitCutter::start(&db.url).await;
+    let app = TestApp::spawn_with(db, |settings| settings.database_url = cutter.url.clone()).await;
+    let engagement =
+        app.create_engagement(json!({"name": "Cut off"})).await["id"].as_str().unwrap().to_owned();
+    let findings = format!("/api/v1/engagements/{engagement}/findings");
+    let send = |key: &'static str, title: &'static str| {
+        app.post(&findings, &json!({"title": title, "severity": "low"})).header("idempotency-key", key).send()
+    };
+    cutter.arm(Cut::AnswerLost);
+    let (status, stored) = parts(send("answer-lost", "Stored").await.unwrap()).await;
+    assert_eq!(status, 201, "{stored}");
+    assert_eq!(cutter.cuts(), 1, "the COMMIT's answer was cut off");
+    let replay = send("answer-lost", "Stored").await.unwrap();
+    assert!(replay.headers().get("idempotent-replayed").is_some(), "the 201 was recorded");
+    assert_eq!(parts(replay).await, (201, stored));
+    cutter.arm(Cut::RequestLost);
+    let (status, body) = parts(send("request-lost", "Retried").await.unwrap()).await;
+    assert_eq!((status, error_code(status, &body)), (503, "SERVICE_UNAVAILABLE".to_owned()), "{body}");
+    assert_eq!(cutter.cuts(), 2, "the COMMIT never reached the database");
+    let retry = send("request-lost", "Retried").await.unwrap();
+    assert!(retry.headers().get("idempotent-replayed").is_none(), "the 503 was not recorded");
+    assert_eq!(parts(retry).await.0, 201);
+    let (_, list) = parts(app.get(&format!("{findings}?sort=title&order=asc")).send().await.unwrap()).await;
+    let titles: Vec<&str> =
+        list["data"].as_array().unwrap().iter().map(|f| f["title"].as_str().unwrap()).collect();
+    assert_eq!(titles, ["Retried", "Stored"], "{list}");
+}
+
 /// PostgreSQL only: the same through GraphQL. A mutation whose write the store keeps rolling
 /// back answers `SERVICE_UNAVAILABLE` on its field, saved nothing, and leaves its
 /// Idempotency-Key unspent: the retry runs, and commits, once the store takes writes. So does a
