@@ -90,6 +90,6 @@ fn push_filter(query: &mut Sql, filter: &EventFilter, backend: Backend) {
         query.push(" AND recorded_at >= ").bind(since);
     }
     if let Some(until) = filter.until {
-        query.push(" AND recorded_at <= ").bind(until);
+        query.push(" AND recorded_at < ").bind(until);
     }
 }

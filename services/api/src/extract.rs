@@ -21,23 +21,96 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         if !is_json(request.headers()) {
-            return Err(ApiError::UnsupportedMediaType(
-                "the request body must be application/json".to_owned(),
-            ));
+            return Err(not_json());
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(0)
-            } else {
-                ApiError::BadRequest("the request body could not be read".to_owned())
-            }
-        })?;
-        let value: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
-        if !value.is_object() {
-            return Err(ApiError::BadRequest("the request body must be a JSON object".to_owned()));
-        }
+        let value = json_object(&read_body(request, state).await?)?;
         T::deserialize(value).map(ApiJson).map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))
+    }
+}
+
+/// The body of an action that takes none (`POST /engagements/{id}/archive`, …): absent, or the
+/// empty object. Anything else is refused as a body of any other route would be: not JSON →
+/// 415, malformed → 400, a field → 422 naming it.
+pub struct NoBody;
+
+impl<S: Send + Sync> FromRequest<S> for NoBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = is_json(request.headers());
+        let bytes = read_body(request, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self);
+        }
+        if !json {
+            return Err(not_json());
+        }
+        let fields: BTreeMap<String, Value> = match json_object(&bytes)? {
+            Value::Object(fields) => fields.into_iter().collect(),
+            _ => BTreeMap::new(),
+        };
+        reject_unknown(&fields, &[])?;
+        Ok(Self)
+    }
+}
+
+fn not_json() -> ApiError {
+    ApiError::UnsupportedMediaType("the request body must be application/json".to_owned())
+}
+
+async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(0)
+        } else {
+            ApiError::BadRequest("the request body could not be read".to_owned())
+        }
+    })
+}
+
+/// `bytes` as a JSON object without a NUL in any text: malformed JSON or another JSON type → 400,
+/// a NUL → 422.
+fn json_object(bytes: &[u8]) -> Result<Value, ApiError> {
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::BadRequest("the request body must be a JSON object".to_owned()));
+    }
+    if let Some(field) = nul_in(&value) {
+        return Err(ApiError::Validation(vec![pwnbook_commands::FieldError::new(
+            field.as_str(),
+            "must not contain the NUL character (U+0000)",
+        )]));
+    }
+    Ok(value)
+}
+
+/// Where `value` holds a text with U+0000, which no stored text can (PostgreSQL refuses it in
+/// `text`, SQLite cuts comparisons short at it): the field's path, `""` for the body itself.
+fn nul_in(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => text.contains('\0').then(String::new),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_in(item).map(|rest| join(&format!("[{i}]"), &rest))),
+        Value::Object(fields) => fields.iter().find_map(|(name, field)| {
+            if name.contains('\0') {
+                Some(name.replace('\0', "\\u0000"))
+            } else {
+                nul_in(field).map(|rest| join(name, &rest))
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// `head` followed by the path `rest` below it: `a` and `b` give `a.b`, `a` and `[0]` give `a[0]`.
+fn join(head: &str, rest: &str) -> String {
+    if rest.is_empty() || rest.starts_with('[') {
+        format!("{head}{rest}")
+    } else {
+        format!("{head}.{rest}")
     }
 }
 
@@ -82,6 +155,12 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
             .map_err(|_| ApiError::BadRequest("the query string is malformed".to_owned()))?;
         let mut map = BTreeMap::new();
         for (name, value) in pairs {
+            if name.contains('\0') || value.contains('\0') {
+                return Err(ApiError::BadRequest(format!(
+                    "query parameter {:?} must not contain the NUL character (%00)",
+                    name.replace('\0', "%00")
+                )));
+            }
             if map.insert(name.clone(), value).is_some() {
                 return Err(ApiError::BadRequest(format!(
                     "query parameter {name} is given twice; use a comma-separated list"
@@ -170,6 +249,15 @@ mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
+
+    #[test]
+    fn a_nul_anywhere_in_a_body_is_found_with_its_path() {
+        let body = serde_json::json!({"title": "fine", "set": {"tags": ["a", "b\u{0}c"]}});
+        assert_eq!(nul_in(&body).as_deref(), Some("set.tags[1]"));
+        assert_eq!(nul_in(&serde_json::json!({"a\u{0}": 1})).as_deref(), Some("a\\u0000"));
+        assert_eq!(nul_in(&serde_json::json!({"items": [{"x": "\u{0}"}]})).as_deref(), Some("items[0].x"));
+        assert_eq!(nul_in(&serde_json::json!({"title": "no NUL, only \\u0000 as text"})), None);
+    }
 
     #[test]
     fn etags_parse_strictly() {

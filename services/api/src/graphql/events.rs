@@ -160,7 +160,7 @@ pub struct EventFilterInput {
     pub actor_id: Option<Vec<String>>,
     /// Occurred at or after (RFC 3339).
     pub since: Option<String>,
-    /// Occurred at or before (RFC 3339).
+    /// Occurred before (RFC 3339): with `since`, a half-open window.
     pub until: Option<String>,
 }
 

@@ -100,6 +100,15 @@ pub async fn execute(State(state): State<AppState>, request: Request) -> Result<
     // A body that is no GraphQL request ran nothing: its `Idempotency-Key` stays free for the
     // corrected one.
     let query = match ApiJson::<async_graphql::Request>::from_request(request, &state).await {
+        // A string literal's `\u0000` would reach the store as a NUL, which no text can hold (the
+        // variables' are refused with the body's other texts, by `ApiJson`).
+        Ok(ApiJson(query)) if query.query.contains("\\u0000") => {
+            let error = ApiError::Validation(vec![pwnbook_commands::FieldError::new(
+                "query",
+                "must not contain the NUL character (\\u0000)",
+            )]);
+            return Ok((axum::Extension(NothingSaved), error).into_response());
+        }
         Ok(ApiJson(query)) if !query.query.trim().is_empty() => query,
         Ok(_) => {
             let error = ApiError::BadRequest("the body must be a GraphQL request: {\"query\": …}".to_owned());

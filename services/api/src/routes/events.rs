@@ -250,15 +250,22 @@ pub struct FeedPage {
     meta: FeedMeta,
 }
 
-/// Query parameters of `GET /events` and `GET /events/stream`.
+/// Paging of `GET /events`.
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code, non_snake_case)]
+#[allow(dead_code)]
 pub struct FeedQuery {
     /// Start after this position.
     after: Option<i64>,
     /// 1 to 1000 (default 100); with NDJSON, caps the whole selection.
     limit: Option<i64>,
+}
+
+/// Filters of `GET /events` and `GET /events/stream`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)]
+pub struct FeedFilters {
     /// Event types, comma-separated; `finding.*` matches a prefix.
     r#type: Option<String>,
     resourceType: Option<String>,
@@ -267,7 +274,7 @@ pub struct FeedQuery {
     actorId: Option<String>,
     /// Occurred at or after (RFC 3339).
     since: Option<String>,
-    /// Occurred before (RFC 3339).
+    /// Occurred before (RFC 3339): with `since`, a half-open window.
     until: Option<String>,
 }
 
@@ -354,7 +361,7 @@ pub async fn feed_page(
 /// `GET /events`: a page (`after`, `limit`), or with `Accept: application/x-ndjson` the whole
 /// selection up to the current head, one event object per line, read a page at a time.
 /// The organization's events in log order; `Accept: application/x-ndjson` streams the whole selection.
-#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(FeedQuery),
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(FeedQuery, FeedFilters),
     responses((status = 200, description = "A page of events, or NDJSON event objects one per line",
         content((FeedPage = "application/json"), (String = "application/x-ndjson")))))]
 pub async fn list(
@@ -434,7 +441,8 @@ pub fn ndjson(
 /// read `event_log` by position, so the seam can neither drop nor repeat an event.
 /// Server-Sent Events: replays after `Last-Event-ID` or `after`, then follows the log live.
 #[utoipa::path(get, path = "/api/v1/events/stream", tag = "events",
-    params(FeedQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position")),
+    params(("after" = Option<i64>, Query, description = "Start after this position"), FeedFilters,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position")),
     responses((status = 200, description = "An event stream; each `data:` is one event object, each `id:` its position",
         content_type = "text/event-stream", body = String)))]
 pub async fn stream(

@@ -180,6 +180,77 @@ backend_tests! {
         }
     }
 
+    // No stored text can hold U+0000 (PostgreSQL refuses it, SQLite stops comparing at it): a
+    // body's NUL is a 422 naming the field, a query string's a 400, a GraphQL document's or
+    // variables' a 422, on both backends, and nothing is written.
+    async fn texts_with_a_nul_character_are_refused_with_the_field(db) {
+        let app = TestApp::spawn(db).await;
+        let engagement = app.create_engagement(json!({"name": "Clean"})).await["id"].as_str().unwrap().to_owned();
+        let findings = format!("/api/v1/engagements/{engagement}/findings");
+        for (path, body, field) in [
+            ("/api/v1/engagements".to_owned(), json!({"name": "a\u{0}b"}), "name"),
+            ("/api/v1/engagements".to_owned(), json!({"name": "ok", "tags": ["x", "y\u{0}"]}), "tags[1]"),
+            (findings.clone(), json!({"title": "t", "severity": "low", "references": ["\u{0}"]}), "references[0]"),
+            (findings.clone(), json!({"title": "t\u{0}", "severity": "low"}), "title"),
+        ] {
+            let (status, json) = parts(app.post(&path, &body).send().await.unwrap()).await;
+            assert_eq!((status, error_code(status, &json)), (422, "VALIDATION_ERROR".to_owned()), "{body}");
+            assert_eq!(json["error"]["details"][0]["field"], field, "{json}");
+        }
+        for query in ["/api/v1/findings?q=%00x", "/api/v1/engagements?clientName=%00", "/api/v1/events?resourceId=a%00"] {
+            let (status, json) = parts(app.get(query).send().await.unwrap()).await;
+            assert_eq!((status, error_code(status, &json)), (400, "BAD_REQUEST".to_owned()), "{query}: {json}");
+        }
+        let mutation = format!(
+            "mutation($title: String!) {{ createFinding(engagementId: \"{engagement}\", input: {{title: $title, severity: \"low\"}}) {{ id }} }}"
+        );
+        let (status, json) = parts(app.post("/api/v1/graphql", &json!({"query": mutation, "variables": {"title": "t\u{0}"}})).send().await.unwrap()).await;
+        assert_eq!((status, json["error"]["details"][0]["field"].as_str()), (422, Some("variables.title")), "{json}");
+        let inline = format!("mutation {{ createFinding(engagementId: \"{engagement}\", input: {{title: \"t\\u0000\", severity: \"low\"}}) {{ id }} }}");
+        let (status, json) = parts(app.post("/api/v1/graphql", &json!({"query": inline})).send().await.unwrap()).await;
+        assert_eq!((status, json["error"]["details"][0]["field"].as_str()), (422, Some("query")), "{json}");
+        let (_, list) = parts(app.get(&findings).send().await.unwrap()).await;
+        assert_eq!(list["meta"]["total"], 0, "{list}");
+    }
+
+    // The actions take no body: none or `{}`. Anything else is refused as any body is (415,
+    // 400, or 422 naming the field) and the action does not run.
+    async fn actions_take_no_body_or_the_empty_object(db) {
+        let app = TestApp::spawn(db).await;
+        let engagement = app.create_engagement(json!({"name": "Acts"})).await["id"].as_str().unwrap().to_owned();
+        let task = crate::tasks::create_task(&app, &engagement, json!({"title": "t"})).await["id"].as_str().unwrap().to_owned();
+        let report = crate::reports::create_report(&app, &engagement, json!({"title": "r", "format": "markdown"})).await["id"].as_str().unwrap().to_owned();
+        let send = |path: &str, content_type: Option<&str>, body: &'static str| {
+            let mut request = app.request(Method::POST, path, &app.key);
+            if let Some(content_type) = content_type {
+                request = request.header("content-type", content_type);
+            }
+            request.body(body).send()
+        };
+        let actions = [
+            format!("/api/v1/engagements/{engagement}/archive"),
+            format!("/api/v1/engagements/{engagement}/unarchive"),
+            format!("/api/v1/tasks/{task}/close"),
+            format!("/api/v1/reports/{report}/generate"),
+        ];
+        for action in &actions {
+            for (content_type, body, expected) in [
+                (Some("application/json"), "{bad", (400, "BAD_REQUEST")),
+                (Some("application/json"), "[]", (400, "BAD_REQUEST")),
+                (Some("text/plain"), "close it", (415, "UNSUPPORTED_MEDIA_TYPE")),
+                (None, "close it", (415, "UNSUPPORTED_MEDIA_TYPE")),
+                (Some("application/json"), "{\"comment\": \"why\"}", (422, "VALIDATION_ERROR")),
+            ] {
+                let (status, json) = parts(send(action, content_type, body).await.unwrap()).await;
+                assert_eq!((status, error_code(status, &json).as_str()), expected, "{action} {body}: {json}");
+            }
+        }
+        for (action, body) in actions.iter().zip(["", "{}", " ", "{ }"]) {
+            let (status, json) = parts(send(action, Some("application/json"), body).await.unwrap()).await;
+            assert_eq!(status, 200, "{action} {body:?}: {json}");
+        }
+    }
+
     async fn bodies_must_be_json_and_within_the_limit(db) {
         let app = TestApp::spawn(db).await;
         let url = format!("{}/api/v1/engagements", app.base);

@@ -227,6 +227,8 @@ backend_tests! {
             (format!("actorId={actor}"), vec!["engagement.created", "engagement.archived"]),
             ("actorId=key_00000000000000000000".to_owned(), vec![]),
             (format!("since={occurred}&type=engagement.*"), vec!["engagement.archived"]),
+            // `since` is inclusive, `until` exclusive: back-to-back windows never share an event.
+            (format!("since={occurred}&until={occurred}"), vec![]),
             ("until=2001-01-01T00:00:00Z".to_owned(), vec![]),
         ] {
             assert_eq!(types(&all_events(&app, &query, &app.key).await), expected, "{query}");
