@@ -79,7 +79,10 @@ async fn lookup(store: &Store, hash: &str) -> Result<(AuthOutcome, Option<i64>),
 /// for the key, and is a 401 charged to the address if it does not.
 pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let bearer = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(|v| {
-        v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim).map(str::to_owned)
+        // The scheme's name is case-insensitive (RFC 9110 §11.1).
+        v.split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim().to_owned())
     });
     let address = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
     let address_key = format!("ip:{}", address.unwrap_or_default());

@@ -155,25 +155,33 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
             .map_err(|_| ApiError::BadRequest("the query string is malformed".to_owned()))?;
         let mut map = BTreeMap::new();
         for (name, value) in pairs {
-            if name.contains('\0') || value.contains('\0') {
-                return Err(ApiError::BadRequest(format!(
-                    "query parameter {:?} must not contain the NUL character (%00)",
-                    name.replace('\0', "%00")
-                )));
-            }
             if map.insert(name.clone(), value).is_some() {
                 return Err(ApiError::BadRequest(format!(
                     "query parameter {name} is given twice; use a comma-separated list"
                 )));
             }
         }
-        Ok(Self(map))
+        let params = Self(map);
+        params.refuse_nul()?;
+        Ok(params)
     }
 }
 
 impl QueryParams {
     pub fn from_pairs(pairs: &[(String, String)]) -> Self {
         Self(pairs.iter().cloned().collect())
+    }
+
+    /// A 400 for a parameter that holds U+0000, which no stored text can (PostgreSQL refuses to
+    /// compare with it, SQLite stops comparing at it).
+    pub fn refuse_nul(&self) -> Result<(), ApiError> {
+        match self.0.iter().find(|(name, value)| name.contains('\0') || value.contains('\0')) {
+            Some((name, _)) => Err(ApiError::BadRequest(format!(
+                "{:?} must not contain the NUL character (%00, U+0000)",
+                name.replace('\0', "%00")
+            ))),
+            None => Ok(()),
+        }
     }
 
     pub fn take(&mut self, name: &str) -> Option<String> {

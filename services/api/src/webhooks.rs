@@ -61,12 +61,16 @@ fn is_internal(ip: IpAddr) -> bool {
             Some(v4) => is_internal_v4(v4),
             None => {
                 let first = v6.segments()[0];
+                let second = v6.segments()[1];
                 v6.is_loopback()
                     || v6.is_unspecified()
                     || v6.is_multicast()
                     || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
                     || (first & 0xffc0) == 0xfe80 // link local fe80::/10
-                    || v6 == Ipv6Addr::LOCALHOST
+                    || (first & 0xffc0) == 0xfec0 // site local fec0::/10 (deprecated, still routed inside)
+                    || (first == 0x2001 && second == 0x0db8) // documentation 2001:db8::/32
+                    || (first == 0x2001 && second == 0x0002) // benchmarking 2001:2::/48
+                    || v6.segments()[..4] == [0x0100, 0, 0, 0] // discard-only 100::/64
             }
         },
     }
@@ -92,16 +96,24 @@ fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     None
 }
 
+/// Loopback, private and link-local, and every other special-purpose range that is not a
+/// public destination (IANA's IPv4 special-purpose registry): such an address reaches a
+/// network's inside, or nothing a webhook should call.
 fn is_internal_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     ip.is_loopback()
         || ip.is_private()
         || ip.is_link_local()
-        || ip.is_unspecified()
         || ip.is_broadcast()
         || ip.is_multicast()
-        // Carrier-grade NAT (100.64.0.0/10) is private too.
-        || (a == 100 && (64..128).contains(&b))
+        || a == 0 // "this network" 0.0.0.0/8
+        || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT 100.64.0.0/10
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments 192.0.0.0/24
+        || (a == 192 && b == 0 && c == 2) // documentation 192.0.2.0/24
+        || (a == 198 && b == 51 && c == 100) // documentation 198.51.100.0/24
+        || (a == 203 && b == 0 && c == 113) // documentation 203.0.113.0/24
+        || (a == 198 && (b & 0xfe) == 18) // benchmarking 198.18.0.0/15
+        || a >= 240 // reserved 240.0.0.0/4
 }
 
 /// The delivery client's resolver: the addresses a delivery connects to are the ones checked
@@ -136,8 +148,12 @@ pub async fn guard(url: &str, allow_private: bool) -> Result<(), ApiError> {
     if allow_private {
         return Ok(());
     }
-    let refused =
-        || ApiError::validation("url", "must not point to a loopback, private or link-local address");
+    let refused = || {
+        ApiError::validation(
+            "url",
+            "must not point to a loopback, private, link-local or other non-public address",
+        )
+    };
     let Some(host) = parsed.host_str() else { return Ok(()) };
     let port = parsed.port_or_known_default().unwrap_or(80);
     let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>();
@@ -457,7 +473,19 @@ mod tests {
             "192.168.1.1",
             "169.254.169.254",
             "0.0.0.0",
+            "0.1.2.3",
             "100.64.0.1",
+            "192.0.0.8",
+            "192.0.2.1",
+            "198.18.0.1",
+            "198.19.255.254",
+            "198.51.100.7",
+            "203.0.113.9",
+            "240.0.0.1",
+            "2001:db8::1",
+            "2001:2::1",
+            "100::1",
+            "fec0::1",
             "::1",
             "fe80::1",
             "fd00::1",
@@ -468,7 +496,9 @@ mod tests {
         ] {
             assert!(is_internal(internal.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))), "{internal}");
         }
-        for public in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+        for public in
+            ["93.184.216.34", "8.8.8.8", "198.20.0.1", "192.0.3.1", "2606:4700::1111", "2001:db9::1"]
+        {
             assert!(!is_internal(public.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))), "{public}");
         }
     }

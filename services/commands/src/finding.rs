@@ -157,6 +157,15 @@ fn target_ids(values: &[String]) -> Result<Vec<String>, FieldError> {
     validate::list("affectedTargetIds", values, 500, |v| Some(v.to_owned()), "a target id")
 }
 
+/// What is wrong with `new`'s fields, as its creation would report it: for a caller that found
+/// other errors first (an unknown target, say) and answers with every invalid field at once.
+pub fn field_errors(new: &NewFinding) -> Vec<FieldError> {
+    match Finding::create(String::new(), String::new(), new.clone()) {
+        Err(DomainError::Validation(errors)) => errors,
+        _ => Vec::new(),
+    }
+}
+
 /// A patch value that differs from the current one, or nothing.
 fn differs<T: PartialEq>(new: Option<T>, current: &T) -> Option<T> {
     new.filter(|v| v != current)

@@ -177,6 +177,7 @@ impl EventFilterInput {
             .one("until", self.until)
             .done();
         let mut params = QueryParams::from_pairs(&pairs);
+        params.refuse_nul()?;
         let filter = take_filter(&mut params)?;
         params.finish()?;
         Ok(filter)

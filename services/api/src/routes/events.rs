@@ -266,7 +266,7 @@ pub struct FeedQuery {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code, non_snake_case)]
 pub struct FeedFilters {
-    /// Event types, comma-separated; `finding.*` matches a prefix.
+    /// Event types, comma-separated; `finding.*` matches a prefix, `*` every type.
     r#type: Option<String>,
     resourceType: Option<String>,
     resourceId: Option<String>,
@@ -290,17 +290,27 @@ pub struct ChainReportView {
 /// The feed filters of SPEC §4 from the query string.
 pub fn take_filter(params: &mut QueryParams) -> Result<EventFilter, ApiError> {
     let mut filter = EventFilter::default();
+    let mut every_type = false;
     for item in params.take_list("type") {
+        // `*` selects every type, as in a webhook's `events`.
+        if item == "*" {
+            every_type = true;
+            continue;
+        }
         match type_selector(&item) {
             Some(TypeSelector::Type(name)) => filter.types.push(name.to_owned()),
             Some(TypeSelector::Prefix(prefix)) => filter.type_prefixes.push(prefix.to_owned()),
             None => {
                 return Err(ApiError::BadRequest(format!(
-                    "type must be event types such as engagement.created or a resource's prefix such as \
-                     finding.*; {item:?} is neither"
+                    "type must be event types such as engagement.created, a resource's prefix such as \
+                     finding.*, or *; {item:?} is none of them"
                 )))
             }
         }
+    }
+    if every_type {
+        filter.types.clear();
+        filter.type_prefixes.clear();
     }
     filter.resource_types = params.take_enum_list("resourceType", RESOURCE_TYPES)?;
     filter.resource_ids = params.take_list("resourceId");

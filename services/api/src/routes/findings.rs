@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pwnbook_commands::finding::{
-    Finding, FindingCommand, FindingPatch, NewFinding, REVIEW_STATUSES, SEVERITIES, STATUSES,
+    field_errors, Finding, FindingCommand, FindingPatch, NewFinding, REVIEW_STATUSES, SEVERITIES, STATUSES,
 };
 use pwnbook_commands::{Committed, Execution, FieldError};
 use pwnbook_events::{Id, IdKind, LogEvent};
@@ -377,29 +377,62 @@ async fn create_command(
 ) -> Result<FindingCommand, ApiError> {
     // A new finding starts as a draft in review; its lifecycle moves only through transitions.
     reject_unknown(&body.unknown, &[READ_ONLY, &["status", "reviewStatus"]].concat())?;
-    let Some(title) = body.title else {
-        return Err(ApiError::Validation(vec![FieldError::new("title", "is required")]));
+    // What the command cannot check itself (a title left out, the shape of `cvss`, targets of
+    // the engagement) is gathered first; when any of it fails, the command's own checks join
+    // it, so that one answer names every invalid field.
+    let mut errors = Vec::new();
+    let title_given = body.title.is_some();
+    if !title_given {
+        errors.push(FieldError::new("title", "is required"));
+    }
+    let mut invalid = |result: Result<(), ApiError>| match result {
+        Err(ApiError::Validation(found)) => {
+            errors.extend(found);
+            Ok(())
+        }
+        other => other,
+    };
+    let cvss_vector = match body.cvss.map(cvss_vector).transpose() {
+        Ok(vector) => vector,
+        Err(error) => {
+            invalid(Err(error))?;
+            None
+        }
     };
     let affected = body.affected_target_ids.unwrap_or_default();
-    check_targets(state, caller, engagement_id, &affected).await?;
+    invalid(check_targets(state, caller, engagement_id, &affected).await)?;
+    let finding = NewFinding {
+        title: body.title.unwrap_or_default(),
+        severity: body.severity,
+        cvss_vector,
+        cwe: body.cwe.unwrap_or_default(),
+        cve: body.cve.unwrap_or_default(),
+        description: body.description,
+        impact: body.impact,
+        remediation: body.remediation,
+        steps_to_reproduce: body.steps_to_reproduce,
+        references: body.references.unwrap_or_default(),
+        affected_target_ids: affected,
+        retest_notes: body.retest_notes,
+        tags: body.tags.unwrap_or_default(),
+    };
+    if !errors.is_empty() {
+        // A missing title and a refused `cvss` are reported as such, not again as the empty
+        // title and the missing severity the command would see in their place.
+        let cvss_refused = errors.iter().any(|e| e.field.starts_with("cvss"));
+        let severity_given = finding.severity.is_some();
+        let own = field_errors(&finding).into_iter().filter(|e| match e.field.as_str() {
+            "title" => title_given,
+            "severity" => severity_given || !cvss_refused,
+            _ => true,
+        });
+        errors.extend(own);
+        return Err(ApiError::Validation(errors));
+    }
     Ok(FindingCommand::Create {
         organization_id: caller.organization_id().to_owned(),
         engagement_id: engagement_id.to_owned(),
-        finding: NewFinding {
-            title,
-            severity: body.severity,
-            cvss_vector: body.cvss.map(cvss_vector).transpose()?,
-            cwe: body.cwe.unwrap_or_default(),
-            cve: body.cve.unwrap_or_default(),
-            description: body.description,
-            impact: body.impact,
-            remediation: body.remediation,
-            steps_to_reproduce: body.steps_to_reproduce,
-            references: body.references.unwrap_or_default(),
-            affected_target_ids: affected,
-            retest_notes: body.retest_notes,
-            tags: body.tags.unwrap_or_default(),
-        },
+        finding,
     })
 }
 

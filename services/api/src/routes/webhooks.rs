@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pwnbook_commands::webhook::{Webhook, WebhookCommand};
@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{etag, if_match, reject_unknown, ApiJson, QueryParams};
+use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
 use crate::openapi::{data, to_json, Data, Page};
 use crate::pagination;
 use crate::routes::events::FeedPage;
@@ -254,12 +254,15 @@ pub async fn history_page(
 }
 
 /// Get a webhook.
-#[utoipa::path(get, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path), history::TimeTravelQuery),
-    responses((status = 200, description = "The webhook", body = Data<WebhookView>)))]
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}", tag = "webhooks",
+    params(("id" = String, Path), history::TimeTravelQuery, ("If-None-Match" = Option<String>, Header)),
+    responses((status = 200, description = "The webhook", body = Data<WebhookView>),
+        (status = 304, description = "Unchanged since the version named by If-None-Match")))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
     mut params: QueryParams,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
@@ -268,7 +271,11 @@ pub async fn get(
     if let Some(response) = past? {
         return Ok(response);
     }
-    Ok(respond(StatusCode::OK, &load(&state, &caller, &id).await?))
+    let row = load(&state, &caller, &id).await?;
+    if if_none_match(&headers, row.version) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag(row.version))]).into_response());
+    }
+    Ok(respond(StatusCode::OK, &row))
 }
 
 /// Changed fields only.

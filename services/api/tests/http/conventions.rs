@@ -77,6 +77,11 @@ backend_tests! {
             assert_eq!(status, 401);
             assert_eq!(error_code(status, &body), "UNAUTHORIZED");
         }
+        // The scheme's name is case-insensitive.
+        for scheme in ["bearer", "BEARER", "bEaReR"] {
+            let response = app.client.get(&url).header("authorization", format!("{scheme} {}", app.key)).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{scheme}");
+        }
     }
 
     async fn permissions_are_enforced_per_route(db) {

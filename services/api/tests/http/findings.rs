@@ -180,6 +180,16 @@ backend_tests! {
             assert_eq!((status, error_code(status, &json)), (422, "VALIDATION_ERROR".to_owned()), "{body}");
             assert_eq!(json["error"]["details"][0]["field"], field, "{body}: {json}");
         }
+        // One answer names every invalid field, those checked against the engagement included.
+        for (body, expected) in [
+            (json!({"title": "", "severity": "urgent", "cwe": ["79"], "affectedTargetIds": ["tgt_nope"]}), vec!["affectedTargetIds", "cwe", "severity", "title"]),
+            (json!({"cvss": {}, "tags": [""], "affectedTargetIds": [foreign.clone()]}), vec!["affectedTargetIds", "cvss.vector", "tags", "title"]),
+        ] {
+            let (status, json) = parts(app.post(&path, &body).send().await.unwrap()).await;
+            let mut fields: Vec<&str> = json["error"]["details"].as_array().unwrap().iter().map(|d| d["field"].as_str().unwrap()).collect();
+            fields.sort_unstable();
+            assert_eq!((status, fields), (422, expected), "{body}: {json}");
+        }
         let none = create_finding(&app, &engagement, json!({"title": "No impact", "cvss": {"vector": "CVSS:3.0/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:N"}})).await;
         assert_eq!((none["severity"].clone(), none["cvss"]["score"].clone(), none["cvss"]["version"].clone()), (json!("info"), json!(0.0), json!("3.0")));
         let finding = create_finding(&app, &engagement, json!({"title": "t", "severity": "low"})).await;

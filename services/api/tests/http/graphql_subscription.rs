@@ -281,6 +281,11 @@ backend_tests! {
             }
         }
         assert!(seen.iter().any(|m| m["id"] == "3" && m["payload"]["errors"][0]["extensions"]["code"] == "BAD_REQUEST"), "{seen:?}");
+        // A NUL, which no stored text holds, is refused too (the socket's variables never pass
+        // the HTTP body's check).
+        admin.subscribe("4", EVENTS, json!({"filter": {"actorId": ["key_\u{0}"]}})).await;
+        let (id, error) = admin.refusal().await;
+        assert_eq!((id.as_str(), &error["extensions"]["code"]), ("4", &json!("BAD_REQUEST")), "{error}");
         match waiting.await.unwrap() {
             Frame::Closed(code) => assert_eq!(code, Some(4408)),
             other => panic!("{other:?}"),

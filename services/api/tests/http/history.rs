@@ -233,6 +233,7 @@ backend_tests! {
         ] {
             assert_eq!(types(&all_events(&app, &query, &app.key).await), expected, "{query}");
         }
+        assert_eq!(all_events(&app, "type=*", &app.key).await, everything, "* selects every type");
 
         // A sparse filter still says how far it looked: a client never rescans.
         for i in 0..5 {

@@ -154,8 +154,11 @@ backend_tests! {
         assert!(fetched["data"].get("secret").is_none());
         let (_, listed) = parts(app.get("/api/v1/webhooks").send().await.unwrap()).await;
         assert_eq!((listed["meta"]["total"].clone(), listed["data"][0]["id"].clone()), (json!(1), json!(id)));
+        let unchanged = app.get(&path).header("if-none-match", "\"1\"").send().await.unwrap();
+        assert_eq!((unchanged.status().as_u16(), unchanged.headers()["etag"].to_str().unwrap()), (304, "\"1\""));
         let (status, patched) = parts(app.patch(&path, &json!({"events": ["finding.*", "task.closed"]})).send().await.unwrap()).await;
         assert_eq!((status, patched["data"]["version"].clone()), (200, json!(2)));
+        assert_eq!(app.get(&path).header("if-none-match", "\"1\"").send().await.unwrap().status(), 200, "a new version");
         let (status, _) = parts(app.patch(&path, &json!({"url": "http://192.168.0.10/"})).send().await.unwrap()).await;
         assert_eq!(status, 422);
         let (status, _) = parts(app.patch(&path, &json!({"secret": "rotated-secret-rotated"})).header("if-match", "\"1\"").send().await.unwrap()).await;
