@@ -52,6 +52,10 @@ pub struct ReportGenerated {
     pub format: String,
     pub content: String,
     pub finding_ids: Vec<String>,
+    /// When the document says it was generated (RFC 3339), so that the report's `generatedAt`
+    /// is that moment rather than the event's, a few milliseconds later. Older events have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated_at: Option<String>,
 }
 
 impl DomainEvent for ReportEvent {

@@ -112,8 +112,10 @@ fn task_wiki_and_report_events() {
             format: "html".to_owned(),
             content: "<html></html>".to_owned(),
             finding_ids: vec!["fnd_1".to_owned()],
+            generated_at: Some("2025-01-15T10:30:00.000Z".to_owned()),
         }),
-        json!({"report.generated": {"format": "html", "content": "<html></html>", "findingIds": ["fnd_1"]}}),
+        json!({"report.generated": {"format": "html", "content": "<html></html>", "findingIds": ["fnd_1"],
+            "generatedAt": "2025-01-15T10:30:00.000Z"}}),
     );
     check(
         ReportEvent::StatusChanged(change("approved", "published")),

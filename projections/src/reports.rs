@@ -1,7 +1,7 @@
 //! The `reports` read table (with the last generated document) and its list query.
 
 use async_trait::async_trait;
-use pwnbook_events::report::ReportEvent;
+use pwnbook_events::report::{ReportEvent, ReportGenerated};
 use pwnbook_events::LogEvent;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
@@ -226,9 +226,10 @@ impl Projector for ReportsProjector {
                     }
                 }
                 ReportEvent::Generated(g) => {
+                    let at = generated_at(&g, event.recorded_at);
                     query.push(", content = ").bind(g.content).push(", content_format = ").bind(g.format);
                     query.push(", finding_count = ").bind(g.finding_ids.len() as i64);
-                    query.push(", generated_at = ").bind(event.recorded_at);
+                    query.push(", generated_at = ").bind(at);
                 }
                 ReportEvent::StatusChanged(c) => {
                     if c.to == "published" {
@@ -285,9 +286,9 @@ pub fn fold(events: &[LogEvent]) -> Result<Option<ReportRow>, ProjectionError> {
                 }
             }
             ReportEvent::Generated(g) => {
+                row.generated_at = Some(generated_at(&g, event.recorded_at));
                 row.content_format = Some(g.format);
                 row.finding_count = Some(g.finding_ids.len() as i64);
-                row.generated_at = Some(event.recorded_at);
             }
             ReportEvent::StatusChanged(c) => {
                 if c.to == "published" {
@@ -301,4 +302,14 @@ pub fn fold(events: &[LogEvent]) -> Result<Option<ReportRow>, ProjectionError> {
         row.version = event.sequence;
     }
     Ok(row)
+}
+
+/// When the document was generated: the moment it names (an older event's, without one, is
+/// its recording).
+fn generated_at(generated: &ReportGenerated, recorded_at: i64) -> i64 {
+    generated
+        .generated_at
+        .as_deref()
+        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+        .map_or(recorded_at, |at| at.timestamp_millis())
 }

@@ -48,6 +48,8 @@ pub enum ReportCommand {
         format: String,
         content: String,
         finding_ids: Vec<String>,
+        /// The moment the content names as its generation (RFC 3339).
+        generated_at: String,
     },
     Delete {
         organization_id: String,
@@ -145,7 +147,7 @@ impl Aggregate for Report {
                 self.writable_by(&organization_id)?;
                 self.update(patch)?
             }
-            ReportCommand::Generate { organization_id, format, content, finding_ids } => {
+            ReportCommand::Generate { organization_id, format, content, finding_ids, generated_at } => {
                 self.writable_by(&organization_id)?;
                 if self.status == "approved" {
                     return Err(DomainError::Conflict(
@@ -157,7 +159,12 @@ impl Aggregate for Report {
                         "the report's format changed; generate again".to_owned(),
                     ));
                 }
-                vec![ReportEvent::Generated(ReportGenerated { format, content, finding_ids })]
+                vec![ReportEvent::Generated(ReportGenerated {
+                    format,
+                    content,
+                    finding_ids,
+                    generated_at: Some(generated_at),
+                })]
             }
             ReportCommand::Delete { organization_id } => {
                 self.writable_by(&organization_id)?;
@@ -228,6 +235,7 @@ mod tests {
             format: "html".to_owned(),
             content: "<html></html>".to_owned(),
             finding_ids: vec![],
+            generated_at: Some("2025-01-15T10:30:00.000Z".to_owned()),
         })
     }
 
@@ -248,6 +256,7 @@ mod tests {
             format: format.to_owned(),
             content: "<html></html>".to_owned(),
             finding_ids: vec![],
+            generated_at: "2025-01-15T10:30:00.000Z".to_owned(),
         }
     }
 

@@ -387,17 +387,15 @@ pub(crate) async fn generate_row(
     let current = load(state, caller, id).await?;
     let engagement = scope::writable(state, caller, &current.engagement_id).await?;
     let findings = findings::for_report(state.store.pool(), caller.organization_id(), &engagement.id).await?;
-    let document = Document {
-        title: &current.title,
-        engagement: &engagement,
-        findings: &findings,
-        generated_at: now_millis(),
-    };
+    let generated_at = now_millis();
+    let document =
+        Document { title: &current.title, engagement: &engagement, findings: &findings, generated_at };
     let command = ReportCommand::Generate {
         organization_id: caller.organization_id().to_owned(),
         format: current.format.clone(),
         content: report_document::render(&current.format, &document),
         finding_ids: findings.iter().map(|f| f.id.clone()).collect(),
+        generated_at: format_millis(generated_at),
     };
     run(state, caller, &current.id, &current.engagement_id, command, expected_version?).await
 }

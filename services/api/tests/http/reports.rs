@@ -75,12 +75,18 @@ backend_tests! {
         let order: Vec<usize> = ["Critical 10", "Critical 9.8", "<script>alert(1)</script>", "Low one"].iter().map(|t| text.find(t).unwrap()).collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
         assert!(text.contains("| critical | 2 |"), "{text}");
+        // The document names the moment the report says it was generated.
+        let at = generated["data"]["generatedAt"].as_str().unwrap();
+        assert!(text.contains(&format!("Generated: {at}")), "{at}: {text}");
 
         let json_report = id_of(&create_report(&app, &engagement, json!({"title": "Data", "format": "json"})).await);
-        app.post(&format!("/api/v1/reports/{json_report}/generate"), &json!({})).send().await.unwrap();
+        let (_, generated) = parts(app.post(&format!("/api/v1/reports/{json_report}/generate"), &json!({})).send().await.unwrap()).await;
         let (content_type, text) = content(&app, &json_report).await;
         assert_eq!(content_type, "application/json");
         let document: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(document["generatedAt"], generated["data"]["generatedAt"]);
+        let (_, fetched) = parts(app.get(&format!("/api/v1/reports/{json_report}")).send().await.unwrap()).await;
+        assert_eq!(fetched["data"]["generatedAt"], generated["data"]["generatedAt"], "the read model agrees");
         let listed: Vec<&str> = document["findings"].as_array().unwrap().iter().map(|f| f["title"].as_str().unwrap()).collect();
         assert_eq!(listed, ["Critical 10", "Critical 9.8", "<script>alert(1)</script>", "Low one"]);
         assert_eq!((document["summary"]["critical"].clone(), document["engagement"]["name"].clone()), (json!(2), json!("Acme <web>")));
