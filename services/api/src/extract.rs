@@ -28,10 +28,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// The body of an action that takes none (`POST /engagements/{id}/archive`, …): absent, or the
-/// empty object. Anything else is refused as a body of any other route would be: not JSON →
+/// The body of an action that takes none (`POST /engagements/{id}/archive`, …): absent, `null`
+/// or the empty object. Anything else is refused as a body of any other route would be: not JSON →
 /// 415, malformed → 400, a field → 422 naming it.
-pub struct NoBody;
+#[derive(utoipa::ToSchema)]
+#[schema(as = NoFields, max_properties = 0)]
+pub struct NoBody {}
 
 impl<S: Send + Sync> FromRequest<S> for NoBody {
     type Rejection = ApiError;
@@ -40,17 +42,20 @@ impl<S: Send + Sync> FromRequest<S> for NoBody {
         let json = is_json(request.headers());
         let bytes = read_body(request, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self);
+            return Ok(Self {});
         }
         if !json {
             return Err(not_json());
+        }
+        if serde_json::from_slice::<Value>(&bytes).is_ok_and(|value| value.is_null()) {
+            return Ok(Self {});
         }
         let fields: BTreeMap<String, Value> = match json_object(&bytes)? {
             Value::Object(fields) => fields.into_iter().collect(),
             _ => BTreeMap::new(),
         };
         reject_unknown(&fields, &[])?;
-        Ok(Self)
+        Ok(Self {})
     }
 }
 

@@ -5,10 +5,11 @@
 use axum::Json;
 use serde::Serialize;
 use utoipa::openapi::extensions::ExtensionsBuilder;
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{Content, Ref};
+use utoipa::openapi::{Content, ObjectBuilder, Ref, RefOr, Required, Type};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::routes::{self, ROUTES};
@@ -104,6 +105,34 @@ fn operation_id(method: &str, path: &str) -> String {
     id
 }
 
+/// Headers every response carries (declared on the successes).
+const EVERY_RESPONSE: &[(&str, &str, Type)] = &[
+    ("X-Request-Id", "The request's id: the client's own `X-Request-Id`, or a generated one", Type::String),
+    (
+        "X-RateLimit-Limit",
+        "Requests allowed per window (per API key; per address without one)",
+        Type::Integer,
+    ),
+    ("X-RateLimit-Remaining", "Requests left in the current window", Type::Integer),
+    ("X-RateLimit-Reset", "Unix seconds when the window resets", Type::Integer),
+];
+
+/// A response header of `ty` described by `text`.
+fn header(text: &str, ty: Type) -> utoipa::openapi::header::Header {
+    HeaderBuilder::new().schema(ObjectBuilder::new().schema_type(ty)).description(Some(text)).build()
+}
+
+/// Whether the operation answers a single resource with its `ETag` (the list, history, content
+/// and delivery pages have none).
+fn sends_etag(method: &str, path: &str) -> bool {
+    match method {
+        "GET" => path.ends_with("{id}") || path.ends_with("/current"),
+        "PATCH" => !path.ends_with("/bulk"),
+        "POST" => !path.ends_with("/graphql"),
+        _ => false,
+    }
+}
+
 /// Which of `ERRORS` an operation can answer.
 fn error_statuses(method: &str, path: &str, has_body: bool) -> Vec<u16> {
     let mut statuses = vec![400, 401, 403, 429, 500];
@@ -111,8 +140,9 @@ fn error_statuses(method: &str, path: &str, has_body: bool) -> Vec<u16> {
     if has_id || path.ends_with("/current") {
         statuses.push(404);
     }
-    // `/organizations/current` has no 304: its engagementCount moves without its version.
-    if method == "GET" && has_id {
+    // Single resources only, and not `/organizations/current` or an API key: their
+    // engagementCount and lastUsedAt move without their version.
+    if method == "GET" && path.ends_with("{id}") && !path.starts_with("/api/v1/api-keys") {
         statuses.push(304);
     }
     if method != "GET" {
@@ -169,6 +199,63 @@ impl Modify for FromRouteTable {
                 }
                 operation.responses.responses.entry(status.to_string()).or_insert(response.build().into());
             }
+            if route.method == "POST"
+                && !operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| p.name.eq_ignore_ascii_case("Idempotency-Key"))
+            {
+                operation.parameters.get_or_insert_with(Vec::new).push(
+                    ParameterBuilder::new()
+                        .name("Idempotency-Key")
+                        .parameter_in(ParameterIn::Header)
+                        .required(Required::False)
+                        .description(Some("Replays the first response for 24 h; nothing runs twice"))
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                        .build(),
+                );
+            }
+            let etag = sends_etag(route.method, route.path);
+            for (status, response) in &mut operation.responses.responses {
+                let RefOr::T(response) = response else { continue };
+                let success = status.starts_with('2');
+                // Errors carry them too (the document's description says so): declared on every
+                // error response they would more than double the document.
+                if success {
+                    for (name, text, ty) in EVERY_RESPONSE {
+                        response
+                            .headers
+                            .entry((*name).to_owned())
+                            .or_insert_with(|| header(text, ty.clone()));
+                    }
+                }
+                if etag && (success || status == "304") && status != "204" {
+                    response
+                        .headers
+                        .entry("ETag".to_owned())
+                        .or_insert_with(|| header("The resource's version, `\"<version>\"`", Type::String));
+                }
+                if status == "201" {
+                    response
+                        .headers
+                        .entry("Location".to_owned())
+                        .or_insert_with(|| header("The new resource's URL", Type::String));
+                }
+                if status == "429" || status == "503" {
+                    response.headers.entry("Retry-After".to_owned()).or_insert_with(|| {
+                        header(
+                            "Seconds to wait before retrying (429, and a 503 that saved nothing)",
+                            Type::Integer,
+                        )
+                    });
+                }
+                if success && route.method == "POST" {
+                    response.headers.entry("Idempotent-Replayed".to_owned()).or_insert_with(|| {
+                        header("`true` when this is the stored answer to an earlier request with the same Idempotency-Key", Type::String)
+                    });
+                }
+            }
         }
     }
 }
@@ -177,7 +264,7 @@ impl Modify for FromRouteTable {
 #[openapi(
     info(
         title = "Pwnbook API",
-        description = "Event-sourced API for penetration-testing engagements. Every change is an immutable, hash-chained event.",
+        description = "Event-sourced API for penetration-testing engagements. Every change is an immutable, hash-chained event.\n\nEvery response, errors included, carries `X-Request-Id` and `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`; a 429 also `Retry-After`.",
         license(name = "Apache-2.0")
     ),
     servers((url = "/", description = "This server")),

@@ -90,6 +90,7 @@ pub struct ResponseDoc {
         (status = 409, description = "The Idempotency-Key was used for a different request, or its first request is still running", body = crate::openapi::ErrorBody),
         (status = 413, description = "The body is larger than the limit", body = crate::openapi::ErrorBody),
         (status = 415, description = "The body is not application/json", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A text of the body (the document or its variables) holds the NUL character, which no stored text can; `details` names it", body = crate::openapi::ErrorBody),
         (status = 429, description = "Over the key's rate limit; see `Retry-After`", body = crate::openapi::ErrorBody),
         (status = 500, description = "Unexpected error", body = crate::openapi::ErrorBody),
     ))]

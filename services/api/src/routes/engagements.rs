@@ -338,7 +338,7 @@ pub(crate) async fn update_row(
 }
 
 /// Archive an engagement (it becomes read-only).
-#[utoipa::path(post, path = "/api/v1/engagements/{id}/archive", tag = "engagements",
+#[utoipa::path(post, path = "/api/v1/engagements/{id}/archive", tag = "engagements", request_body = Option<crate::extract::NoBody>,
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 200, description = "The archived engagement", body = Data<EngagementView>)))]
 pub async fn archive(
@@ -365,7 +365,7 @@ pub(crate) async fn archive_row(
 }
 
 /// Unarchive an engagement.
-#[utoipa::path(post, path = "/api/v1/engagements/{id}/unarchive", tag = "engagements",
+#[utoipa::path(post, path = "/api/v1/engagements/{id}/unarchive", tag = "engagements", request_body = Option<crate::extract::NoBody>,
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 200, description = "The active engagement", body = Data<EngagementView>)))]
 pub async fn unarchive(

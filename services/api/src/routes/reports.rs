@@ -364,7 +364,7 @@ pub(crate) async fn update_row(
 }
 
 /// Render the engagement's findings, most severe first, into the report's format.
-#[utoipa::path(post, path = "/api/v1/reports/{id}/generate", tag = "reports",
+#[utoipa::path(post, path = "/api/v1/reports/{id}/generate", tag = "reports", request_body = Option<crate::extract::NoBody>,
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 200, description = "The report with its new document", body = Data<ReportView>)))]
 pub async fn generate(

@@ -361,7 +361,7 @@ pub(crate) async fn update_row(
 }
 
 /// Close a task (409 when it is closed already).
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/close", tag = "tasks",
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/close", tag = "tasks", request_body = Option<crate::extract::NoBody>,
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 200, description = "The closed task", body = Data<TaskView>)))]
 pub async fn close(
