@@ -145,18 +145,14 @@ impl Aggregate for WikiPage {
                 if self.exists {
                     return Err(DomainError::Conflict("the wiki page already exists".to_owned()));
                 }
-                let mut errors = Errors::default();
-                let title = errors.check(validate::text("title", &page.title, 1, 300));
-                let slug = title.as_ref().and_then(|t| errors.check(slug_for(t, page.slug.as_deref())));
-                let content = errors.check(validate::text("content", &page.content, 0, MAX_CONTENT));
-                errors.finish()?;
+                let (title, slug) = checked(&page)?;
                 WikiPageEvent::Created(WikiPageCreated {
                     organization_id,
                     engagement_id,
-                    title: title.unwrap_or_default(),
-                    slug: slug.unwrap_or_default(),
+                    title,
+                    slug,
                     // Markdown keeps its whitespace: store the content as sent.
-                    content: content.map(|_| page.content).unwrap_or_default(),
+                    content: page.content,
                     parent_id: page.parent_id,
                 })
             }
@@ -228,6 +224,25 @@ impl Aggregate for WikiPage {
             }
             WikiPageEvent::Deleted(_) => self.deleted = true,
         }
+    }
+}
+
+/// A new page's title and slug, checked with its content: every invalid field at once.
+fn checked(page: &NewWikiPage) -> Result<(String, String), DomainError> {
+    let mut errors = Errors::default();
+    let title = errors.check(validate::text("title", &page.title, 1, 300));
+    let slug = title.as_ref().and_then(|t| errors.check(slug_for(t, page.slug.as_deref())));
+    errors.check(validate::text("content", &page.content, 0, MAX_CONTENT));
+    errors.finish()?;
+    Ok((title.unwrap_or_default(), slug.unwrap_or_default()))
+}
+
+/// What is wrong with `page`'s fields, as its creation would report it: for a caller that found
+/// other errors first (a parent of another engagement, say) and answers with every invalid field.
+pub fn field_errors(page: &NewWikiPage) -> Vec<FieldError> {
+    match checked(page) {
+        Err(DomainError::Validation(errors)) => errors,
+        _ => Vec::new(),
     }
 }
 

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use pwnbook_commands::wiki::{NewWikiPage, WikiPage, WikiPageCommand, WikiPagePatch};
+use pwnbook_commands::wiki::{field_errors, NewWikiPage, WikiPage, WikiPageCommand, WikiPagePatch};
 use pwnbook_commands::{Execution, FieldError};
 use pwnbook_events::{Id, IdKind, LogEvent};
 use pwnbook_projections::wiki::{self, WikiFilter, WikiPageRow, WikiSort};
@@ -210,22 +210,34 @@ pub(crate) async fn create_row(
 ) -> Result<WikiPageRow, ApiError> {
     let engagement = scope::writable(state, caller, engagement_id).await?;
     reject_unknown(&body.unknown, READ_ONLY)?;
-    let Some(title) = body.title else {
-        return Err(ApiError::Validation(vec![FieldError::new("title", "is required")]));
-    };
+    // A missing title and the parent are checked here; when either fails, the command's own
+    // checks join them, so that one answer names every invalid field.
+    let mut errors = Vec::new();
+    let title_given = body.title.is_some();
+    if !title_given {
+        errors.push(FieldError::new("title", "is required"));
+    }
     if let Some(parent) = &body.parent_id {
-        check_parent(state, caller, &engagement.id, parent, None).await?;
+        match check_parent(state, caller, &engagement.id, parent, None).await {
+            Err(ApiError::Validation(found)) => errors.extend(found),
+            other => other?,
+        }
+    }
+    let page = NewWikiPage {
+        title: body.title.unwrap_or_default(),
+        slug: body.slug,
+        content: body.content.unwrap_or_default(),
+        parent_id: body.parent_id,
+    };
+    if !errors.is_empty() {
+        errors.extend(field_errors(&page).into_iter().filter(|e| title_given || e.field != "title"));
+        return Err(ApiError::Validation(errors));
     }
     let id = Id::generate(IdKind::WikiPage);
     let command = WikiPageCommand::Create {
         organization_id: caller.organization_id().to_owned(),
         engagement_id: engagement.id.clone(),
-        page: NewWikiPage {
-            title,
-            slug: body.slug,
-            content: body.content.unwrap_or_default(),
-            parent_id: body.parent_id,
-        },
+        page,
     };
     run(state, caller, id.as_str(), &engagement.id, command, None).await
 }

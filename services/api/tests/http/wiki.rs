@@ -73,6 +73,16 @@ backend_tests! {
         }
         let (status, _) = parts(app.post(&format!("/api/v1/engagements/{engagement}/wiki"), &json!({"title": "x", "parentId": "wik_nope"})).send().await.unwrap()).await;
         assert_eq!(status, 422);
+        // An unknown parent does not hide the other invalid fields.
+        for (body, expected) in [
+            (json!({"title": "ok", "slug": "Bad Slug", "parentId": "wik_nope"}), vec!["parentId", "slug"]),
+            (json!({"slug": "fine", "parentId": "wik_nope"}), vec!["parentId", "title"]),
+        ] {
+            let (status, json) = parts(app.post(&format!("/api/v1/engagements/{engagement}/wiki"), &body).send().await.unwrap()).await;
+            let mut fields: Vec<&str> = json["error"]["details"].as_array().unwrap().iter().map(|d| d["field"].as_str().unwrap()).collect();
+            fields.sort_unstable();
+            assert_eq!((status, fields), (422, expected), "{body}: {json}");
+        }
         let (status, body) = parts(app.delete(&format!("/api/v1/wiki/{child}")).send().await.unwrap()).await;
         assert_eq!((status, error_code(status, &body)), (409, "CONFLICT".to_owned()), "a page with children stays");
         let (status, moved) = parts(app.patch(&format!("/api/v1/wiki/{grandchild}"), &json!({"parentId": null})).send().await.unwrap()).await;
