@@ -193,11 +193,29 @@ impl QueryParams {
         self.0.remove(name)
     }
 
-    /// A comma-separated list; empty items are dropped.
+    /// A comma-separated list; empty items are dropped. `\,` is a comma inside an item and `\\`
+    /// a backslash (see `list_item`), so any value can be asked for.
     pub fn take_list(&mut self, name: &str) -> Vec<String> {
-        self.take(name)
-            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
-            .unwrap_or_default()
+        let Some(text) = self.take(name) else { return Vec::new() };
+        let mut items = Vec::new();
+        let mut item = String::new();
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some(escaped @ (',' | '\\')) => item.push(escaped),
+                    Some(other) => {
+                        item.push('\\');
+                        item.push(other);
+                    }
+                    None => item.push('\\'),
+                },
+                ',' => items.push(std::mem::take(&mut item)),
+                c => item.push(c),
+            }
+        }
+        items.push(item);
+        items.into_iter().map(|item| item.trim().to_owned()).filter(|item| !item.is_empty()).collect()
     }
 
     /// A list whose every item must be one of `allowed` (an unknown enum value is a 400).
@@ -257,11 +275,26 @@ pub fn etag(version: i64) -> String {
     format!("\"{version}\"")
 }
 
+/// `value` as one item of a comma-separated list (`QueryParams::take_list`).
+pub fn list_item(value: &str) -> String {
+    value.replace('\\', "\\\\").replace(',', "\\,")
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
+
+    #[test]
+    fn list_items_may_hold_commas_and_backslashes() {
+        let values = ["Smith, Jones & Co", "a\\b", "trailing\\", "plain"];
+        let joined = values.iter().map(|v| list_item(v)).collect::<Vec<_>>().join(",");
+        let mut params = QueryParams::from_pairs(&[("tag".to_owned(), joined)]);
+        assert_eq!(params.take_list("tag"), values);
+        let mut params = QueryParams::from_pairs(&[("tag".to_owned(), r"a\x, b ,,c\".to_owned())]);
+        assert_eq!(params.take_list("tag"), [r"a\x", "b", r"c\"], "other backslashes stay as sent");
+    }
 
     #[test]
     fn a_nul_anywhere_in_a_body_is_found_with_its_path() {

@@ -116,7 +116,8 @@ pub struct Filters(Vec<(String, String)>);
 impl Filters {
     pub fn list(mut self, name: &str, values: Option<Vec<String>>) -> Self {
         if let Some(values) = values {
-            self.0.push((name.to_owned(), values.join(",")));
+            let items: Vec<String> = values.iter().map(|value| crate::extract::list_item(value)).collect();
+            self.0.push((name.to_owned(), items.join(",")));
         }
         self
     }

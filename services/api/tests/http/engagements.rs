@@ -255,6 +255,16 @@ backend_tests! {
         assert_eq!(set(ids(&app, "tag=web,cloud").await), set(vec![web.clone(), cloud.clone()]));
         assert_eq!(set(ids(&app, "clientName=Acme").await), set(vec![web.clone(), cloud.clone()]));
         assert_eq!(ids(&app, "clientName=Acme&tag=cloud").await, [cloud.as_str()]);
+        // A value with a comma is asked for with `\,` (a backslash itself is `\\`).
+        let firm = id_of(&app.create_engagement(json!({"name": "Firm", "tags": ["a,b", "a"], "clientName": "Smith, Jones & Co"})).await);
+        let plain = id_of(&app.create_engagement(json!({"name": "Plain", "tags": ["b"]})).await);
+        assert_eq!(ids(&app, "clientName=Smith%5C%2C%20Jones%20%26%20Co").await, [firm.as_str()]);
+        assert_eq!(ids(&app, "clientName=Smith%2C%20Jones%20%26%20Co").await, Vec::<String>::new(), "two names, neither a client");
+        assert_eq!(ids(&app, "tag=a%5C,b").await, [firm.as_str()]);
+        assert_eq!(set(ids(&app, "tag=a,b").await), set(vec![firm.clone(), plain.clone()]));
+        for id in [firm, plain] {
+            app.delete(&format!("/api/v1/engagements/{id}")).send().await.unwrap();
+        }
         let (_, all) = parts(app.get("/api/v1/engagements?sort=createdAt&order=asc").send().await.unwrap()).await;
         let second_created = all["data"][1]["createdAt"].as_str().unwrap().to_owned();
         let after = ids(&app, &format!("createdAfter={}&sort=createdAt&order=asc", second_created.replace('+', "%2B"))).await;
