@@ -11,6 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
@@ -97,15 +98,8 @@ async fn run(state: &AppState, request: Request, next: Next) -> Result<Response,
     let (parts, body) = request.into_parts();
     let bytes =
         to_bytes(body, state.body_limit).await.map_err(|_| ApiError::PayloadTooLarge(state.body_limit))?;
-    let mut hasher = Sha256::new();
-    hasher.update(parts.method.as_str());
-    hasher.update(b" ");
-    hasher.update(parts.uri.path());
-    hasher.update(b"\n");
-    hasher.update(&bytes);
-    let fingerprint = hex::encode(hasher.finalize());
-
-    let claimed_at = match claim(state, &key_id, &key, &fingerprint).await? {
+    let fingerprints = Fingerprints::of(parts.method.as_str(), parts.uri.path(), &bytes);
+    let claimed_at = match claim(state, &key_id, &key, &fingerprints).await? {
         Claim::Ours(claimed_at) => claimed_at,
         Claim::Answered(response) => return Ok(response),
     };
@@ -198,8 +192,81 @@ enum Claim {
     Answered(Response),
 }
 
+/// What tells one request from another under the same key.
+struct Fingerprints {
+    /// Method, path and body, a JSON body in canonical form (keys sorted, no whitespace): a retry
+    /// that serializes the same JSON differently is the same request.
+    canonical: String,
+    /// The same over the body's bytes as sent, as records made before the canonical form hold.
+    as_sent: String,
+}
+
+impl Fingerprints {
+    fn of(method: &str, path: &str, body: &[u8]) -> Self {
+        let hash = |body: &[u8]| {
+            let mut hasher = Sha256::new();
+            hasher.update(method);
+            hasher.update(b" ");
+            hasher.update(path);
+            hasher.update(b"\n");
+            hasher.update(body);
+            hex::encode(hasher.finalize())
+        };
+        let as_sent = hash(body);
+        let canonical = match serde_json::from_slice::<Value>(body) {
+            Ok(value) => {
+                let mut text = String::with_capacity(body.len());
+                canonical_json(&value, &mut text);
+                hash(text.as_bytes())
+            }
+            Err(_) => as_sent.clone(),
+        };
+        Self { canonical, as_sent }
+    }
+
+    fn matches(&self, stored: &str) -> bool {
+        stored == self.canonical || stored == self.as_sent
+    }
+}
+
+/// `value` as compact JSON with every object's keys in sorted order.
+fn canonical_json(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(fields) => {
+            let mut fields: Vec<(&String, &Value)> = fields.iter().collect();
+            fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (name, field)) in fields.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(name.clone()).to_string());
+                out.push(':');
+                canonical_json(field, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
 /// Claims the key for this request, or answers with the stored response (or a refusal).
-async fn claim(state: &AppState, key_id: &str, key: &str, fingerprint: &str) -> Result<Claim, ApiError> {
+async fn claim(
+    state: &AppState,
+    key_id: &str,
+    key: &str,
+    fingerprints: &Fingerprints,
+) -> Result<Claim, ApiError> {
     let pool = state.store.pool();
     let now = now_millis();
     // Records live 24 hours; expired ones (of any key) go here, through the created_at index.
@@ -213,7 +280,7 @@ async fn claim(state: &AppState, key_id: &str, key: &str, fingerprint: &str) -> 
     )
     .bind(key_id)
     .bind(key)
-    .bind(fingerprint)
+    .bind(fingerprints.canonical.as_str())
     .bind(now)
     .execute(pool)
     .await?;
@@ -228,7 +295,7 @@ async fn claim(state: &AppState, key_id: &str, key: &str, fingerprint: &str) -> 
     .fetch_one(pool)
     .await?;
     let stored_fingerprint: String = row.try_get("fingerprint")?;
-    if stored_fingerprint != fingerprint {
+    if !fingerprints.matches(&stored_fingerprint) {
         return Err(ApiError::Conflict(
             "this Idempotency-Key was already used for a different request".to_owned(),
         ));
@@ -271,4 +338,28 @@ async fn claim(state: &AppState, key_id: &str, key: &str, fingerprint: &str) -> 
         }
     }
     Ok(Claim::Answered(response))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_json_serialized_differently_is_the_same_request() {
+        let fingerprint = |body: &str| Fingerprints::of("POST", "/api/v1/engagements", body.as_bytes());
+        let first = fingerprint(r#"{"name": "x", "tags": ["b", "a"], "nested": {"z": 1, "y": null}}"#);
+        let again = fingerprint(r#"{"nested":{"y":null,"z":1},"tags":["b","a"],"name":"x"}"#);
+        assert_eq!(first.canonical, again.canonical);
+        assert_ne!(first.as_sent, again.as_sent);
+        assert!(first.matches(&again.canonical));
+        assert_ne!(
+            first.canonical,
+            fingerprint(r#"{"name": "x", "tags": ["a", "b"]}"#).canonical,
+            "order in a list counts"
+        );
+        assert_ne!(first.canonical, Fingerprints::of("POST", "/api/v1/webhooks", b"{}").canonical);
+        let not_json = fingerprint("name=x");
+        assert_eq!(not_json.canonical, not_json.as_sent);
+        assert!(first.matches(&first.as_sent), "a record made before the canonical form still matches");
+    }
 }

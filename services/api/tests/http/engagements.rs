@@ -116,6 +116,19 @@ backend_tests! {
         assert_eq!(ids(&app, "").await, [id_of(&first["data"])]);
         let (status, other) = parts(app.post("/api/v1/engagements", &json!({"name": "Twice"})).header("idempotency-key", "abc-1").send().await.unwrap()).await;
         assert_eq!((status, error_code(status, &other)), (409, "CONFLICT".to_owned()));
+        // The same JSON serialized differently (order of keys, whitespace) is the same request.
+        let sent = |text: &'static str| {
+            app.request(reqwest::Method::POST, "/api/v1/engagements", &app.key)
+                .header("content-type", "application/json")
+                .header("idempotency-key", "abc-3")
+                .body(text)
+                .send()
+        };
+        let (status, spaced) = parts(sent("{\"name\": \"Spaced\", \"tags\": [\"a\"]}").await.unwrap()).await;
+        assert_eq!(status, 201, "{spaced}");
+        let reordered = sent("{\n  \"tags\":[\"a\"],\"name\":\"Spaced\"\n}").await.unwrap();
+        assert_eq!(reordered.headers()["idempotent-replayed"], "true");
+        assert_eq!(parts(reordered).await, (201, spaced));
         // Errors are replayed too, without running the command again.
         let (status, _) = parts(app.post("/api/v1/engagements", &body).header("idempotency-key", "abc-2").send().await.unwrap()).await;
         assert_eq!(status, 409, "the name is taken");
