@@ -296,7 +296,7 @@ impl Writer {
                 }
                 // The connection went with COMMIT on its way: what the lost session did is found
                 // out rather than reported as unknown (which would leave a retry to write twice).
-                Err(Failure::Transaction(error)) if !matches!(error, sqlx::Error::Database(_)) => {
+                Err(Failure::Transaction(error)) if connection_lost(&error) => {
                     return match lost {
                         Some(session) => self.settle(pool, connection, &session, rows, error).await,
                         None => Err(Failure::Transaction(error)),
@@ -453,16 +453,18 @@ struct Connection {
     session: Option<Session>,
 }
 
-/// A PostgreSQL session, told apart from a later one with the same process id by its start.
+/// A PostgreSQL session, told apart from a later one with the same process id by its start (in
+/// microseconds since the epoch: a text form would depend on each session's settings).
 struct Session {
     pid: i32,
-    started: String,
+    started: i64,
 }
 
 impl Session {
     async fn of(conn: &mut AnyConnection) -> Option<Self> {
-        let row: Option<(i32, String)> = sqlx::query_as(
-            "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+        let row: Option<(i32, i64)> = sqlx::query_as(
+            "SELECT pid, (extract(epoch FROM backend_start) * 1000000)::bigint FROM pg_stat_activity \
+             WHERE pid = pg_backend_pid()",
         )
         .fetch_optional(&mut *conn)
         .await
@@ -537,6 +539,18 @@ impl Failure {
     }
 }
 
+/// Whether `error` ended the session rather than a statement: I/O, TLS or protocol trouble, or
+/// PostgreSQL's own end of it (`57P` operator intervention such as a shutdown, `08` connection
+/// exceptions), after which a COMMIT that was sent may or may not have been carried out.
+fn connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|code| code.starts_with("57P") || code.starts_with("08"))
+        }
+        _ => true,
+    }
+}
+
 /// Whether the writer's connection is known to be usable after `error`: a constraint or
 /// trigger refusal, or a transaction the database rolled back (the transaction is gone, the
 /// session is fine).
@@ -599,8 +613,11 @@ fn refused(backend: Backend, error: &dyn sqlx::error::DatabaseError) -> bool {
 const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 const SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// Whether the first of `rows` is stored, once the `lost` session has ended (or holds no
-/// transaction that could still commit); `None` if it is still at work after `SETTLE_LIMIT`.
+/// Whether the first of `rows` is stored, once the `lost` session has ended; `None` if it is
+/// still there after `SETTLE_LIMIT`. Only its end is final: while its process lives, the batch's
+/// query may still wait in its socket unread (the session looks idle) and commit after a look.
+/// A session that never learns its client has gone (a half-open connection, or a pooler that
+/// keeps it) leaves the outcome unknown.
 async fn stored(
     pool: &AnyPool,
     connection: &mut Connection,
@@ -611,19 +628,15 @@ async fn stored(
     let (conn, _) = connection.get(pool).await?;
     let deadline = tokio::time::Instant::now() + SETTLE_LIMIT;
     loop {
-        let state: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT state FROM pg_stat_activity WHERE pid = $1 AND backend_start::text = $2",
+        let alive: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE pid = $1 AND (extract(epoch FROM backend_start) * 1000000)::bigint = $2",
         )
         .bind(lost.pid)
-        .bind(lost.started.as_str())
-        .fetch_optional(&mut *conn)
+        .bind(lost.started)
+        .fetch_one(&mut *conn)
         .await?;
-        // `idle`: no transaction; `idle in transaction (aborted)`: one that can only roll back.
-        let ended = match state.flatten() {
-            None => true,
-            Some(state) => state == "idle" || state == "idle in transaction (aborted)",
-        };
-        if ended {
+        if alive == 0 {
             break;
         }
         if tokio::time::Instant::now() >= deadline {

@@ -624,7 +624,8 @@ async fn a_batch_rolled_back_by_a_deadlock_is_written_again_postgres() {
 /// unknown outcome (after which a retry could append twice): an append whose COMMIT reached the
 /// database succeeds, one whose COMMIT never did fails as not saved, so its retry stores it
 /// once. The first cut append takes the one-round-trip path (the warm-up left the chain heads
-/// cached), the next ones the usual path (a lost batch leaves no cache behind).
+/// cached), the next two the usual path (a lost batch leaves no cache behind), the last the
+/// one-round-trip path again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_append_cut_off_at_commit_reports_what_the_database_did_postgres() {
     use pwnbook_events::testing::{CommitCutter, Cut};
@@ -645,6 +646,12 @@ async fn an_append_cut_off_at_commit_reports_what_the_database_did_postgres() {
     assert!(matches!(error, AggregateError::DatabaseConnectionError(_)), "a retryable error: {error:?}");
     assert_eq!(cutter.cuts(), 3);
     assert_eq!(increment(&store, "request-lost", "org_a").await.unwrap(), 1, "the retry stores it");
+    // That retry left the chain heads cached again: the same on the one-round-trip path.
+    cutter.arm(Cut::RequestLost);
+    let error = increment(&store, "request-lost-in-one-round-trip", "org_a").await.unwrap_err();
+    assert!(matches!(error, AggregateError::DatabaseConnectionError(_)), "a retryable error: {error:?}");
+    assert_eq!(cutter.cuts(), 4);
+    assert_eq!(increment(&store, "request-lost-in-one-round-trip", "org_a").await.unwrap(), 1);
     let stored: Vec<(String, i64)> = sqlx::query_as(
         "SELECT aggregate_id, count(*) FROM events GROUP BY aggregate_id ORDER BY aggregate_id",
     )
@@ -654,9 +661,15 @@ async fn an_append_cut_off_at_commit_reports_what_the_database_did_postgres() {
     let once = |id: &str| (id.to_owned(), 1);
     assert_eq!(
         stored,
-        [once("answer-lost"), once("answer-lost-in-one-round-trip"), once("request-lost"), once("warm-up")]
+        [
+            once("answer-lost"),
+            once("answer-lost-in-one-round-trip"),
+            once("request-lost"),
+            once("request-lost-in-one-round-trip"),
+            once("warm-up")
+        ]
     );
-    assert_eq!(Sequencer::new(store.clone()).settle(SETTLE).await.unwrap(), 4);
+    assert_eq!(Sequencer::new(store.clone()).settle(SETTLE).await.unwrap(), 5);
     assert!(log::verify_chain(&store, None).await.unwrap().valid);
 }
 

@@ -209,9 +209,21 @@ fn encode(cursor: &Cursor) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(cursor).unwrap_or_default())
 }
 
+/// A cursor this server could have made: its filters and values hold no NUL, which no stored
+/// text can (a cursor is only encoded, so a client can write one).
 fn decode(token: &str) -> Result<Cursor, ApiError> {
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad_cursor())?;
-    serde_json::from_slice(&bytes).map_err(|_| bad_cursor())
+    let cursor: Cursor = serde_json::from_slice(&bytes).map_err(|_| bad_cursor())?;
+    let value = match &cursor.v {
+        SortValue::Text(text) => text.as_str(),
+        SortValue::Int(_) => "",
+    };
+    let texts =
+        cursor.f.iter().flat_map(|(name, value)| [name, value]).chain([&cursor.s, &cursor.o, &cursor.i]);
+    if texts.map(String::as_str).chain([value]).any(|text| text.contains('\0')) {
+        return Err(bad_cursor());
+    }
+    Ok(cursor)
 }
 
 fn bad_cursor() -> ApiError {

@@ -69,7 +69,8 @@ fn is_internal(ip: IpAddr) -> bool {
                     || (first & 0xffc0) == 0xfe80 // link local fe80::/10
                     || (first & 0xffc0) == 0xfec0 // site local fec0::/10 (deprecated, still routed inside)
                     || (first == 0x2001 && second == 0x0db8) // documentation 2001:db8::/32
-                    || (first == 0x2001 && second == 0x0002) // benchmarking 2001:2::/48
+                    || (first == 0x2001 && second == 0x0002 && v6.segments()[2] == 0) // benchmarking 2001:2::/48
+                    || (first == 0x0064 && second == 0xff9b && v6.segments()[2] == 1) // local-use NAT64 64:ff9b:1::/48
                     || v6.segments()[..4] == [0x0100, 0, 0, 0] // discard-only 100::/64
             }
         },
@@ -484,6 +485,7 @@ mod tests {
             "240.0.0.1",
             "2001:db8::1",
             "2001:2::1",
+            "64:ff9b:1:a00::1",
             "100::1",
             "fec0::1",
             "::1",
@@ -494,12 +496,20 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "2002:c0a8:0101::1",
         ] {
-            assert!(is_internal(internal.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))), "{internal}");
+            let Ok(ip) = internal.parse::<IpAddr>() else { panic!("{internal} is no address") };
+            assert!(is_internal(ip), "{internal}");
         }
-        for public in
-            ["93.184.216.34", "8.8.8.8", "198.20.0.1", "192.0.3.1", "2606:4700::1111", "2001:db9::1"]
-        {
-            assert!(!is_internal(public.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))), "{public}");
+        for public in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "198.20.0.1",
+            "192.0.3.1",
+            "2606:4700::1111",
+            "2001:db9::1",
+            "2001:2:1::1",
+        ] {
+            let Ok(ip) = public.parse::<IpAddr>() else { panic!("{public} is no address") };
+            assert!(!is_internal(ip), "{public}");
         }
     }
 

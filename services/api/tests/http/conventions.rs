@@ -202,7 +202,15 @@ backend_tests! {
             assert_eq!((status, error_code(status, &json)), (422, "VALIDATION_ERROR".to_owned()), "{body}");
             assert_eq!(json["error"]["details"][0]["field"], field, "{json}");
         }
-        for query in ["/api/v1/findings?q=%00x", "/api/v1/engagements?clientName=%00", "/api/v1/events?resourceId=a%00"] {
+        // A cursor is only encoded: one a client wrote with a NUL in it is refused too.
+        use base64::Engine;
+        let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(json!({"s": "createdAt", "o": "desc", "f": [["q", "\u{0}"]], "v": 1, "i": "eng_x"}).to_string());
+        let honest = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(json!({"s": "createdAt", "o": "desc", "f": [["q", "x"]], "v": 1, "i": "eng_x"}).to_string());
+        assert_eq!(parts(app.get(&format!("/api/v1/engagements?cursor={honest}")).send().await.unwrap()).await.0, 200);
+        let forged_cursor = format!("/api/v1/engagements?cursor={forged}");
+        for query in ["/api/v1/findings?q=%00x", "/api/v1/engagements?clientName=%00", "/api/v1/events?resourceId=a%00", forged_cursor.as_str()] {
             let (status, json) = parts(app.get(query).send().await.unwrap()).await;
             assert_eq!((status, error_code(status, &json)), (400, "BAD_REQUEST".to_owned()), "{query}: {json}");
         }
