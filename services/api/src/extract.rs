@@ -150,7 +150,11 @@ pub fn reject_unknown(unknown: &BTreeMap<String, Value>, read_only: &[&str]) -> 
 /// The query string as a map. Handlers `take` what they know, then `finish` refuses the rest,
 /// so a misspelt filter is a 400 instead of a silently unfiltered list.
 #[derive(Debug, Default)]
-pub struct QueryParams(BTreeMap<String, String>);
+pub struct QueryParams {
+    params: BTreeMap<String, String>,
+    /// The request's path, when the parameters came with one (a list's cursor names its list).
+    path: Option<String>,
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
     type Rejection = ApiError;
@@ -166,7 +170,7 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
                 )));
             }
         }
-        let params = Self(map);
+        let params = Self { params: map, path: Some(parts.uri.path().to_owned()) };
         params.refuse_nul()?;
         Ok(params)
     }
@@ -174,13 +178,13 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
 
 impl QueryParams {
     pub fn from_pairs(pairs: &[(String, String)]) -> Self {
-        Self(pairs.iter().cloned().collect())
+        Self { params: pairs.iter().cloned().collect(), path: None }
     }
 
     /// A 400 for a parameter that holds U+0000, which no stored text can (PostgreSQL refuses to
     /// compare with it, SQLite stops comparing at it).
     pub fn refuse_nul(&self) -> Result<(), ApiError> {
-        match self.0.iter().find(|(name, value)| name.contains('\0') || value.contains('\0')) {
+        match self.params.iter().find(|(name, value)| name.contains('\0') || value.contains('\0')) {
             Some((name, _)) => Err(ApiError::BadRequest(format!(
                 "{:?} must not contain the NUL character (%00, U+0000)",
                 name.replace('\0', "%00")
@@ -189,8 +193,13 @@ impl QueryParams {
         }
     }
 
+    /// The request's path (REST), or none (parameters a facade built).
+    pub fn path(&self) -> Option<&str> {
+        self.path.as_deref()
+    }
+
     pub fn take(&mut self, name: &str) -> Option<String> {
-        self.0.remove(name)
+        self.params.remove(name)
     }
 
     /// A comma-separated list; empty items are dropped. `\,` is a comma inside an item and `\\`
@@ -241,7 +250,7 @@ impl QueryParams {
     }
 
     pub fn finish(self) -> Result<(), ApiError> {
-        match self.0.keys().next() {
+        match self.params.keys().next() {
             None => Ok(()),
             Some(name) => Err(ApiError::BadRequest(format!("unknown query parameter {name:?}"))),
         }

@@ -1,7 +1,8 @@
 //! `page`/`perPage`, `sort`/`order` and opaque cursors for every list, and the list envelope.
 //!
-//! A cursor carries the sort, the order, the filters and the last row's `(sort value, id)`, so
-//! `?cursor=…` alone continues the same list; filters or a sort sent beside it must match it.
+//! A cursor carries the sort, the order, the filters, the last row's `(sort value, id)` and, from
+//! REST, the list's path, so `?cursor=…` alone continues the same list; filters or a sort sent
+//! beside it must match it, and so must the list.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -27,6 +28,9 @@ struct Cursor {
     v: SortValue,
     /// last row's id
     i: String,
+    /// the list's path, when it was a REST list's (cursors made before had none)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    l: Option<String>,
 }
 
 /// A parsed list request.
@@ -39,6 +43,8 @@ pub struct ListRequest<S> {
     pub per_page: i64,
     page: Option<i64>,
     filters: Vec<(String, String)>,
+    /// The REST list's path, which its cursors carry.
+    path: Option<String>,
 }
 
 /// Reads the paging and sorting parameters from `params`, leaving the filters in it. With a
@@ -74,6 +80,12 @@ pub fn parse<S: Copy>(
                 return Err(ApiError::BadRequest("page and cursor cannot be combined".to_owned()));
             }
             let cursor = decode(&token)?;
+            // A cursor continues the list it came from, not another engagement's or the flat one.
+            if let (Some(list), Some(path)) = (&cursor.l, params.path()) {
+                if !list.eq_ignore_ascii_case(path) {
+                    return Err(ApiError::BadRequest("the cursor belongs to another list".to_owned()));
+                }
+            }
             let mismatch = sort_param.as_ref().is_some_and(|s| *s != cursor.s)
                 || order_param.as_ref().is_some_and(|o| *o != cursor.o)
                 || (!filters.is_empty() && filters != cursor.f);
@@ -111,7 +123,8 @@ pub fn parse<S: Copy>(
             Window::Offset { offset, limit: per_page }
         }
     };
-    let request = ListRequest { sort, sort_name, order, window, per_page, page, filters };
+    let path = params.path().map(str::to_owned);
+    let request = ListRequest { sort, sort_name, order, window, per_page, page, filters, path };
     Ok(request)
 }
 
@@ -179,6 +192,7 @@ impl<S: Copy> ListRequest<S> {
             f: self.filters.clone(),
             v: value,
             i: id,
+            l: self.path.clone(),
         })
     }
 

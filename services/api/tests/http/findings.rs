@@ -368,6 +368,14 @@ backend_tests! {
             }
         }
         assert_eq!(seen, ["Delta critical", "bravo critical", "Charlie medium", "Alpha low"]);
+        // A cursor continues its own list only: not another engagement's, nor the flat one.
+        let (_, first) = parts(app.get(&format!("{list}?perPage=1")).send().await.unwrap()).await;
+        let cursor = first["meta"]["nextCursor"].as_str().unwrap().to_owned();
+        for path in [format!("/api/v1/engagements/{other}/findings"), "/api/v1/findings".to_owned()] {
+            let (status, body) = parts(app.get(&format!("{path}?cursor={cursor}")).send().await.unwrap()).await;
+            assert_eq!((status, error_code(status, &body)), (400, "BAD_REQUEST".to_owned()), "{path}: {body}");
+        }
+        assert_eq!(parts(app.get(&format!("{list}?cursor={cursor}")).send().await.unwrap()).await.0, 200);
 
         for query in ["severity=urgent", "status=fixed", "reviewStatus=done", "sort=cvss", "order=sideways", "perPage=101", "engagementId=x", "createdAfter=yesterday"] {
             let (status, body) = parts(app.get(&format!("{list}?{query}")).send().await.unwrap()).await;
