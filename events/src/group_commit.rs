@@ -543,11 +543,17 @@ impl Failure {
 /// PostgreSQL's own end of it (`57P` operator intervention such as a shutdown, `08` connection
 /// exceptions), after which a COMMIT that was sent may or may not have been carried out.
 fn connection_lost(error: &sqlx::Error) -> bool {
+    !matches!(error, sqlx::Error::Database(_)) || ended_by_server(error)
+}
+
+/// Whether PostgreSQL ended the session with `error` (`57P`, `08`): a COMMIT sent in it may have
+/// been carried out before the end, so the error says nothing about the transaction.
+pub(crate) fn ended_by_server(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Database(db) => {
             db.code().is_some_and(|code| code.starts_with("57P") || code.starts_with("08"))
         }
-        _ => true,
+        _ => false,
     }
 }
 

@@ -378,6 +378,8 @@ impl Sequencer {
         }
         let refused = |error| match error {
             sqlx::Error::Database(db) if db.code().as_deref() == Some(GUESS_REFUSED) => AppendError::Guess,
+            // The server ended the session: whether a COMMIT it was sent was reached is unknown.
+            error if crate::group_commit::ended_by_server(&error) => AppendError::Unknown(error),
             error => AppendError::Append(error),
         };
         let work = match hook_sql.as_ref().and_then(|hook_sql| hook_sql.work.as_ref()) {

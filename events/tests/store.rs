@@ -673,6 +673,57 @@ async fn an_append_cut_off_at_commit_reports_what_the_database_did_postgres() {
     assert!(log::verify_chain(&store, None).await.unwrap().valid);
 }
 
+/// PostgreSQL only: a batch whose session the server ends mid-way (an administrator's
+/// `pg_terminate_backend`, a shutdown: SQLSTATE 57P01) is settled like a lost connection: it
+/// was not stored, so the append fails as retryable and its retry stores it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_whose_session_the_server_ends_is_settled_postgres() {
+    let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
+    let store = Store::open(&db.url).await.unwrap();
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let _handle =
+        pwnbook_events::sequencer::spawn(store.clone(), None, std::time::Duration::from_secs(3600), shutdown);
+    increment(&store, "warm-up", "org_a").await.unwrap();
+    for statement in [
+        "CREATE FUNCTION slow_append() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         PERFORM pg_sleep(2); RETURN NEW; END $$",
+        "CREATE TRIGGER slow_append BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION slow_append()",
+    ] {
+        sqlx::query(statement).execute(store.pool()).await.unwrap();
+    }
+    let append = {
+        let store = store.clone();
+        tokio::spawn(async move { increment(&store, "ended", "org_a").await })
+    };
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    let mut ended = false;
+    for _ in 0..200 {
+        ended = sqlx::query_scalar::<_, bool>(
+            "SELECT count(*) > 0 FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+             AND query LIKE '%pwnbook_append_sequenced%' AND state = 'active') t",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        if ended {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(ended, "the batch's session was found and ended");
+    let error = append.await.unwrap().unwrap_err();
+    assert!(matches!(error, AggregateError::DatabaseConnectionError(_)), "a retryable error: {error:?}");
+    sqlx::query("DROP TRIGGER slow_append ON events").execute(&mut admin).await.unwrap();
+    assert_eq!(increment(&store, "ended", "org_a").await.unwrap(), 1, "the retry stores it");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = 'ended'")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+    assert_eq!(Sequencer::new(store.clone()).settle(SETTLE).await.unwrap(), 2);
+}
+
 /// Transaction A of the gap cases: it appends `slow` and stays open.
 async fn open_slow_append(store: &Store) -> sqlx::Transaction<'static, sqlx::Postgres> {
     let pool = match store.es_pool() {
