@@ -15,6 +15,46 @@ use crate::time::now_millis;
 use crate::StartError;
 
 const SETTLE: Duration = Duration::from_secs(60);
+/// The advisory lock that serializes the start-ups of processes on one PostgreSQL database.
+const START_LOCK: i64 = 0x7077_6e62_6f6f_6b03;
+
+/// Held while a process migrates the store and makes its first organization: servers started
+/// together on a new database would otherwise each create "Default" and the same bootstrap key
+/// (a unique key hash in the read model that no later start gets past), or race through the
+/// migrations of a new SQLite file. On PostgreSQL an advisory lock on a connection of its own;
+/// on SQLite an exclusive lock on a file beside the database. Released when dropped.
+pub enum StartLock {
+    Postgres(sqlx::PgConnection),
+    Sqlite(std::fs::File),
+}
+
+impl StartLock {
+    pub async fn take(url: &str) -> Result<Self, StartError> {
+        if url.starts_with("sqlite:") {
+            let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+            let path = path.split('?').next().unwrap_or_default();
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(format!("{path}-start.lock"))?;
+            // `lock` blocks until the other process's start is through.
+            let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+                .await
+                .map_err(std::io::Error::other)??;
+            return Ok(Self::Sqlite(file));
+        }
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+            .await
+            .map_err(|error| StartError::Store(error.into()))?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(START_LOCK)
+            .execute(&mut conn)
+            .await
+            .map_err(|error| StartError::Store(error.into()))?;
+        Ok(Self::Postgres(conn))
+    }
+}
 
 /// Opens `url` and applies the migrations of every crate.
 pub async fn open_store(url: &str) -> Result<Store, StartError> {

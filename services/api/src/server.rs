@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::auth::{self, UsageTracker};
-use crate::bootstrap::{first_start, open_store, sync_read_side};
+use crate::bootstrap::{first_start, open_store, sync_read_side, StartLock};
 use crate::config::Settings;
 use crate::key_cache::KeyCache;
 use crate::rate_limit::RateLimits;
@@ -55,12 +55,14 @@ impl RunningServer {
 }
 
 pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
+    let start_lock = StartLock::take(&settings.database_url).await?;
     let store = open_store(&settings.database_url).await?;
     let projection_runner = ProjectionRunner::new(store.clone(), all_projectors());
     projection_runner.prepare().await?;
     // Whatever was committed before a crash is sequenced and projected before serving.
     sync_read_side(&store, &projection_runner).await?;
     first_start(&store, &projection_runner, settings.bootstrap_api_key.as_deref()).await?;
+    drop(start_lock);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // This process's projectors run inside its sequencer's batches; the runner task catches up

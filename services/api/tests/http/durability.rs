@@ -90,6 +90,27 @@ backend_tests! {
 }
 
 backend_tests! {
+    // Servers started together on a new database (replicas of one deployment) make one
+    // organization and one bootstrap key between them, and all of them serve.
+    async fn servers_started_together_on_a_new_database_bootstrap_it_once(db) {
+        let key = Secret::generate("live").expose().to_owned();
+        let (a, b, c) = tokio::join!(spawn_binary(&db.url, &key), spawn_binary(&db.url, &key), spawn_binary(&db.url, &key));
+        let client = reqwest::Client::new();
+        for server in [&a, &b, &c] {
+            let response = client.get(format!("{}/api/v1/organizations/current", server.base)).bearer_auth(&key).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+        }
+        let store = pwnbook_events::Store::open(&db.url).await.unwrap();
+        let created: Vec<String> = sqlx::query_scalar("SELECT event_type FROM events WHERE event_type IN ('organization.created', 'api_key.created')")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        let mut created = created;
+        created.sort();
+        assert_eq!(created, ["api_key.created", "organization.created"]);
+        store.close().await;
+    }
+
     async fn two_server_processes_share_one_database_correctly(db) {
         let key = Secret::generate("live").expose().to_owned();
         let first = spawn_binary(&db.url, &key).await;
