@@ -106,6 +106,10 @@ backend_tests! {
         let html = docs.text().await.unwrap();
         assert!(html.contains("swagger"), "{html}");
         assert!(!html.contains("://"), "the docs page must not load anything from another host");
+        // Nor does its script: no online validator is asked about the document.
+        let script = app.client.get(format!("{}/docs/swagger-initializer.js", app.base)).send().await.unwrap().text().await.unwrap();
+        assert!(script.contains("/api/v1/openapi.json"), "{script}");
+        assert!(script.contains(r#""validatorUrl": "none""#) || script.contains(r#""validatorUrl":"none""#), "{script}");
         let (status, health) = parts(app.client.get(format!("{}/healthz", app.base)).send().await.unwrap()).await;
         assert_eq!((status, health["data"]["status"].clone()), (200, json!("ok")));
         let (status, ready) = parts(app.client.get(format!("{}/readyz", app.base)).send().await.unwrap()).await;
