@@ -307,6 +307,18 @@ async fn sqlite_runs_wal_with_synchronous_full() {
     }
 }
 
+/// A store at `url` with its sequencer task running (it polls only when kicked); the sender
+/// stops the task when dropped.
+async fn sequenced_store(
+    url: &str,
+) -> (Store, pwnbook_events::sequencer::SequencerHandle, tokio::sync::watch::Sender<bool>) {
+    let store = Store::open(url).await.unwrap();
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let handle =
+        pwnbook_events::sequencer::spawn(store.clone(), None, std::time::Duration::from_secs(3600), shutdown);
+    (store, handle, stop)
+}
+
 /// PostgreSQL only: the group commit's writer keeps its connection between batches; when the
 /// server ends that session (a restart, an idle timeout), the next append is written on a new
 /// connection instead of failing.
@@ -383,10 +395,7 @@ async fn gap_case_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gap_case_in_the_group_commit_postgres() {
     let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
-    let store = Store::open(&db.url).await.unwrap();
-    let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    let handle =
-        pwnbook_events::sequencer::spawn(store.clone(), None, std::time::Duration::from_secs(3600), shutdown);
+    let (store, handle, _stop) = sequenced_store(&db.url).await;
     increment(&store, "first", "org_a").await.unwrap();
     assert_eq!(handle.sequenced_at("counter", "first", 1), Some(1), "sequenced in its own commit");
 
@@ -406,10 +415,7 @@ async fn gap_case_in_the_group_commit_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stale_guess_of_the_head_falls_back_to_the_claim_postgres() {
     let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
-    let store = Store::open(&db.url).await.unwrap();
-    let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    let handle =
-        pwnbook_events::sequencer::spawn(store.clone(), None, std::time::Duration::from_secs(3600), shutdown);
+    let (store, handle, _stop) = sequenced_store(&db.url).await;
     increment(&store, "a", "org_a").await.unwrap();
     increment(&store, "b", "org_a").await.unwrap();
     assert_eq!(handle.sequenced_at("counter", "b", 1), Some(2));
@@ -445,10 +451,7 @@ async fn a_stale_guess_of_the_head_falls_back_to_the_claim_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn texts_of_any_kind_survive_the_one_round_trip_append_postgres() {
     let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
-    let store = Store::open(&db.url).await.unwrap();
-    let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    let handle =
-        pwnbook_events::sequencer::spawn(store.clone(), None, std::time::Duration::from_secs(3600), shutdown);
+    let (store, handle, _stop) = sequenced_store(&db.url).await;
     let org = r"org ' \' E'\x41' ''";
     increment(&store, "warm-up", org).await.unwrap();
     let tricky = [r"it's", r"back\slash\", r"'); DROP TABLE events; --", r"E'\n\'", "new\nline é {a,\"b\"}"];
@@ -631,10 +634,7 @@ async fn an_append_cut_off_at_commit_reports_what_the_database_did_postgres() {
     use pwnbook_events::testing::{CommitCutter, Cut};
     let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
     let cutter = CommitCutter::start(&db.url).await;
-    let store = Store::open(&cutter.url).await.unwrap();
-    let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    let _handle =
-        pwnbook_events::sequencer::spawn(store.clone(), None, std::time::Duration::from_secs(3600), shutdown);
+    let (store, _handle, _stop) = sequenced_store(&cutter.url).await;
     increment(&store, "warm-up", "org_a").await.unwrap();
     for (cuts, id) in [(1, "answer-lost-in-one-round-trip"), (2, "answer-lost")] {
         cutter.arm(Cut::AnswerLost);
@@ -679,10 +679,7 @@ async fn an_append_cut_off_at_commit_reports_what_the_database_did_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_append_whose_session_the_server_ends_is_settled_postgres() {
     let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
-    let store = Store::open(&db.url).await.unwrap();
-    let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    let _handle =
-        pwnbook_events::sequencer::spawn(store.clone(), None, std::time::Duration::from_secs(3600), shutdown);
+    let (store, _handle, _stop) = sequenced_store(&db.url).await;
     increment(&store, "warm-up", "org_a").await.unwrap();
     for statement in [
         "CREATE FUNCTION slow_append() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \

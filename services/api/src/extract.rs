@@ -23,7 +23,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         if !is_json(request.headers()) {
             return Err(not_json());
         }
-        let value = json_object(&read_body(request, state).await?)?;
+        let value = json_object(parse_json(&read_body(request, state).await?)?)?;
         T::deserialize(value).map(ApiJson).map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))
     }
 }
@@ -47,10 +47,11 @@ impl<S: Send + Sync> FromRequest<S> for NoBody {
         if !json {
             return Err(not_json());
         }
-        if serde_json::from_slice::<Value>(&bytes).is_ok_and(|value| value.is_null()) {
+        let value = parse_json(&bytes)?;
+        if value.is_null() {
             return Ok(Self {});
         }
-        let fields: BTreeMap<String, Value> = match json_object(&bytes)? {
+        let fields: BTreeMap<String, Value> = match json_object(value)? {
             Value::Object(fields) => fields.into_iter().collect(),
             _ => BTreeMap::new(),
         };
@@ -73,11 +74,12 @@ async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes,
     })
 }
 
-/// `bytes` as a JSON object without a NUL in any text: malformed JSON or another JSON type → 400,
-/// a NUL → 422.
-fn json_object(bytes: &[u8]) -> Result<Value, ApiError> {
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))
+}
+
+/// `value` if it is a JSON object without a NUL in any text: another JSON type → 400, a NUL → 422.
+fn json_object(value: Value) -> Result<Value, ApiError> {
     if !value.is_object() {
         return Err(ApiError::BadRequest("the request body must be a JSON object".to_owned()));
     }
