@@ -259,26 +259,44 @@ impl QueryParams {
     }
 }
 
-/// `If-Match: "<version>"` (or `W/"<version>"`); `*` or no header means no precondition.
+/// `If-Match: "<version>"`; `*` or no header means no precondition. If-Match compares strongly
+/// (RFC 9110, 13.1.1): a weak tag (`W/"3"`) never matches, so a header of weak tags only fails
+/// as a stale one would. Several strong tags cannot be checked in the one atomic step a write
+/// has (it takes one expected version), so they are refused rather than half-checked.
 pub fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
     let text = value.to_str().map_err(|_| ApiError::BadRequest("If-Match is not valid".to_owned()))?.trim();
     if text == "*" {
         return Ok(None);
     }
-    parse_etag(text)
-        .map(Some)
-        .ok_or_else(|| ApiError::BadRequest("If-Match must be an ETag such as \"3\"".to_owned()))
+    let malformed = || ApiError::BadRequest("If-Match must be an ETag such as \"3\"".to_owned());
+    let mut strong = Vec::new();
+    for tag in text.split(',').map(str::trim) {
+        match tag.strip_prefix("W/") {
+            Some(weak) => {
+                parse_etag(weak).ok_or_else(malformed)?;
+            }
+            None => strong.push(parse_etag(tag).ok_or_else(malformed)?),
+        }
+    }
+    match strong[..] {
+        [] => Err(ApiError::PreconditionFailed(
+            "If-Match compares strongly: a weak ETag (W/\"…\") never matches".to_owned(),
+        )),
+        [version] => Ok(Some(version)),
+        _ => Err(ApiError::BadRequest("If-Match takes one ETag (the version the write expects)".to_owned())),
+    }
 }
 
-/// Whether `If-None-Match` names `version` (or `*`).
+/// Whether `If-None-Match` names `version` (or `*`); it compares weakly (RFC 9110, 13.1.2).
 pub fn if_none_match(headers: &HeaderMap, version: i64) -> bool {
     let Some(text) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) else { return false };
-    text.split(',').map(str::trim).any(|tag| tag == "*" || parse_etag(tag) == Some(version))
+    text.split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || parse_etag(tag.strip_prefix("W/").unwrap_or(tag)) == Some(version))
 }
 
 fn parse_etag(text: &str) -> Option<i64> {
-    let text = text.strip_prefix("W/").unwrap_or(text);
     text.strip_prefix('"')?.strip_suffix('"')?.parse().ok().filter(|v| *v >= 0)
 }
 
@@ -323,10 +341,16 @@ mod tests {
         headers.insert(header::IF_MATCH, HeaderValue::from_static("\"3\""));
         assert_eq!(if_match(&headers).ok(), Some(Some(3)));
         headers.insert(header::IF_MATCH, HeaderValue::from_static("W/\"4\""));
-        assert_eq!(if_match(&headers).ok(), Some(Some(4)));
+        assert!(matches!(if_match(&headers), Err(ApiError::PreconditionFailed(_))), "weak never matches");
+        headers.insert(header::IF_MATCH, HeaderValue::from_static("W/\"4\", \"5\""));
+        assert_eq!(if_match(&headers).ok(), Some(Some(5)));
+        headers.insert(header::IF_MATCH, HeaderValue::from_static("\"4\", \"5\""));
+        assert!(matches!(if_match(&headers), Err(ApiError::BadRequest(_))));
+        headers.insert(header::IF_MATCH, HeaderValue::from_static("W/4"));
+        assert!(matches!(if_match(&headers), Err(ApiError::BadRequest(_))));
         headers.insert(header::IF_MATCH, HeaderValue::from_static("3"));
         assert!(if_match(&headers).is_err());
-        headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"1\", \"2\""));
+        headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"1\", W/\"2\""));
         assert!(if_none_match(&headers, 2));
         assert!(!if_none_match(&headers, 3));
     }

@@ -81,7 +81,7 @@ const ERRORS: &[(u16, &str)] = &[
     (403, "The key lacks the permission this operation needs"),
     (404, "Unknown or malformed id, deleted, or another organization's resource"),
     (409, "Conflict: duplicate name, illegal transition, archived engagement, Idempotency-Key reuse"),
-    (412, "`If-Match` names a version that is no longer current"),
+    (412, "`If-Match` names a version that is no longer current (or only weak ETags, which never match)"),
     (413, "The body is larger than the limit"),
     (415, "The body is not application/json"),
     (422, "The data fails validation; `details` names each field"),

@@ -35,6 +35,10 @@ struct Args {
     /// Run only the command workloads (for profiling the write path).
     #[arg(long)]
     commands_only: bool,
+    /// The command workloads' concurrencies (repeatable; default 1, 16 and 64), e.g. to A/B one
+    /// of them; the mix runs at those of 16 and 64 given.
+    #[arg(long = "concurrency")]
+    concurrencies: Vec<usize>,
     /// Keep the database at the end (its URL is printed), e.g. to profile a rebuild.
     #[arg(long)]
     keep_database: bool,
@@ -67,7 +71,9 @@ async fn main() -> Result<(), String> {
     let findings: Arc<Mutex<Vec<(String, &'static str)>>> = Arc::default();
 
     // 1. Commands.
-    for concurrency in [1, 16, 64] {
+    let concurrencies =
+        if args.concurrencies.is_empty() { vec![1, 16, 64] } else { args.concurrencies.clone() };
+    for &concurrency in &concurrencies {
         rows.push(baselines::raw_inserts(&database.url, concurrency, args.requests, max_time).await?);
         let (http, engagements, findings) = (http.clone(), engagements.clone(), findings.clone());
         rows.push(
@@ -84,7 +90,7 @@ async fn main() -> Result<(), String> {
             .await,
         );
     }
-    for concurrency in [16, 64] {
+    for concurrency in [16, 64].into_iter().filter(|c| concurrencies.contains(c)) {
         let (http, engagements, findings) = (http.clone(), engagements.clone(), findings.clone());
         rows.push(
             load::run(

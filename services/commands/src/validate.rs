@@ -179,6 +179,11 @@ pub fn cvss(field: &str, vector: &str) -> Result<Scored, FieldError> {
         _ => return Err(invalid("it must start with CVSS:3.0/, CVSS:3.1/ or CVSS:4.0/".to_owned())),
     };
     let parsed: cvss::Cvss = vector.parse().map_err(|e: cvss::Error| invalid(e.to_string()))?;
+    // The crate reads `av:n` as `AV:N`; FIRST's vector schemas (and the tools reading our exports)
+    // take upper case only, so such a vector is refused rather than stored as sent.
+    if vector.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(invalid("metric names and values are upper case, as in AV:N".to_owned()));
+    }
     if version != "4.0" {
         // The crate accepts v3 vectors without some base metrics (scoring them as 0).
         let given: Vec<&str> = vector.split('/').filter_map(|part| part.split(':').next()).collect();
@@ -315,6 +320,9 @@ mod tests {
             "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H",
             "CVSS:3.1/AV:X/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
             "CVSS:3.1/AV:N/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
+            "CVSS:3.1/AV:n/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
+            "CVSS:3.1/av:N/ac:L/pr:N/ui:N/s:U/c:H/i:H/a:H",
+            "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:n",
             "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N",
             "CVSS:4.1/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N",
         ] {

@@ -82,6 +82,9 @@ backend_tests! {
         assert_eq!((status, error_code(status, &body)), (412, "PRECONDITION_FAILED".to_owned()));
         let (status, _) = parts(app.patch(&path, &json!({"description": "b"})).header("if-match", "2").send().await.unwrap()).await;
         assert_eq!(status, 400);
+        // Strong comparison: the current version as a weak tag does not match, and writes nothing.
+        let (status, body) = parts(app.patch(&path, &json!({"description": "b"})).header("if-match", "W/\"2\"").send().await.unwrap()).await;
+        assert_eq!((status, error_code(status, &body)), (412, "PRECONDITION_FAILED".to_owned()));
         // Twelve writers holding version 2 race: exactly one wins.
         let app = Arc::new(app);
         let mut racers = Vec::new();
