@@ -79,10 +79,11 @@ impl PersistedEventRepository for Repository {
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        match &self.reader {
+        let events = match &self.reader {
             Reader::Sqlite(repo) => repo.get_events::<A>(aggregate_id).await,
             Reader::Postgres(repo) => repo.get_events::<A>(aggregate_id).await,
-        }
+        };
+        events.map_err(out_of_reach)
     }
 
     async fn get_last_events<A: Aggregate>(
@@ -90,10 +91,11 @@ impl PersistedEventRepository for Repository {
         aggregate_id: &str,
         last_sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        match &self.reader {
+        let events = match &self.reader {
             Reader::Sqlite(repo) => repo.get_last_events::<A>(aggregate_id, last_sequence).await,
             Reader::Postgres(repo) => repo.get_last_events::<A>(aggregate_id, last_sequence).await,
-        }
+        };
+        events.map_err(out_of_reach)
     }
 
     async fn get_snapshot<A: Aggregate>(
@@ -132,5 +134,19 @@ impl PersistedEventRepository for Repository {
             Reader::Sqlite(repo) => repo.stream_all_events::<A>().await,
             Reader::Postgres(repo) => repo.stream_all_events::<A>().await,
         }
+    }
+}
+
+/// The backends' repositories report only I/O and TLS failures as connection errors; a session
+/// that PostgreSQL ended (a restart) is as much the database out of reach, which the command
+/// service answers as retryable instead of as an internal error.
+fn out_of_reach(error: PersistenceError) -> PersistenceError {
+    match error {
+        PersistenceError::UnknownError(cause)
+            if cause.downcast_ref::<sqlx::Error>().is_some_and(crate::unreachable) =>
+        {
+            PersistenceError::ConnectionError(cause)
+        }
+        other => other,
     }
 }

@@ -10,11 +10,12 @@ use std::time::Duration;
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
 
 use sqlx::any::AnyPoolOptions;
+use sqlx::pool::PoolOptions;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Connection as _, Executor};
 
 use crate::group_commit::GroupCommit;
 use crate::StoreError;
@@ -23,8 +24,19 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 // Pools do not ping a connection before lending it (sqlx's default): the ping is one more round
 // trip per statement, half the database work of a short query. A connection broken since its
-// last use (the database restarted) fails that one statement as a store error and is dropped
-// from the pool; the next one gets a fresh connection.
+// last use (the database restarted) fails that one statement as the database out of reach
+// (`crate::unreachable`) and is dropped from the pool; the next one gets a fresh connection.
+// Only a PostgreSQL connection idle for `PING_AFTER_IDLE` is pinged first: the sessions a server
+// or a firewall ends are the idle ones, and after that long a round trip costs nothing that shows.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(30);
+
+/// `options`, pinging a connection idle for `PING_AFTER_IDLE` before lending it (a failed ping
+/// drops it and the pool lends another).
+fn ping_if_idle<DB: sqlx::Database>(options: PoolOptions<DB>) -> PoolOptions<DB> {
+    options.before_acquire(|conn, meta| {
+        Box::pin(async move { Ok(meta.idle_for < PING_AFTER_IDLE || conn.ping().await.is_ok()) })
+    })
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -96,8 +108,10 @@ impl Store {
     }
 
     async fn open_postgres(url: &str) -> Result<Self, StoreError> {
-        let es = PgPoolOptions::new().max_connections(8).test_before_acquire(false).connect(url).await?;
-        let options = AnyPoolOptions::new().test_before_acquire(false);
+        let es = ping_if_idle(PgPoolOptions::new().max_connections(8).test_before_acquire(false))
+            .connect(url)
+            .await?;
+        let options = ping_if_idle(AnyPoolOptions::new().test_before_acquire(false));
         let pool = options.clone().max_connections(12).connect(url).await?;
         Self::with_pools(Backend::Postgres, pool, options, EsPool::Postgres(es))
     }

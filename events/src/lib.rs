@@ -49,6 +49,28 @@ pub enum StoreError {
     Hook(Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl StoreError {
+    /// Whether the database could not be reached (see `unreachable`), so a retry may succeed.
+    pub fn unreachable(&self) -> bool {
+        matches!(self, Self::Database(error) if unreachable(error))
+    }
+}
+
+/// Whether `error` is the database out of reach rather than a statement's failure: no
+/// connection to be had, I/O or TLS trouble, or PostgreSQL ending the session (`57P`, e.g. a
+/// restart; `08`, connection exceptions). A pooled connection that the server ended while it
+/// was idle fails its next statement this way, and the pool then drops it.
+pub fn unreachable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        other => group_commit::ended_by_server(other),
+    }
+}
+
 /// The payload of events that carry no data (`{}` on the wire).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Empty {}

@@ -42,6 +42,17 @@ pub enum ProjectionError {
     Reader(String),
 }
 
+impl ProjectionError {
+    /// Whether the database could not be reached (`pwnbook_events::unreachable`).
+    pub fn unreachable(&self) -> bool {
+        match self {
+            Self::Database(error) => pwnbook_events::unreachable(error),
+            Self::Store(error) => error.unreachable(),
+            _ => false,
+        }
+    }
+}
+
 /// Creates or updates the read tables of this crate on `store`.
 pub async fn migrate(store: &Store) -> Result<(), StoreError> {
     let mut sqlite = sqlx::migrate!("./migrations/sqlite");

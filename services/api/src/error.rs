@@ -41,6 +41,10 @@ pub enum ApiError {
     /// the other 503s, the idempotency record lets a retry with the same key run again.
     #[error("the store cannot take the change now; nothing was saved, retry")]
     StoreUnavailable(String),
+    /// The database could not be reached (logged with its cause): a retry may succeed. What a
+    /// POST had done before is not known, so, as after a 500, its idempotency key is not kept.
+    #[error("the database cannot be reached now; retry")]
+    Unreachable(String),
     /// Logged with its cause; the client sees a generic message.
     #[error("internal error")]
     Internal(String),
@@ -68,7 +72,9 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) | Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::StoreUnavailable(_) | Self::Unreachable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -86,7 +92,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             Self::Validation(_) => "VALIDATION_ERROR",
             Self::RateLimited { .. } => "RATE_LIMITED",
-            Self::Unavailable(_) | Self::StoreUnavailable(_) => "SERVICE_UNAVAILABLE",
+            Self::Unavailable(_) | Self::StoreUnavailable(_) | Self::Unreachable(_) => "SERVICE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -124,6 +130,10 @@ impl ApiError {
                 tracing::warn!(%cause, "the store could not take a write");
                 self.to_string()
             }
+            Self::Unreachable(cause) => {
+                tracing::warn!(%cause, "the database could not be reached");
+                self.to_string()
+            }
             Self::PayloadTooLarge(0) => "the request body is larger than the limit".to_owned(),
             other => other.to_string(),
         };
@@ -155,6 +165,10 @@ impl IntoResponse for ApiError {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
                 response.extensions_mut().insert(NothingSaved);
             }
+            Self::Unreachable(_) => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+                response.extensions_mut().insert(OutcomeUnknown);
+            }
             _ => {}
         }
         response
@@ -164,6 +178,11 @@ impl IntoResponse for ApiError {
 /// Marks a response whose request saved nothing, whatever its status (see `idempotency`).
 #[derive(Debug, Clone, Copy)]
 pub struct NothingSaved;
+
+/// Marks a response that cannot tell what its request saved, whatever its status (see
+/// `idempotency`).
+#[derive(Debug, Clone, Copy)]
+pub struct OutcomeUnknown;
 
 impl From<CommandError> for ApiError {
     fn from(error: CommandError) -> Self {
@@ -183,18 +202,30 @@ impl From<CommandError> for ApiError {
 
 impl From<ProjectionError> for ApiError {
     fn from(error: ProjectionError) -> Self {
-        Self::Internal(error.to_string())
+        if error.unreachable() {
+            Self::Unreachable(error.to_string())
+        } else {
+            Self::Internal(error.to_string())
+        }
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        Self::Internal(error.to_string())
+        if error.unreachable() {
+            Self::Unreachable(error.to_string())
+        } else {
+            Self::Internal(error.to_string())
+        }
     }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        Self::Internal(error.to_string())
+        if pwnbook_events::unreachable(&error) {
+            Self::Unreachable(error.to_string())
+        } else {
+            Self::Internal(error.to_string())
+        }
     }
 }

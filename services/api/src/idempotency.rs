@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use crate::auth::principal_of;
-use crate::error::{ApiError, NothingSaved};
+use crate::error::{ApiError, NothingSaved, OutcomeUnknown};
 use crate::state::AppState;
 use crate::time::now_millis;
 
@@ -127,9 +127,10 @@ async fn record(
 ) -> Result<Response, ApiError> {
     if response.status() == StatusCode::INTERNAL_SERVER_ERROR
         || response.extensions().get::<NothingSaved>().is_some()
+        || response.extensions().get::<OutcomeUnknown>().is_some()
     {
-        // An unexpected failure promised nothing, and a store that could not take the write
-        // saved nothing: let a retry run again. (A 503 "saved but not yet visible" did commit,
+        // An unexpected failure (or the database out of reach) promised nothing, and a store
+        // that could not take the write saved nothing: let a retry run again. (A 503 "saved but not yet visible" did commit,
         // so it is recorded like any other answer.)
         sqlx::query(
             "DELETE FROM idempotency_keys \

@@ -87,7 +87,7 @@ const ERRORS: &[(u16, &str)] = &[
     (422, "The data fails validation; `details` names each field"),
     (429, "Over the key's rate limit; see `Retry-After`"),
     (500, "Unexpected error"),
-    (503, "The change is saved but not yet visible, the store cannot take it now (nothing saved; `Retry-After`), or the server is shutting down"),
+    (503, "The database cannot be reached (`Retry-After`), the change is saved but not yet visible, the store cannot take it now (nothing saved; `Retry-After`), or the server is shutting down"),
 ];
 
 /// A unique, stable operation id from the route: `GET /api/v1/engagements/{id}/history` →
@@ -135,7 +135,8 @@ fn sends_etag(method: &str, path: &str) -> bool {
 
 /// Which of `ERRORS` an operation can answer.
 fn error_statuses(method: &str, path: &str, has_body: bool) -> Vec<u16> {
-    let mut statuses = vec![400, 401, 403, 429, 500];
+    // Any operation reads the database, which may be out of reach (503).
+    let mut statuses = vec![400, 401, 403, 429, 500, 503];
     let has_id = path.contains('{');
     if has_id || path.ends_with("/current") {
         statuses.push(404);
@@ -146,7 +147,7 @@ fn error_statuses(method: &str, path: &str, has_body: bool) -> Vec<u16> {
         statuses.push(304);
     }
     if method != "GET" {
-        statuses.extend([409, 503]);
+        statuses.push(409);
         if has_id || path.ends_with("/current") {
             statuses.push(412);
         }
@@ -245,7 +246,7 @@ impl Modify for FromRouteTable {
                 if status == "429" || status == "503" {
                     response.headers.entry("Retry-After".to_owned()).or_insert_with(|| {
                         header(
-                            "Seconds to wait before retrying (429, and a 503 that saved nothing)",
+                            "Seconds to wait before retrying (429, and a 503 of a database out of reach or a write that saved nothing)",
                             Type::Integer,
                         )
                     });

@@ -238,7 +238,7 @@ impl CommandService {
                 .bind(key_id)
                 .fetch_one(self.store.pool())
                 .await
-                .map_err(|e| CommandError::Store(e.to_string()))?;
+                .map_err(read_error)?;
         if revoked > 0 {
             return Err(CommandError::KeyRevoked);
         }
@@ -260,7 +260,7 @@ impl CommandService {
         .bind(key)
         .fetch_optional(self.store.pool())
         .await
-        .map_err(|e| CommandError::Store(e.to_string()))?;
+        .map_err(read_error)?;
         match owner {
             Some(owner) if owner != aggregate_id => Err(DomainError::Conflict(claim.conflict.clone()).into()),
             _ => Ok(()),
@@ -273,7 +273,7 @@ impl CommandService {
                 .bind(engagement_id)
                 .fetch_optional(self.store.pool())
                 .await
-                .map_err(|e| CommandError::Store(e.to_string()))?;
+                .map_err(read_error)?;
         match state.as_deref() {
             Some("active") => Ok(()),
             Some("archived") => {
@@ -281,6 +281,15 @@ impl CommandService {
             }
             _ => Err(DomainError::NotFound.into()),
         }
+    }
+}
+
+/// A check's read failed: nothing is written yet, so a database out of reach is retryable.
+fn read_error(error: sqlx::Error) -> CommandError {
+    if pwnbook_events::unreachable(&error) {
+        CommandError::Unavailable(error.to_string())
+    } else {
+        CommandError::Store(error.to_string())
     }
 }
 

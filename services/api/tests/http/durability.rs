@@ -316,3 +316,72 @@ async fn a_graphql_write_the_store_keeps_rolling_back_leaves_its_idempotency_key
     );
     store.close().await;
 }
+
+/// PostgreSQL only: a restart ends every session the server's pools hold. The first request on
+/// each such connection is a 503 with `Retry-After` (the database out of reach), never a 500;
+/// the pools then drop those connections, and every write answered 201 is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_the_database_ends_are_a_503_then_replaced_postgres() {
+    let Some(db) = pwnbook_events::testing::TestDb::postgres().await else { return };
+    let app = Arc::new(TestApp::spawn(db).await);
+    let round = |name: &'static str| {
+        let app = app.clone();
+        async move {
+            let mut requests = Vec::new();
+            for i in 0..24 {
+                let app = app.clone();
+                requests.push(tokio::spawn(async move {
+                    let response = if i % 2 == 0 {
+                        app.post("/api/v1/engagements", &json!({"name": format!("{name} {i}")})).send().await
+                    } else {
+                        app.get(&format!("/api/v1/engagements?q={name}")).send().await
+                    };
+                    let response = response.unwrap();
+                    let retry_after = response.headers().contains_key("retry-after");
+                    let (status, body) = parts(response).await;
+                    (i, status, retry_after, body)
+                }));
+            }
+            let mut outcomes = Vec::new();
+            for request in requests {
+                outcomes.push(request.await.unwrap());
+            }
+            outcomes
+        }
+    };
+    // Fills the pools with connections.
+    for (_, status, _, body) in round("Warm").await {
+        assert!(status == 200 || status == 201, "{status} {body}");
+    }
+    let store = pwnbook_events::Store::open(&app.db.url).await.unwrap();
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert!(ended > 2, "the server's sessions were ended ({ended})");
+    let mut created = Vec::new();
+    for name in ["Restart", "After"] {
+        for (i, status, retry_after, body) in round(name).await {
+            match status {
+                200 => {}
+                201 => created.push(body["data"]["id"].as_str().unwrap().to_owned()),
+                503 => {
+                    assert_eq!(error_code(status, &body), "SERVICE_UNAVAILABLE", "{body}");
+                    assert!(retry_after, "a 503 says when to retry: {body}");
+                }
+                _ => panic!("request {i} of {name}: {status} {body}"),
+            }
+        }
+    }
+    for (_, status, _, body) in round("Settled").await {
+        assert!(status == 200 || status == 201, "every connection was replaced: {status} {body}");
+    }
+    for id in created {
+        let (status, body) = parts(app.get(&format!("/api/v1/engagements/{id}")).send().await.unwrap()).await;
+        assert_eq!(status, 200, "an acknowledged write is there: {body}");
+    }
+    store.close().await;
+}
