@@ -2,6 +2,7 @@
 
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
+use sqlx::AnyPool;
 
 use crate::Empty;
 
@@ -41,4 +42,15 @@ impl DomainEvent for ApiKeyEvent {
     fn event_version(&self) -> String {
         "1".to_owned()
     }
+}
+
+/// Whether the key's revocation has committed: the write guard's state row (migration 1008) is
+/// written in the revocation's own transaction, so, unlike a read table, it never lags the log.
+pub async fn revoked(pool: &AnyPool, key_id: &str) -> Result<bool, sqlx::Error> {
+    let revoked: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM api_key_states WHERE key_id = $1 AND revoked")
+            .bind(key_id)
+            .fetch_one(pool)
+            .await?;
+    Ok(revoked > 0)
 }

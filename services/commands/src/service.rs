@@ -233,13 +233,7 @@ impl CommandService {
     /// up only after a refusal, since the server may have authenticated the key from memory.
     async fn check_key(&self, actor: &Actor) -> Result<(), CommandError> {
         let Some(key_id) = actor.id.as_deref().filter(|_| actor.kind == "api_key") else { return Ok(()) };
-        let revoked: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM api_key_states WHERE key_id = $1 AND revoked")
-                .bind(key_id)
-                .fetch_one(self.store.pool())
-                .await
-                .map_err(read_error)?;
-        if revoked > 0 {
+        if pwnbook_events::api_key::revoked(self.store.pool(), key_id).await.map_err(read_error)? {
             return Err(CommandError::KeyRevoked);
         }
         Ok(())

@@ -27,7 +27,7 @@ use crate::error::ApiError;
 use crate::extract::QueryParams;
 use crate::openapi::{data, to_json, Data};
 use crate::state::AppState;
-use crate::time::format_millis;
+use crate::time::{format_millis, now_millis};
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1_000;
@@ -453,7 +453,7 @@ pub fn ndjson(
 #[utoipa::path(get, path = "/api/v1/events/stream", tag = "events",
     params(("after" = Option<i64>, Query, description = "Start after this position"), FeedFilters,
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position")),
-    responses((status = 200, description = "An event stream; each `data:` is one event object, each `id:` its position",
+    responses((status = 200, description = "An event stream; each `data:` is one event object, each `id:` its position. When the key is revoked or expires the stream ends with an `event: error` block whose `data:` is the error object (UNAUTHORIZED)",
         content_type = "text/event-stream", body = String)))]
 pub async fn stream(
     State(state): State<AppState>,
@@ -476,11 +476,41 @@ pub async fn stream(
         Some(position) => position,
         None => log::head(&state.store).await?,
     };
-    let follow = Follow::new(&state, caller.organization_id().to_owned(), filter, start);
-    let events = follow.into_stream().map(|event| {
-        Ok(Event::default().id(event.position.to_string()).data(event_object(&event).to_string()))
+    // The stream ends as soon as a request with its key would be a 401: its revocation or expiry
+    // is the last thing it sends, as an `error` event with the error object.
+    let key_id = caller.principal.key_id.clone();
+    let expires_at =
+        pwnbook_projections::api_keys::get(state.store.pool(), caller.organization_id(), &key_id)
+            .await?
+            .and_then(|key| key.expires_at);
+    let request_id = crate::request_id::current().unwrap_or_default();
+    let follow = Follow::new(&state, caller.organization_id().to_owned(), filter, start)
+        .until_key_ends(KeyGate { key_id, expires_at });
+    let events = follow.into_followed().map(move |followed| {
+        Ok(match followed {
+            Followed::Event(event) => {
+                Event::default().id(event.position.to_string()).data(event_object(&event).to_string())
+            }
+            Followed::KeyEnded(reason) => {
+                let mut error = ApiError::Unauthorized(reason.to_owned()).detail();
+                error.request_id = request_id.clone();
+                Event::default().event("error").data(to_json(crate::openapi::ErrorBody { error }).to_string())
+            }
+        })
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(state.sse_heartbeat).text("heartbeat")))
+}
+
+/// The key a stream was opened with (`Follow::until_key_ends`).
+pub(crate) struct KeyGate {
+    key_id: String,
+    expires_at: Option<i64>,
+}
+
+/// What a gated `Follow` yields: events, then perhaps the end of its key, after which nothing.
+pub(crate) enum Followed {
+    Event(LogEvent),
+    KeyEnded(&'static str),
 }
 
 /// A reader that follows one organization's log from a position, forever (until shutdown): the
@@ -494,6 +524,7 @@ pub(crate) struct Follow {
     /// The local sequencer's head: wakes the reader as soon as new positions exist.
     head: Option<watch::Receiver<i64>>,
     shutdown: watch::Receiver<bool>,
+    gate: Option<KeyGate>,
 }
 
 impl Follow {
@@ -507,26 +538,52 @@ impl Follow {
             buffer: VecDeque::new(),
             head: Some(state.visibility.head()),
             shutdown: state.shutdown.clone(),
+            gate: None,
         }
+    }
+
+    /// Ends the stream when `gate`'s key is revoked or expires. The revocation is looked up
+    /// before each read of new positions: an event after it in the log is read after it
+    /// committed, so none is sent. Expiry is checked at least every `FOLLOW_POLL`.
+    pub(crate) fn until_key_ends(mut self, gate: KeyGate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// The events, then `Followed::KeyEnded` if the key ends (see `until_key_ends`).
+    pub(crate) fn into_followed(self) -> impl Stream<Item = Followed> + Send + 'static {
+        futures::stream::unfold(Some(self), |follow| async move {
+            let mut follow = follow?;
+            match follow.next().await? {
+                ended @ Followed::KeyEnded(_) => Some((ended, None)),
+                event => Some((event, Some(follow))),
+            }
+        })
     }
 
     /// The matching events in log order; the stream ends on server shutdown (or a database
     /// failure, logged).
     pub(crate) fn into_stream(self) -> impl Stream<Item = LogEvent> + Send + 'static {
         futures::stream::unfold(self, |mut follow| async move {
-            let event = follow.next().await?;
-            Some((event, follow))
+            match follow.next().await? {
+                Followed::Event(event) => Some((event, follow)),
+                Followed::KeyEnded(_) => None,
+            }
         })
     }
 
-    /// The next matching event; `None` ends the stream (server shutdown or a database failure).
-    async fn next(&mut self) -> Option<LogEvent> {
+    /// The next matching event, or the end of the gate's key; `None` ends the stream (server
+    /// shutdown or a database failure).
+    async fn next(&mut self) -> Option<Followed> {
         loop {
             if *self.shutdown.borrow() {
                 return None;
             }
+            if self.gate.as_ref().and_then(|gate| gate.expires_at).is_some_and(|at| at <= now_millis()) {
+                return Some(Followed::KeyEnded("the API key has expired"));
+            }
             if let Some(event) = self.buffer.pop_front() {
-                return Some(event);
+                return Some(Followed::Event(event));
             }
             let head = match log::head(&self.store).await {
                 Ok(head) => head,
@@ -536,6 +593,16 @@ impl Follow {
                 }
             };
             if head > self.after {
+                if let Some(gate) = &self.gate {
+                    match pwnbook_events::api_key::revoked(self.store.pool(), &gate.key_id).await {
+                        Ok(false) => {}
+                        Ok(true) => return Some(Followed::KeyEnded("the API key has been revoked")),
+                        Err(error) => {
+                            tracing::error!(%error, "event stream ended");
+                            return None;
+                        }
+                    }
+                }
                 match feed::page(
                     &self.store,
                     &self.organization_id,

@@ -18,8 +18,13 @@ const WAIT: Duration = Duration::from_secs(30);
 /// What one SSE block carried.
 #[derive(Debug)]
 enum Message {
-    Event { id: i64, data: Value },
+    Event {
+        id: i64,
+        data: Value,
+    },
     Comment(String),
+    /// An `event: error` block: its data is the error object.
+    Error(Value),
 }
 
 struct SseClient {
@@ -53,9 +58,11 @@ impl SseClient {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
-                let (mut id, mut data, mut comment) = (None, None, None);
+                let (mut id, mut data, mut comment, mut error) = (None, None, None, false);
                 for line in block.lines() {
-                    if let Some(value) = line.strip_prefix("id:") {
+                    if line.strip_prefix("event:").is_some_and(|name| name.trim() == "error") {
+                        error = true;
+                    } else if let Some(value) = line.strip_prefix("id:") {
                         id = Some(value.trim().parse().unwrap());
                     } else if let Some(value) = line.strip_prefix("data:") {
                         data = Some(serde_json::from_str(value.trim()).unwrap());
@@ -64,7 +71,8 @@ impl SseClient {
                     }
                 }
                 return Some(match (id, data, comment) {
-                    (Some(id), Some(data), _) => Message::Event { id, data },
+                    (None, Some(data), _) if error => Message::Error(data),
+                    (Some(id), Some(data), _) if !error => Message::Event { id, data },
                     (_, _, Some(comment)) => Message::Comment(comment),
                     _ => panic!("unexpected SSE block {block:?}"),
                 });
@@ -86,6 +94,23 @@ impl SseClient {
                     return (id, data);
                 }
                 Message::Comment(_) => {}
+                Message::Error(error) => panic!("the stream failed: {error}"),
+            }
+        }
+    }
+
+    /// The error the stream ended with (skipping heartbeats), after which it must end.
+    async fn ends_with_error(&mut self) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            assert!(tokio::time::Instant::now() < deadline, "the stream went on");
+            match self.next().await.expect("the stream ended without an error") {
+                Message::Error(error) => {
+                    assert!(self.next().await.is_none(), "nothing follows the error");
+                    return error;
+                }
+                Message::Event { data, .. } => panic!("an event after the key ended: {data}"),
+                Message::Comment(_) => {}
             }
         }
     }
@@ -103,7 +128,7 @@ backend_tests! {
         // Heartbeats (every second in tests) while nothing happens.
         match stream.next().await.unwrap() {
             Message::Comment(text) => assert_eq!(text, "heartbeat"),
-            Message::Event { data, .. } => panic!("an event from before the connection: {data}"),
+            other => panic!("not a heartbeat: {other:?}"),
         }
         let id = create(&app, "After".to_owned()).await;
         let (_, event) = stream.next_event().await;
@@ -183,5 +208,36 @@ backend_tests! {
         .await;
         assert!(ended.is_ok(), "the stream did not end on shutdown");
         tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("shutdown hung").unwrap().unwrap();
+    }
+
+    async fn a_stream_ends_when_its_key_is_revoked_or_expires(db) {
+        let app = TestApp::spawn(db).await;
+        let created: Value = app
+            .post("/api/v1/api-keys", &json!({"name": "watcher", "permissions": ["audit:read"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let (key_id, secret) = (created["data"]["id"].as_str().unwrap(), created["data"]["key"].as_str().unwrap());
+        let mut stream = SseClient::open(&app.client, &app.base, secret, "type=engagement.created", None).await;
+        let before = create(&app, "Before revocation".to_owned()).await;
+        assert_eq!(stream.next_event().await.1["resourceId"], before.as_str());
+        let revoked = app.delete(&format!("/api/v1/api-keys/{key_id}")).send().await.unwrap();
+        assert_eq!(revoked.status(), 204);
+        create(&app, "After revocation".to_owned()).await;
+        let error = stream.ends_with_error().await;
+        assert_eq!((error["error"]["code"].as_str(), error["error"]["statusCode"].as_i64()), (Some("UNAUTHORIZED"), Some(401)), "{error}");
+        assert_eq!(error["error"]["message"], "the API key has been revoked", "{error}");
+
+        // Expiry ends an idle stream too, with no event to carry it.
+        let expires = chrono::Utc::now() + chrono::Duration::milliseconds(3000);
+        let body = json!({"name": "short-lived", "permissions": ["audit:read"], "expiresAt": expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)});
+        let created: Value = app.post("/api/v1/api-keys", &body).send().await.unwrap().json().await.unwrap();
+        let mut stream = SseClient::open(&app.client, &app.base, created["data"]["key"].as_str().unwrap(), "", None).await;
+        let error = stream.ends_with_error().await;
+        assert_eq!(error["error"]["message"], "the API key has expired", "{error}");
+        assert!(chrono::Utc::now() >= expires, "not before the expiry");
     }
 }
