@@ -509,7 +509,7 @@ pub(crate) struct KeyGate {
 
 /// What a gated `Follow` yields: events, then perhaps the end of its key, after which nothing.
 pub(crate) enum Followed {
-    Event(LogEvent),
+    Event(Box<LogEvent>),
     KeyEnded(&'static str),
 }
 
@@ -566,7 +566,7 @@ impl Follow {
     pub(crate) fn into_stream(self) -> impl Stream<Item = LogEvent> + Send + 'static {
         futures::stream::unfold(self, |mut follow| async move {
             match follow.next().await? {
-                Followed::Event(event) => Some((event, follow)),
+                Followed::Event(event) => Some((*event, follow)),
                 Followed::KeyEnded(_) => None,
             }
         })
@@ -583,7 +583,7 @@ impl Follow {
                 return Some(Followed::KeyEnded("the API key has expired"));
             }
             if let Some(event) = self.buffer.pop_front() {
-                return Some(Followed::Event(event));
+                return Some(Followed::Event(Box::new(event)));
             }
             let head = match log::head(&self.store).await {
                 Ok(head) => head,
