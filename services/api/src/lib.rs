@@ -22,6 +22,7 @@ pub mod secrets;
 pub mod server;
 mod state;
 mod time;
+mod unread_body;
 mod visibility;
 mod webhooks;
 

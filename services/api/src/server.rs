@@ -24,7 +24,7 @@ use crate::routes::scope::EngagementOwners;
 use crate::state::{AppState, Shared};
 use crate::visibility::Visibility;
 use crate::webhooks::{self, DeliveryPolicy};
-use crate::{envelope, metrics, request_id, routes, StartError};
+use crate::{envelope, metrics, request_id, routes, unread_body, StartError};
 
 /// How often background workers look for work done by other processes.
 const POLL: Duration = Duration::from_millis(100);
@@ -120,6 +120,7 @@ fn app(state: AppState, body_limit: usize) -> Router {
         .layer(middleware::from_fn(metrics::track))
         .layer(CatchPanicLayer::custom(envelope::panic_response))
         .layer(middleware::from_fn(request_id::middleware))
+        .layer(middleware::from_fn(unread_body::close_if_unread))
         .with_state(state)
 }
 

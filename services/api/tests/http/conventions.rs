@@ -320,3 +320,50 @@ backend_tests! {
         assert_eq!(response.headers()["x-ratelimit-remaining"], "4");
     }
 }
+
+/// Sends `head` (a request's headers) and, after the answer began or a pause, `body`; returns
+/// what came back on that connection, as text.
+async fn raw_exchange(base: &str, head: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_millis(300), socket.read(&mut answer)).await;
+    let mut text = match read {
+        Ok(Ok(n)) => String::from_utf8_lossy(&answer[..n]).into_owned(),
+        _ => String::new(),
+    };
+    // The body after the answer (as a client that sends headers and body in two writes may).
+    let _ = socket.write_all(body.as_bytes()).await;
+    if text.is_empty() {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        text = String::from_utf8_lossy(&answer[..n]).into_owned();
+    }
+    text.to_ascii_lowercase()
+}
+
+backend_tests! {
+    async fn an_answer_given_before_the_body_was_read_closes_the_connection(db) {
+        let app = TestApp::spawn(db).await;
+        let host = app.base.trim_start_matches("http://").to_owned();
+        let body = r#"{"name":"x"}"#;
+        let head = |key: &str| {
+            format!(
+                "POST /api/v1/engagements HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+        };
+        // A key refused from the headers alone: the body stays unread, so the connection ends.
+        let refused = raw_exchange(&app.base, &head("pwbk_live_notakeynotakeynotakeynotakeyxx"), body).await;
+        assert!(refused.starts_with("http/1.1 401"), "{refused}");
+        assert!(refused.contains("\r\nconnection: close\r\n"), "{refused}");
+        // A request whose body was read keeps its connection.
+        let created = raw_exchange(&app.base, &format!("{}{body}", head(&app.key)), "").await;
+        assert!(created.starts_with("http/1.1 201"), "{created}");
+        assert!(!created.contains("connection: close"), "{created}");
+    }
+}
