@@ -4,7 +4,9 @@
 //! would otherwise match nothing, silently), not an empty selection.
 
 /// Every event type, including the spec's `<resource>.created|updated|deleted` that no command
-/// emits yet (an organization is never deleted, an API key is revoked rather than updated).
+/// emits yet (an organization is never deleted, an API key is revoked rather than updated), and
+/// one the spec does not name: `task.status_changed`, a task moving between `open` and
+/// `in_progress` (neither a close nor a reopen).
 pub const EVENT_TYPES: &[&str] = &[
     "organization.created",
     "organization.updated",
