@@ -1,6 +1,6 @@
 //! Authentication (bearer key → principal), rate limiting, and the per-route permission check.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -11,11 +11,14 @@ use axum::http::{header, Extensions};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use pwnbook_commands::permissions::grants;
-use pwnbook_commands::{CommandContext, CommitProof, Permission};
+use pwnbook_commands::{CommandContext, CommitProof, FieldError, Permission};
 use pwnbook_events::{Actor, Store};
 use pwnbook_projections::api_keys;
 
+use serde_json::Value;
+
 use crate::error::ApiError;
+use crate::extract::unknown_fields;
 use crate::key_cache::checked_at_commit;
 use crate::metrics::KeyId;
 use crate::routes::ROUTES;
@@ -225,12 +228,15 @@ pub async fn principal_for_secret(state: &AppState, secret: &str) -> Result<Prin
 }
 
 /// The caller of a handler behind `authorize`, with the request's id and idempotency key.
+#[derive(Clone)]
 pub struct Caller {
     pub principal: Principal,
     pub idempotency_key: Option<String>,
     /// Present when the key was taken from memory: a command that commits with this caller's
     /// context sets it, and the key then needs no other check.
     pub proof: Option<CommitProof>,
+    /// Fields of the request's body that its endpoint refuses (`refusing`).
+    refused: Vec<FieldError>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -242,11 +248,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         };
         let idempotency_key = crate::idempotency::key_of(&parts.headers);
         let proof = parts.extensions.get::<CommitProof>().cloned();
-        Ok(Self { principal: principal.clone(), idempotency_key, proof })
+        Ok(Self { principal: principal.clone(), idempotency_key, proof, refused: Vec::new() })
     }
 }
 
 impl Caller {
+    pub fn new(principal: Principal, idempotency_key: Option<String>, proof: Option<CommitProof>) -> Self {
+        Self { principal, idempotency_key, proof, refused: Vec::new() }
+    }
+
     pub fn organization_id(&self) -> &str {
         &self.principal.organization_id
     }
@@ -258,7 +268,27 @@ impl Caller {
             request_id: request_id::current(),
             idempotency_key: self.idempotency_key.clone(),
             commit_proof: self.proof.clone(),
+            refused: self.refused.clone(),
         }
+    }
+
+    /// This caller with the body's fields its endpoint does not accept (`unknown`; those in
+    /// `read_only` named as such) refused: a command run with it is validated but not committed,
+    /// so one 422 names them and every other invalid field (see `invalid`).
+    pub fn refusing(&self, unknown: &BTreeMap<String, Value>, read_only: &[&str]) -> Self {
+        let mut caller = self.clone();
+        caller.refused.extend(unknown_fields(unknown, read_only));
+        caller
+    }
+
+    /// Whether the body had fields its endpoint refuses.
+    pub fn refuses_fields(&self) -> bool {
+        !self.refused.is_empty()
+    }
+
+    /// A 422 of `errors` found before any command ran, with the refused fields.
+    pub fn invalid(&self, errors: Vec<FieldError>) -> ApiError {
+        ApiError::Validation(self.refused.iter().cloned().chain(errors).collect())
     }
 }
 

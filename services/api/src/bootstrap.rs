@@ -82,6 +82,7 @@ fn system_context(organization_id: &str) -> CommandContext {
         request_id: None,
         idempotency_key: None,
         commit_proof: None,
+        refused: Vec::new(),
     }
 }
 

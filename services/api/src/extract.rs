@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
+use pwnbook_commands::FieldError;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -131,22 +132,27 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 /// Fields a body carried that its endpoint does not accept, as a 422 naming each one.
 pub fn reject_unknown(unknown: &BTreeMap<String, Value>, read_only: &[&str]) -> Result<(), ApiError> {
-    if unknown.is_empty() {
-        return Ok(());
+    let refused = unknown_fields(unknown, read_only);
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(refused))
     }
-    Err(ApiError::Validation(
-        unknown
-            .keys()
-            .map(|field| {
-                let message = if read_only.contains(&field.as_str()) {
-                    "cannot be set here"
-                } else {
-                    "is not a known field"
-                };
-                pwnbook_commands::FieldError::new(field, message)
-            })
-            .collect(),
-    ))
+}
+
+/// An error for each field of `unknown` (those in `read_only` "cannot be set here").
+pub fn unknown_fields(unknown: &BTreeMap<String, Value>, read_only: &[&str]) -> Vec<FieldError> {
+    unknown
+        .keys()
+        .map(|field| {
+            let message = if read_only.contains(&field.as_str()) {
+                "cannot be set here"
+            } else {
+                "is not a known field"
+            };
+            FieldError::new(field, message)
+        })
+        .collect()
 }
 
 /// The query string as a map. Handlers `take` what they know, then `finish` refuses the rest,

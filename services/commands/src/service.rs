@@ -9,7 +9,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateError};
 use pwnbook_events::{Actor, AggregateStore, EventMetadata, NameClaim, Store};
 
-use crate::{CommandError, DomainError};
+use crate::{CommandError, DomainError, FieldError};
 
 /// A command loses a race at most this often before the caller is told to retry.
 const MAX_ATTEMPTS: usize = 8;
@@ -30,6 +30,9 @@ pub struct CommandContext {
     pub idempotency_key: Option<String>,
     /// Set when a command run with this context commits.
     pub commit_proof: Option<CommitProof>,
+    /// Fields the request carried that its endpoint refuses (unknown or read-only ones): the
+    /// command is validated but never committed, and its 422 names these with its own.
+    pub refused: Vec<FieldError>,
 }
 
 /// Set once a command commits: the commit's guards accepted its actor then (an event of a revoked
@@ -161,6 +164,13 @@ impl CommandService {
             let sink = EventSink::default();
             let handled = loaded.aggregate.handle(command.clone(), &(), &sink).await;
             let new_events = sink.collect().await;
+            if !context.refused.is_empty() {
+                let mut details = context.refused.clone();
+                if let Err(DomainError::Validation(own)) = handled {
+                    details.extend(own);
+                }
+                return Err(DomainError::Validation(details).into());
+            }
             // No commit, no trigger: a taken name or a read-only engagement still takes
             // precedence over the command's own verdict.
             if !refused && (handled.is_err() || new_events.is_empty()) {

@@ -19,6 +19,7 @@ fn context() -> CommandContext {
         request_id: None,
         idempotency_key: None,
         commit_proof: None,
+        refused: Vec::new(),
     }
 }
 

@@ -47,13 +47,7 @@ impl Session {
         });
         let effects = Arc::new(Effects::default());
         let proof = Some(effects.committed.clone());
-        Self {
-            state,
-            caller: Caller { principal, idempotency_key: None, proof },
-            loader,
-            socket: None,
-            effects,
-        }
+        Self { state, caller: Caller::new(principal, None, proof), loader, socket: None, effects }
     }
 
     pub fn on_socket(mut self, socket: Arc<Socket>) -> Self {

@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{etag, if_match, reject_unknown, ApiJson, QueryParams};
+use crate::extract::{etag, if_match, ApiJson, QueryParams};
 use crate::openapi::{data, to_json, Data, Page};
 use crate::pagination::{self, ListRequest};
 use crate::routes::events::FeedPage;
@@ -181,7 +181,7 @@ pub(crate) async fn create_row(
     caller: &Caller,
     body: CreateBody,
 ) -> Result<(ApiKeyRow, Secret), ApiError> {
-    reject_unknown(&body.unknown, READ_ONLY)?;
+    let caller = &caller.refusing(&body.unknown, READ_ONLY);
     let mut missing = Vec::new();
     if body.name.is_none() {
         missing.push(FieldError::new("name", "is required"));
@@ -190,7 +190,7 @@ pub(crate) async fn create_row(
         missing.push(FieldError::new("permissions", "is required"));
     }
     if !missing.is_empty() {
-        return Err(ApiError::Validation(missing));
+        return Err(caller.invalid(missing));
     }
     let environment = body.environment.unwrap_or_else(|| "live".to_owned());
     let secret = Secret::generate(&environment);

@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, NoBody, QueryParams};
+use crate::extract::{etag, if_match, if_none_match, ApiJson, NoBody, QueryParams};
 use crate::openapi::{data, to_json, Data, Page};
 use crate::pagination::{self, ListRequest};
 use crate::routes::events::FeedPage;
@@ -200,9 +200,9 @@ pub(crate) async fn create_row(
     caller: &Caller,
     body: CreateBody,
 ) -> Result<EngagementRow, ApiError> {
-    reject_unknown(&body.unknown, READ_ONLY)?;
+    let caller = &caller.refusing(&body.unknown, READ_ONLY);
     let Some(name) = body.name else {
-        return Err(ApiError::Validation(vec![FieldError::new("name", "is required")]));
+        return Err(caller.invalid(vec![FieldError::new("name", "is required")]));
     };
     let id = Id::generate(IdKind::Engagement);
     let command = EngagementCommand::Create {
@@ -319,9 +319,9 @@ pub(crate) async fn update_row(
 ) -> Result<EngagementRow, ApiError> {
     let id = parse_id(id)?;
     load(state, caller, &id).await?;
-    reject_unknown(&body.unknown, READ_ONLY)?;
+    let caller = &caller.refusing(&body.unknown, READ_ONLY);
     let name = match body.name {
-        Some(None) => return Err(ApiError::validation("name", "cannot be null")),
+        Some(None) => return Err(caller.invalid(vec![FieldError::new("name", "cannot be null")])),
         other => other.flatten(),
     };
     let patch = EngagementPatch {

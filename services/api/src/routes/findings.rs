@@ -362,6 +362,8 @@ pub(crate) async fn create_row(
     body: CreateBody,
 ) -> Result<FindingRow, ApiError> {
     let engagement = scope::write_scope(state, caller, engagement_id).await?;
+    // A new finding starts as a draft in review; its lifecycle moves only through transitions.
+    let caller = &caller.refusing(&body.unknown, &[READ_ONLY, &["status", "reviewStatus"]].concat());
     let command = engagement
         .before_commit(state, caller, create_command(state, caller, &engagement.id, body).await)
         .await?;
@@ -375,8 +377,6 @@ async fn create_command(
     engagement_id: &str,
     body: CreateBody,
 ) -> Result<FindingCommand, ApiError> {
-    // A new finding starts as a draft in review; its lifecycle moves only through transitions.
-    reject_unknown(&body.unknown, &[READ_ONLY, &["status", "reviewStatus"]].concat())?;
     // What the command cannot check itself (a title left out, the shape of `cvss`, targets of
     // the engagement) is gathered first; when any of it fails, the command's own checks join
     // it, so that one answer names every invalid field.
@@ -427,7 +427,7 @@ async fn create_command(
             _ => true,
         });
         errors.extend(own);
-        return Err(ApiError::Validation(errors));
+        return Err(caller.invalid(errors));
     }
     Ok(FindingCommand::Create {
         organization_id: caller.organization_id().to_owned(),
@@ -562,6 +562,7 @@ pub(crate) async fn update_row(
 ) -> Result<FindingRow, ApiError> {
     let current = load(state, caller, id).await?;
     let engagement = scope::write_scope(state, caller, &current.engagement_id).await?;
+    let caller = &caller.refusing(&body.unknown, READ_ONLY);
     let prepared = update_command(state, caller, &engagement.id, body, expected_version).await;
     let (command, expected_version) = engagement.before_commit(state, caller, prepared).await?;
     run(state, caller, &current.id, &engagement.id, Some(&current), command, expected_version).await
@@ -574,14 +575,13 @@ async fn update_command(
     body: PatchBody,
     expected_version: Result<Option<i64>, ApiError>,
 ) -> Result<(FindingCommand, Option<i64>), ApiError> {
-    reject_unknown(&body.unknown, READ_ONLY)?;
     let mut errors = Vec::new();
     let title = not_null("title", body.title, &mut errors);
     let severity = not_null("severity", body.severity, &mut errors);
     let status = not_null("status", body.status, &mut errors);
     let review_status = not_null("reviewStatus", body.review_status, &mut errors);
     if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
+        return Err(caller.invalid(errors));
     }
     // `null` empties a list.
     let affected = body.affected_target_ids.map(Option::unwrap_or_default);
@@ -741,7 +741,7 @@ pub(crate) async fn bulk_results(
     let engagement = scope::writable(state, caller, engagement_id).await?;
     reject_unknown(&body.unknown, &[])?;
     let (Some(ids), Some(set)) = (body.ids, body.set) else {
-        return Err(ApiError::Validation(vec![FieldError::new("ids", "ids and set are required")]));
+        return Err(caller.invalid(vec![FieldError::new("ids", "ids and set are required")]));
     };
     if !set.unknown.is_empty() {
         let fields = set
@@ -749,16 +749,16 @@ pub(crate) async fn bulk_results(
             .keys()
             .map(|k| FieldError::new(&format!("set.{k}"), "cannot be set in bulk"))
             .collect();
-        return Err(ApiError::Validation(fields));
+        return Err(caller.invalid(fields));
     }
     if ids.is_empty() || ids.len() > MAX_BULK {
         return Err(ApiError::validation("ids", format!("must have 1 to {MAX_BULK} items")));
     }
     if (1..ids.len()).any(|i| ids[..i].contains(&ids[i])) {
-        return Err(ApiError::validation("ids", "must not repeat an id"));
+        return Err(caller.invalid(vec![FieldError::new("ids", "must not repeat an id")]));
     }
     if set.status.is_none() && set.severity.is_none() && set.tags.is_none() {
-        return Err(ApiError::validation("set", "must set status, severity or tags"));
+        return Err(caller.invalid(vec![FieldError::new("set", "must set status, severity or tags")]));
     }
     let mut results = Vec::with_capacity(ids.len());
     for id in ids {

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{etag, if_match, reject_unknown, ApiJson, QueryParams};
+use crate::extract::{etag, if_match, ApiJson, QueryParams};
 use crate::openapi::{data, to_json, Data};
 use crate::routes::history;
 use crate::state::AppState;
@@ -149,8 +149,12 @@ pub(crate) async fn update_row(
     expected_version: Result<Option<i64>, ApiError>,
 ) -> Result<OrganizationRow, ApiError> {
     load(state, caller).await?;
-    reject_unknown(&body.unknown, READ_ONLY)?;
+    let caller = &caller.refusing(&body.unknown, READ_ONLY);
     let Some(name) = body.name else {
+        // No command runs to refuse the fields it was sent with.
+        if caller.refuses_fields() {
+            return Err(caller.invalid(Vec::new()));
+        }
         return load(state, caller).await;
     };
     let execution = Execution { expected_version: expected_version?, ..Execution::default() };

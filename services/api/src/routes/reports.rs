@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, NoBody, QueryParams};
+use crate::extract::{etag, if_match, if_none_match, ApiJson, NoBody, QueryParams};
 use crate::openapi::{data, to_json, Data, Page};
 use crate::pagination::{self, ListRequest};
 use crate::routes::events::FeedPage;
@@ -220,9 +220,9 @@ pub(crate) async fn create_row(
 ) -> Result<ReportRow, ApiError> {
     let engagement = scope::writable(state, caller, engagement_id).await?;
     // A new report is a draft; its status moves through PATCH.
-    reject_unknown(&body.unknown, &[READ_ONLY, &["status"]].concat())?;
+    let caller = &caller.refusing(&body.unknown, &[READ_ONLY, &["status"]].concat());
     let Some(title) = body.title else {
-        return Err(ApiError::Validation(vec![FieldError::new("title", "is required")]));
+        return Err(caller.invalid(vec![FieldError::new("title", "is required")]));
     };
     let id = Id::generate(IdKind::Report);
     let command = ReportCommand::Create {
@@ -345,14 +345,14 @@ pub(crate) async fn update_row(
 ) -> Result<ReportRow, ApiError> {
     let current = load(state, caller, id).await?;
     scope::writable(state, caller, &current.engagement_id).await?;
-    reject_unknown(&body.unknown, READ_ONLY)?;
+    let caller = &caller.refusing(&body.unknown, READ_ONLY);
     let nulls: Vec<FieldError> = [("title", &body.title), ("format", &body.format), ("status", &body.status)]
         .into_iter()
         .filter(|(_, value)| matches!(value, Some(None)))
         .map(|(field, _)| FieldError::new(field, "cannot be null"))
         .collect();
     if !nulls.is_empty() {
-        return Err(ApiError::Validation(nulls));
+        return Err(caller.invalid(nulls));
     }
     let patch = ReportPatch {
         title: body.title.flatten(),

@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
+use crate::extract::{etag, if_match, if_none_match, ApiJson, QueryParams};
 use crate::openapi::{data, to_json, Data, Page};
 use crate::pagination::{self, ListRequest};
 use crate::routes::events::FeedPage;
@@ -196,7 +196,7 @@ pub(crate) async fn create_row(
     body: CreateBody,
 ) -> Result<TargetRow, ApiError> {
     let engagement = scope::writable(state, caller, engagement_id).await?;
-    reject_unknown(&body.unknown, READ_ONLY)?;
+    let caller = &caller.refusing(&body.unknown, READ_ONLY);
     let mut missing = Vec::new();
     if body.kind.is_none() {
         missing.push(FieldError::new("type", "is required"));
@@ -205,7 +205,7 @@ pub(crate) async fn create_row(
         missing.push(FieldError::new("value", "is required"));
     }
     let (Some(kind), Some(value)) = (body.kind, body.value) else {
-        return Err(ApiError::Validation(missing));
+        return Err(caller.invalid(missing));
     };
     let id = Id::generate(IdKind::Target);
     let command = TargetCommand::Create {
@@ -344,7 +344,7 @@ pub(crate) async fn update_row(
 ) -> Result<TargetRow, ApiError> {
     let current = load(state, caller, id).await?;
     scope::writable(state, caller, &current.engagement_id).await?;
-    reject_unknown(&body.unknown, READ_ONLY)?;
+    let caller = &caller.refusing(&body.unknown, READ_ONLY);
     let mut errors = Vec::new();
     let patch = TargetPatch {
         kind: not_null("type", body.kind, &mut errors),
@@ -356,7 +356,7 @@ pub(crate) async fn update_row(
         notes: body.notes,
     };
     if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
+        return Err(caller.invalid(errors));
     }
     let command = TargetCommand::Update { organization_id: caller.organization_id().to_owned(), patch };
     let claim = command.claim(Some(identity(&current)));

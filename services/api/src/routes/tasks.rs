@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, NoBody, QueryParams};
+use crate::extract::{etag, if_match, if_none_match, ApiJson, NoBody, QueryParams};
 use crate::openapi::{data, to_json, Data, Page};
 use crate::pagination::{self, ListRequest};
 use crate::routes::events::FeedPage;
@@ -219,9 +219,9 @@ pub(crate) async fn create_row(
 ) -> Result<TaskRow, ApiError> {
     let engagement = scope::writable(state, caller, engagement_id).await?;
     // A new task is open; it moves through PATCH and /close.
-    reject_unknown(&body.unknown, &[READ_ONLY, &["status"]].concat())?;
+    let caller = &caller.refusing(&body.unknown, &[READ_ONLY, &["status"]].concat());
     let Some(title) = body.title else {
-        return Err(ApiError::Validation(vec![FieldError::new("title", "is required")]));
+        return Err(caller.invalid(vec![FieldError::new("title", "is required")]));
     };
     let id = Id::generate(IdKind::Task);
     let command = TaskCommand::Create {
@@ -344,7 +344,7 @@ pub(crate) async fn update_row(
 ) -> Result<TaskRow, ApiError> {
     let current = load(state, caller, id).await?;
     scope::writable(state, caller, &current.engagement_id).await?;
-    reject_unknown(&body.unknown, READ_ONLY)?;
+    let caller = &caller.refusing(&body.unknown, READ_ONLY);
     let mut errors = Vec::new();
     let patch = TaskPatch {
         title: not_null("title", body.title, &mut errors),
@@ -354,7 +354,7 @@ pub(crate) async fn update_row(
         status: not_null("status", body.status, &mut errors),
     };
     if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
+        return Err(caller.invalid(errors));
     }
     let command = TaskCommand::Update { organization_id: caller.organization_id().to_owned(), patch };
     run(state, caller, &current.id, &current.engagement_id, command, expected_version?).await

@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
+use crate::extract::{etag, if_match, if_none_match, ApiJson, QueryParams};
 use crate::openapi::{data, to_json, Data, Page};
 use crate::pagination;
 use crate::routes::events::FeedPage;
@@ -205,7 +205,7 @@ pub(crate) async fn create_row(
     caller: &Caller,
     body: CreateBody,
 ) -> Result<(WebhookRow, String), ApiError> {
-    reject_unknown(&body.unknown, READ_ONLY)?;
+    let caller = &caller.refusing(&body.unknown, READ_ONLY);
     let mut missing = Vec::new();
     if body.url.is_none() {
         missing.push(FieldError::new("url", "is required"));
@@ -214,7 +214,7 @@ pub(crate) async fn create_row(
         missing.push(FieldError::new("events", "is required"));
     }
     if !missing.is_empty() {
-        return Err(ApiError::Validation(missing));
+        return Err(caller.invalid(missing));
     }
     let url = body.url.unwrap_or_default();
     guard(&url, state.webhook_allow_private).await?;
@@ -315,7 +315,7 @@ pub(crate) async fn update_row(
 ) -> Result<WebhookRow, ApiError> {
     let id = parse_id(id)?;
     load(state, caller, &id).await?;
-    reject_unknown(&body.unknown, READ_ONLY)?;
+    let caller = &caller.refusing(&body.unknown, READ_ONLY);
     if let Some(url) = &body.url {
         guard(url, state.webhook_allow_private).await?;
     }

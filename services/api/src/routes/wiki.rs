@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
+use crate::extract::{etag, if_match, if_none_match, ApiJson, QueryParams};
 use crate::openapi::{data, to_json, Data, Page};
 use crate::pagination::{self, ListRequest};
 use crate::routes::events::FeedPage;
@@ -209,7 +209,7 @@ pub(crate) async fn create_row(
     body: CreateBody,
 ) -> Result<WikiPageRow, ApiError> {
     let engagement = scope::writable(state, caller, engagement_id).await?;
-    reject_unknown(&body.unknown, READ_ONLY)?;
+    let caller = &caller.refusing(&body.unknown, READ_ONLY);
     // A missing title and the parent are checked here; when either fails, the command's own
     // checks join them, so that one answer names every invalid field.
     let mut errors = Vec::new();
@@ -231,7 +231,7 @@ pub(crate) async fn create_row(
     };
     if !errors.is_empty() {
         errors.extend(field_errors(&page).into_iter().filter(|e| title_given || e.field != "title"));
-        return Err(ApiError::Validation(errors));
+        return Err(caller.invalid(errors));
     }
     let id = Id::generate(IdKind::WikiPage);
     let command = WikiPageCommand::Create {
@@ -337,7 +337,7 @@ pub(crate) async fn update_row(
 ) -> Result<WikiPageRow, ApiError> {
     let current = load(state, caller, id).await?;
     scope::writable(state, caller, &current.engagement_id).await?;
-    reject_unknown(&body.unknown, READ_ONLY)?;
+    let caller = &caller.refusing(&body.unknown, READ_ONLY);
     let nulls: Vec<FieldError> = [
         ("title", body.title.as_ref().is_some_and(Option::is_none)),
         ("slug", body.slug.as_ref().is_some_and(Option::is_none)),
@@ -347,7 +347,7 @@ pub(crate) async fn update_row(
     .map(|(field, _)| FieldError::new(field, "cannot be null"))
     .collect();
     if !nulls.is_empty() {
-        return Err(ApiError::Validation(nulls));
+        return Err(caller.invalid(nulls));
     }
     if let Some(Some(parent)) = &body.parent_id {
         check_parent(state, caller, &current.engagement_id, parent, Some(&current.id)).await?;

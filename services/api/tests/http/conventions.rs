@@ -367,3 +367,73 @@ backend_tests! {
         assert!(!created.contains("connection: close"), "{created}");
     }
 }
+
+/// The fields a 422 names, in order.
+fn invalid_fields(status: u16, body: &Value) -> Vec<String> {
+    assert_eq!((status, error_code(status, body)), (422, "VALIDATION_ERROR".to_owned()), "{body}");
+    body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+backend_tests! {
+    async fn an_unknown_field_is_named_with_every_other_invalid_field(db) {
+        let app = TestApp::spawn(db).await;
+        let engagement = app.create_engagement(json!({"name": "Fields"})).await["id"].as_str().unwrap().to_owned();
+        let child = |kind: &str| format!("/api/v1/engagements/{engagement}/{kind}");
+        let mut created = Vec::new();
+        for (path, valid, invalid, expected) in [
+            ("/api/v1/engagements".to_owned(), json!({"name": "Valid"}), json!({"name": "", "status": "archived", "bogus": 1}), vec!["bogus", "status", "name"]),
+            (child("targets"), json!({"type": "domain", "value": "example.com"}), json!({"type": "nope", "value": "example.org", "bogus": 1}), vec!["bogus", "type"]),
+            (child("findings"), json!({"title": "Valid", "severity": "low"}), json!({"title": "", "severity": "nope", "status": "closed", "bogus": 1}), vec!["bogus", "status", "title", "severity"]),
+            (child("tasks"), json!({"title": "Valid"}), json!({"title": "", "priority": "x", "dueDate": "2025-13-01", "bogus": 1}), vec!["bogus", "title", "priority", "dueDate"]),
+            (child("wiki"), json!({"title": "Valid"}), json!({"title": "", "bogus": 1}), vec!["bogus", "title"]),
+            (child("reports"), json!({"title": "Valid"}), json!({"title": "", "format": "nope", "bogus": 1}), vec!["bogus", "title", "format"]),
+        ] {
+            let (status, body) = parts(app.post(&path, &invalid).send().await.unwrap()).await;
+            let mut fields = invalid_fields(status, &body);
+            let mut expected: Vec<String> = expected.into_iter().map(str::to_owned).collect();
+            fields.sort();
+            expected.sort();
+            assert_eq!(fields, expected, "POST {path}: {body}");
+            let (status, body) = parts(app.post(&path, &valid).send().await.unwrap()).await;
+            assert_eq!(status, 201, "{body}");
+            created.push(body["data"]["id"].as_str().unwrap().to_owned());
+        }
+        let resources = ["engagements", "targets", "findings", "tasks", "wiki", "reports"];
+        for (resource, id) in resources.iter().zip(&created) {
+            let path = format!("/api/v1/{resource}/{id}");
+            // Alone, an unknown field is still a 422 (not a change of nothing), and writes nothing.
+            let (status, body) = parts(app.patch(&path, &json!({"bogus": 1})).send().await.unwrap()).await;
+            assert_eq!(invalid_fields(status, &body), ["bogus"], "PATCH {path}");
+            let invalid = if *resource == "targets" { json!({"type": "nope", "createdAt": 1}) } else { json!({"title": "", "createdAt": 1}) };
+            let wanted = if *resource == "engagements" { "name" } else if *resource == "targets" { "type" } else { "title" };
+            let invalid = if *resource == "engagements" { json!({"name": "", "createdAt": 1}) } else { invalid };
+            let (status, body) = parts(app.patch(&path, &invalid).send().await.unwrap()).await;
+            let fields = invalid_fields(status, &body);
+            assert!(fields.contains(&"createdAt".to_owned()) && fields.contains(&wanted.to_owned()), "PATCH {path}: {body}");
+            let (_, current) = parts(app.get(&path).send().await.unwrap()).await;
+            assert_eq!(current["data"]["version"], 1, "nothing was written: {current}");
+        }
+        // The resources outside engagements: an otherwise valid body with an unknown field.
+        let hook = json!({"url": "https://93.184.216.34/hook", "events": ["finding.*"]});
+        let (status, body) = parts(app.post("/api/v1/webhooks", &hook).send().await.unwrap()).await;
+        assert_eq!(status, 201, "{body}");
+        let webhook = format!("/api/v1/webhooks/{}", body["data"]["id"].as_str().unwrap());
+        let (status, body) = parts(app.post("/api/v1/webhooks", &json!({"url": "https://93.184.216.34/other", "events": ["finding.*"], "bogus": 1})).send().await.unwrap()).await;
+        assert_eq!(invalid_fields(status, &body), ["bogus"]);
+        let (status, body) = parts(app.patch(&webhook, &json!({"events": ["task.*"], "bogus": 1})).send().await.unwrap()).await;
+        assert_eq!(invalid_fields(status, &body), ["bogus"]);
+        let (status, body) = parts(app.post("/api/v1/api-keys", &json!({"name": "k", "permissions": ["audit:read"], "bogus": 1})).send().await.unwrap()).await;
+        assert_eq!(invalid_fields(status, &body), ["bogus"]);
+        let (status, body) = parts(app.patch("/api/v1/organizations/current", &json!({"name": "Renamed", "bogus": 1})).send().await.unwrap()).await;
+        assert_eq!(invalid_fields(status, &body), ["bogus"]);
+        let (_, keys) = parts(app.get("/api/v1/api-keys").send().await.unwrap()).await;
+        assert_eq!(keys["meta"]["total"], 1, "no key was created: {keys}");
+        let (_, organization) = parts(app.get("/api/v1/organizations/current").send().await.unwrap()).await;
+        assert_ne!(organization["data"]["name"], "Renamed", "{organization}");
+    }
+}

@@ -247,7 +247,7 @@ backend_tests! {
         let store = open_store(&db.url).await.unwrap();
         let organization_id: String = sqlx::query_scalar("SELECT id FROM organizations LIMIT 1").fetch_one(store.pool()).await.unwrap();
         let commands = CommandService::new(store.clone());
-        let context = CommandContext { organization_id: organization_id.clone(), actor: Actor::system(), request_id: None, idempotency_key: None, commit_proof: None };
+        let context = CommandContext { organization_id: organization_id.clone(), actor: Actor::system(), request_id: None, idempotency_key: None, commit_proof: None, refused: Vec::new() };
         for name in ["While down 1", "While down 2"] {
             let id = Id::generate(IdKind::Engagement);
             let command = EngagementCommand::Create {
