@@ -1,9 +1,11 @@
 //! What every operation goes through beside the schema's depth and complexity limits:
 //!
 //! - errors of the GraphQL layer get a code and the request id (`errors::with_codes`);
-//! - a mutation runs at most `MAX_MUTATION_FIELDS` root fields, and each one after the first is
-//!   charged to the key's rate limit (the HTTP request paid for the first), so aliases cannot
-//!   multiply the writes a request may make;
+//! - a mutation runs at most `MAX_MUTATION_FIELDS` root fields, a query `MAX_QUERY_FIELDS`, and
+//!   each one after the first is charged to the key's rate limit (the HTTP request paid for the
+//!   first), so aliases cannot multiply the writes or list queries a request may make; no
+//!   selection set selects one field more than `MAX_SAME_FIELD` times (aliases of a nested list
+//!   each run a query of their own, which the complexity limit, counting rows, lets through);
 //! - over a WebSocket, which has no HTTP request per operation: only subscriptions run, each
 //!   one checks the key again, is charged to its rate limit, gets a request id of its own and
 //!   takes one of the connection's `MAX_SUBSCRIPTIONS` places.
@@ -16,7 +18,7 @@ use async_graphql::extensions::{
     NextSubscribe,
 };
 use async_graphql::futures_util::stream::BoxStream;
-use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
+use async_graphql::parser::types::{ExecutableDocument, Field, OperationType, Selection, SelectionSet};
 use async_graphql::{Pos, Request, Response, ServerError, ServerResult, Variables};
 use futures::StreamExt;
 
@@ -27,6 +29,10 @@ use crate::graphql::errors;
 
 /// The most root fields a mutation may run.
 pub const MAX_MUTATION_FIELDS: usize = 20;
+/// The most root fields a query may run (`__typename` and introspection not counted).
+pub const MAX_QUERY_FIELDS: usize = 50;
+/// The most times one selection set may select the same field (under aliases).
+pub const MAX_SAME_FIELD: usize = 20;
 
 pub struct Guard;
 
@@ -126,44 +132,76 @@ fn check(session: &Session, document: &ExecutableDocument) -> Result<(), ApiErro
                 .to_owned(),
         ));
     }
-    let fields = document
-        .operations
-        .iter()
-        .filter(|(_, op)| op.node.ty == OperationType::Mutation)
-        .map(|(_, op)| root_fields(document, &op.node.selection_set.node, &mut HashSet::new()))
-        .max()
-        .unwrap_or(0);
-    if fields > MAX_MUTATION_FIELDS {
-        return Err(ApiError::BadRequest(format!(
-            "a mutation may run at most {MAX_MUTATION_FIELDS} fields; send the others in another request"
-        )));
+    let mut charged = 0;
+    for (_, operation) in document.operations.iter() {
+        let set = &operation.node.selection_set.node;
+        let (limit, kind) = match operation.node.ty {
+            OperationType::Mutation => (MAX_MUTATION_FIELDS, "a mutation"),
+            OperationType::Query => (MAX_QUERY_FIELDS, "a query"),
+            OperationType::Subscription => (usize::MAX, "a subscription"),
+        };
+        let roots = fields(document, set, &mut HashSet::new())
+            .iter()
+            .filter(|field| !field.name.node.starts_with("__"))
+            .count();
+        if roots > limit {
+            return Err(ApiError::BadRequest(format!(
+                "{kind} may run at most {limit} fields; send the others in another request"
+            )));
+        }
+        if operation.node.ty != OperationType::Subscription {
+            charged = charged.max(roots.saturating_sub(1));
+        }
+        if let Some(name) = repeated_field(document, set, &mut HashSet::new()) {
+            return Err(ApiError::BadRequest(format!(
+                "a selection selects {name} more than {MAX_SAME_FIELD} times; ask for it in fewer aliases"
+            )));
+        }
     }
-    auth::charge(&session.state, &session.caller.principal, fields.saturating_sub(1))
+    auth::charge(&session.state, &session.caller.principal, charged)
+}
+
+/// A field some selection set of `set`'s tree selects more than `MAX_SAME_FIELD` times.
+fn repeated_field<'d>(
+    document: &'d ExecutableDocument,
+    set: &'d SelectionSet,
+    seen: &mut HashSet<&'d str>,
+) -> Option<&'d str> {
+    let selected = fields(document, set, seen);
+    let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for field in &selected {
+        let count = counts.entry(field.name.node.as_str()).or_default();
+        *count += 1;
+        if *count > MAX_SAME_FIELD {
+            return Some(field.name.node.as_str());
+        }
+    }
+    selected.iter().find_map(|field| repeated_field(document, &field.selection_set.node, seen))
 }
 
 /// The fields a selection set runs, through its fragments (each fragment once: the document
 /// is not validated yet, so a fragment may spread itself).
-fn root_fields<'d>(
+fn fields<'d>(
     document: &'d ExecutableDocument,
     set: &'d SelectionSet,
     seen: &mut HashSet<&'d str>,
-) -> usize {
-    set.items
-        .iter()
-        .map(|selection| match &selection.node {
-            Selection::Field(_) => 1,
+) -> Vec<&'d Field> {
+    let mut found = Vec::new();
+    for selection in &set.items {
+        match &selection.node {
+            Selection::Field(field) => found.push(&field.node),
             Selection::InlineFragment(fragment) => {
-                root_fields(document, &fragment.node.selection_set.node, seen)
+                found.extend(fields(document, &fragment.node.selection_set.node, seen));
             }
             Selection::FragmentSpread(spread) => {
                 let name = spread.node.fragment_name.node.as_str();
-                match document.fragments.get(&spread.node.fragment_name.node) {
-                    Some(fragment) if seen.insert(name) => {
-                        root_fields(document, &fragment.node.selection_set.node, seen)
+                if let Some(fragment) = document.fragments.get(&spread.node.fragment_name.node) {
+                    if seen.insert(name) {
+                        found.extend(fields(document, &fragment.node.selection_set.node, seen));
                     }
-                    _ => 0,
                 }
             }
-        })
-        .sum()
+        }
+    }
+    found
 }

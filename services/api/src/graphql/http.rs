@@ -71,7 +71,9 @@ pub struct ResponseDoc {
 ///
 /// Fields need the permissions of the REST routes serving the same data; a field the key may
 /// not read is an error on that field (`extensions.code` `FORBIDDEN`), not a failed request.
-/// Queries deeper than 15 levels or costlier than 50 000 are refused before they run. The
+/// Queries deeper than 15 levels or costlier than 50 000, with more than 50 root fields (20 for
+/// a mutation), or selecting one field more than 20 times under aliases are refused before they
+/// run; each root field after the first counts against the rate limit as one more request. The
 /// subscription `events` is served over a WebSocket on `GET /api/v1/graphql`
 /// (`graphql-transport-ws`, the API key in the `connection_init` payload as `{"apiKey": …}`);
 /// the schema is at `GET /api/v1/graphql/schema.graphql`. With `Idempotency-Key`, a retry runs

@@ -335,8 +335,7 @@ backend_tests! {
         let aliased = |count: usize, field: &str| format!("{{ {} }}", (0..count).map(|i| format!("a{i}: {field} ")).collect::<String>());
         for (what, query) in [
             ("verifyEvents", aliased(2, "verifyEvents { valid }")),
-            ("events", aliased(30, "events(limit: 1000) { events { id } }")),
-            ("events by default", aliased(300, "events { events { id } }")),
+            ("events", aliased(20, "events(limit: 1000) { events { id type position occurredAt } }")),
             ("history", "{ engagements(first: 100) { nodes { history(limit: 1000) { events { id } } } } }".to_owned()),
             ("deliveries", "{ webhooks(first: 100) { nodes { deliveries(limit: 1000) { id } } } }".to_owned()),
         ] {
@@ -347,6 +346,33 @@ backend_tests! {
             assert!(body["errors"][0]["message"].as_str().unwrap().contains("complex"), "{what}: {body}");
         }
         gql(&app, &aliased(10, "events(limit: 1000) { events { id } }"), json!({})).await;
+
+        // Aliases cannot multiply the list queries either: a query runs at most 50 root fields,
+        // and no selection selects one field more than 20 times (each alias of a nested list is
+        // a query of its own, while the complexity counts rows).
+        let roots = |count: usize| {
+            let lists = (0..count)
+                .map(|i| format!("r{i}: {}(filter: {{q: \"x\"}}, first: 1) {{ totalCount }} ", ["engagements", "findings", "tasks"][i % 3]))
+                .collect::<String>();
+            format!("{{ {lists} }}")
+        };
+        gql(&app, &roots(50), json!({})).await;
+        let nested = |count: usize| {
+            let lists = (0..count).map(|i| format!("f{i}: findings(filter: {{q: \"{i}\"}}, first: 1) {{ totalCount }} ")).collect::<String>();
+            format!("{{ engagements(first: 1) {{ nodes {{ {lists} }} }} }}")
+        };
+        gql(&app, &nested(20), json!({})).await;
+        for (query, message) in [
+            (roots(51), "at most 50"),
+            (format!("{{ ...Q }} fragment Q on Query {}", roots(51)), "at most 50"),
+            (aliased(21, "engagements(first: 1) { totalCount }"), "more than 20"),
+            (nested(21), "more than 20"),
+        ] {
+            let (_, body) = gql_with(&app, &app.key, &query, json!({})).await;
+            assert!(body["data"].is_null(), "{body}");
+            assert_eq!(only_code(&body), "BAD_REQUEST");
+            assert!(body["errors"][0]["message"].as_str().unwrap().contains(message), "{body}");
+        }
 
         // A mutation runs at most 20 fields, fragments included.
         let creates = |count: usize| (0..count).map(|i| format!("m{i}: createEngagement(input: {{name: \"Alias {i}\"}}) {{ id }} ")).collect::<String>();
@@ -376,6 +402,12 @@ backend_tests! {
         let other = app.key_with(&["*"]).await;
         let (_, body) = gql_with(&app, &other, "{ engagements(filter: {q: \"charged\"}) { totalCount } }", json!({})).await;
         assert_eq!(body["data"]["engagements"]["totalCount"], 0, "{body}");
+        // A query's root fields are charged the same way (each is a REST request's worth).
+        let reader = app.key_with(&["*"]).await;
+        let lists: String = (0..6).map(|i| format!("q{i}: engagements {{ totalCount }} ")).collect();
+        let (_, body) = gql_with(&app, &reader, &format!("{{ {lists} }}"), json!({})).await;
+        assert!(body["data"].is_null(), "{body}");
+        assert_eq!(only_code(&body), "RATE_LIMITED");
         // GraphQL over HTTP answers the refusal as REST does: 429 with Retry-After, no data.
         let third = app.key_with(&["*"]).await;
         let body = json!({ "query": format!("mutation {{ {creates} }}") });
