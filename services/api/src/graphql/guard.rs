@@ -19,7 +19,7 @@ use async_graphql::extensions::{
 };
 use async_graphql::futures_util::stream::BoxStream;
 use async_graphql::parser::types::{ExecutableDocument, Field, OperationType, Selection, SelectionSet};
-use async_graphql::{Pos, Request, Response, ServerError, ServerResult, Variables};
+use async_graphql::{Pos, Request, Response, ServerError, ServerResult, Value, Variables};
 use futures::StreamExt;
 
 use crate::auth;
@@ -48,6 +48,8 @@ struct Operation {
     request_id: OnceLock<String>,
     /// The WebSocket place this operation holds, until it ends.
     slot: Mutex<Option<Slot>>,
+    /// The root response keys of each operation of the document, in selection order.
+    root_keys: Mutex<Vec<Vec<String>>>,
 }
 
 impl Operation {
@@ -80,7 +82,16 @@ fn server_error(error: ApiError) -> ServerError {
 #[async_trait::async_trait]
 impl Extension for Operation {
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        let response = next.run(ctx).await;
+        let mut response = next.run(ctx).await;
+        errors::null_failed_fields(&mut response);
+        if let (Value::Object(data), Ok(operations)) = (&response.data, self.root_keys.lock()) {
+            // The operation that ran is the one whose root fields `data` holds.
+            let ran =
+                operations.iter().find(|keys| data.keys().all(|key| keys.iter().any(|k| k == key.as_str())));
+            if let Some(keys) = ran.cloned() {
+                errors::in_selection_order(&mut response, &keys);
+            }
+        }
         errors::with_codes(response, &self.request_id())
     }
 
@@ -118,6 +129,19 @@ impl Extension for Operation {
         let document = next.run(ctx, query, variables).await?;
         if let Some(session) = ctx.data_opt::<Session>() {
             check(session, &document).map_err(server_error)?;
+        }
+        let keys = document
+            .operations
+            .iter()
+            .map(|(_, operation)| {
+                fields(&document, &operation.node.selection_set.node, &mut HashSet::new())
+                    .iter()
+                    .map(|field| field.response_key().node.to_string())
+                    .collect()
+            })
+            .collect();
+        if let Ok(mut root_keys) = self.root_keys.lock() {
+            *root_keys = keys;
         }
         Ok(document)
     }

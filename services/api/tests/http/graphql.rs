@@ -440,3 +440,38 @@ backend_tests! {
         assert_eq!(total["archived"]["totalCount"], 5);
     }
 }
+
+backend_tests! {
+    async fn a_failed_field_is_null_and_fields_keep_the_selection_order(db) {
+        let app = TestApp::spawn(db).await;
+        app.create_engagement(json!({"name": "Present"})).await;
+        let missing = "eng_01j9k2m3n4p5q6r7s8t9";
+        // The failing field first, a slower list after it: `data` holds both, in that order.
+        let query = format!("{{ gone: engagement(id: \"{missing}\") {{ id }} all: engagements {{ totalCount }} typed: __typename }}");
+        let response = app.request(Method::POST, "/api/v1/graphql", &app.key).json(&json!({"query": query})).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["data"]["gone"], Value::Null, "{body}");
+        assert!(body["data"].as_object().unwrap().contains_key("gone"), "the failed field is there, as null: {body}");
+        assert_eq!(body["data"]["all"]["totalCount"], 1, "{body}");
+        assert_eq!(errors(&body), [("gone".to_owned(), "NOT_FOUND".to_owned())]);
+        let (gone, all, typed) = (text.find("\"gone\":").unwrap(), text.find("\"all\":").unwrap(), text.find("\"typed\":").unwrap());
+        assert!(gone < all && all < typed, "selection order: {text}");
+
+        // Every root field failed: still a request that ran, so `data` names them as null, and
+        // GraphQL over HTTP answers 200 (a 4xx without data is for a request that did not run).
+        let query = format!("{{ engagement(id: \"{missing}\") {{ id }} }}");
+        let response = app
+            .request(Method::POST, "/api/v1/graphql", &app.key)
+            .header("accept", "application/graphql-response+json")
+            .json(&json!({"query": query}))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = parts(response).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"], json!({"engagement": null}), "{body}");
+        assert_eq!(errors(&body), [("engagement".to_owned(), "NOT_FOUND".to_owned())]);
+    }
+}
