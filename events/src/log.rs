@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::hash::{chain_hash, ChainedFields, GENESIS};
-use crate::{Store, StoreError};
+use crate::{Backend, Store, StoreError};
 
 /// One row of `event_log`: an event with its global position and chain hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +125,21 @@ pub async fn head(store: &Store) -> Result<i64, StoreError> {
         .fetch_one(store.pool())
         .await?;
     Ok(head)
+}
+
+/// Events committed to `events` but not yet given a position: those after the sequencer's
+/// cursor, counted along the order it reads them in (an index range, not the whole table).
+pub async fn unsequenced(store: &Store) -> Result<i64, StoreError> {
+    let sql = match store.backend() {
+        Backend::Postgres => {
+            "SELECT count(*) FROM events e, sequencer_state s \
+              WHERE s.id = 1 AND (e.tx_id, e.seq_no) > (s.last_tx::xid8, s.last_no)"
+        }
+        Backend::Sqlite => {
+            "SELECT count(*) FROM events WHERE rowid > (SELECT last_no FROM sequencer_state WHERE id = 1)"
+        }
+    };
+    Ok(sqlx::query_scalar(sql).fetch_one(store.pool()).await?)
 }
 
 /// The position the sequencer gave to one event of one stream, once it has.

@@ -286,6 +286,14 @@ impl Caller {
         !self.refused.is_empty()
     }
 
+    /// `error`, with the refused fields when it is a 422.
+    pub fn with_refused(&self, error: ApiError) -> ApiError {
+        match error {
+            ApiError::Validation(errors) => self.invalid(errors),
+            other => other,
+        }
+    }
+
     /// A 422 of `errors` found before any command ran, with the refused fields.
     pub fn invalid(&self, errors: Vec<FieldError>) -> ApiError {
         ApiError::Validation(self.refused.iter().cloned().chain(errors).collect())

@@ -70,16 +70,31 @@ pub async fn projection_lag(state: &AppState) -> Result<i64, ApiError> {
     Ok(head - state.projections.lowest_checkpoint().await?)
 }
 
-/// `GET /metrics` in the Prometheus text format.
-pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// `GET /metrics` in the Prometheus text format. The store's gauges are read at each scrape;
+/// when the store cannot be read, `pwnbook_store_up` is 0 and the rest (the requests and
+/// commands counted in memory) is still served, since that is when an operator needs it.
+pub async fn render(State(state): State<AppState>) -> Response {
+    let up = match store_gauges(&state).await {
+        Ok(()) => 1,
+        Err(error) => {
+            tracing::warn!(%error, "metrics: the store's gauges could not be read");
+            0
+        }
+    };
+    // Written per answer rather than kept as a gauge: the recorder is shared by every server of
+    // the process (tests), and this is the answering server's own store.
+    let mut text = handle().map(PrometheusHandle::render).unwrap_or_default();
+    text.push_str(&format!("# TYPE pwnbook_store_up gauge\npwnbook_store_up {up}\n"));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn store_gauges(state: &AppState) -> Result<(), ApiError> {
     let head = log::head(&state.store).await?;
-    let committed: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(state.store.pool()).await?;
+    let unsequenced = log::unsequenced(&state.store).await?;
     metrics::gauge!("pwnbook_event_log_head").set(head as f64);
-    metrics::gauge!("pwnbook_sequencer_lag_events").set((committed - head) as f64);
+    metrics::gauge!("pwnbook_sequencer_lag_events").set(unsequenced as f64);
     for (name, position) in state.projections.checkpoints().await? {
         metrics::gauge!("pwnbook_projection_lag_events", "projector" => name).set((head - position) as f64);
     }
-    let text = handle().map(PrometheusHandle::render).unwrap_or_default();
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+    Ok(())
 }

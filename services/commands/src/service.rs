@@ -164,17 +164,21 @@ impl CommandService {
             let sink = EventSink::default();
             let handled = loaded.aggregate.handle(command.clone(), &(), &sink).await;
             let new_events = sink.collect().await;
-            if !context.refused.is_empty() {
+            // No commit, no trigger: a taken name or a read-only engagement still takes
+            // precedence over the command's own verdict (and over the fields a request may not
+            // send, which are named with the command's own invalid fields).
+            let fields_refused = !context.refused.is_empty();
+            if !refused && (handled.is_err() || new_events.is_empty() || fields_refused) {
+                self.check_unique(context, aggregate_id, &execution, engagement_id).await?;
+            }
+            if fields_refused {
                 let mut details = context.refused.clone();
-                if let Err(DomainError::Validation(own)) = handled {
-                    details.extend(own);
+                match handled {
+                    Err(DomainError::Validation(own)) => details.extend(own),
+                    Err(other) => return Err(other.into()),
+                    Ok(()) => {}
                 }
                 return Err(DomainError::Validation(details).into());
-            }
-            // No commit, no trigger: a taken name or a read-only engagement still takes
-            // precedence over the command's own verdict.
-            if !refused && (handled.is_err() || new_events.is_empty()) {
-                self.check_unique(context, aggregate_id, &execution, engagement_id).await?;
             }
             handled?;
             if new_events.is_empty() {

@@ -180,9 +180,12 @@ pub fn cvss(field: &str, vector: &str) -> Result<Scored, FieldError> {
     };
     let parsed: cvss::Cvss = vector.parse().map_err(|e: cvss::Error| invalid(e.to_string()))?;
     // The crate reads `av:n` as `AV:N`; FIRST's vector schemas (and the tools reading our exports)
-    // take upper case only, so such a vector is refused rather than stored as sent.
-    if vector.bytes().any(|b| b.is_ascii_lowercase()) {
-        return Err(invalid("metric names and values are upper case, as in AV:N".to_owned()));
+    // take the spelling the specification gives only, so another one is refused rather than
+    // stored as sent.
+    if let Some(part) = vector.split('/').skip(1).find(|part| !canonical_case(part)) {
+        return Err(invalid(format!(
+            "{part} is not written as the specification writes it (e.g. AV:N, U:Green)"
+        )));
     }
     if version != "4.0" {
         // The crate accepts v3 vectors without some base metrics (scoring them as 0).
@@ -199,6 +202,15 @@ pub fn cvss(field: &str, vector: &str) -> Result<Scored, FieldError> {
         cvss::Severity::Critical => "critical",
     };
     Ok(Scored { vector: vector.to_owned(), version, score: parsed.score(), severity })
+}
+
+/// Whether a metric of a vector is spelt as FIRST writes it: upper case, but for CVSS v4's
+/// Provider Urgency, whose values are `Clear`, `Green`, `Amber` and `Red` (`X` when not defined).
+fn canonical_case(part: &str) -> bool {
+    match part.split_once(':') {
+        Some(("U", value)) => ["X", "Clear", "Green", "Amber", "Red"].contains(&value),
+        _ => !part.bytes().any(|b| b.is_ascii_lowercase()),
+    }
 }
 
 /// Gathers field errors so one response names every invalid field.
@@ -312,6 +324,15 @@ mod tests {
     }
 
     #[test]
+    fn provider_urgency_keeps_its_mixed_case() {
+        for urgency in ["Clear", "Green", "Amber", "Red"] {
+            let vector =
+                format!("CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N/U:{urgency}");
+            assert!(cvss("cvss", &vector).is_ok(), "{vector}");
+        }
+    }
+
+    #[test]
     fn bad_cvss_vectors_are_rejected() {
         for bad in [
             "",
@@ -323,6 +344,8 @@ mod tests {
             "CVSS:3.1/AV:n/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
             "CVSS:3.1/av:N/ac:L/pr:N/ui:N/s:U/c:H/i:H/a:H",
             "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:n",
+            "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N/U:green",
+            "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N/U:GREEN",
             "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N",
             "CVSS:4.1/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N",
         ] {

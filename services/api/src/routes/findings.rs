@@ -586,12 +586,16 @@ async fn update_command(
     // `null` empties a list.
     let affected = body.affected_target_ids.map(Option::unwrap_or_default);
     if let Some(ids) = &affected {
-        check_targets(state, caller, engagement_id, ids).await?;
+        check_targets(state, caller, engagement_id, ids).await.map_err(|e| caller.with_refused(e))?;
     }
     let patch = FindingPatch {
         title,
         severity,
-        cvss_vector: body.cvss.map(|c| c.map(cvss_vector).transpose()).transpose()?,
+        cvss_vector: body
+            .cvss
+            .map(|c| c.map(cvss_vector).transpose())
+            .transpose()
+            .map_err(|e| caller.with_refused(e))?,
         cwe: body.cwe.map(Option::unwrap_or_default),
         cve: body.cve.map(Option::unwrap_or_default),
         description: body.description,

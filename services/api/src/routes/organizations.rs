@@ -7,7 +7,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pwnbook_commands::organization::{Organization, OrganizationCommand};
-use pwnbook_commands::Execution;
+use pwnbook_commands::{CommandError, Execution};
 use pwnbook_events::{IdKind, LogEvent};
 use pwnbook_projections::organizations::{self, OrganizationRow};
 use serde::{Deserialize, Serialize};
@@ -148,16 +148,20 @@ pub(crate) async fn update_row(
     body: PatchBody,
     expected_version: Result<Option<i64>, ApiError>,
 ) -> Result<OrganizationRow, ApiError> {
-    load(state, caller).await?;
+    let current = load(state, caller).await?;
     let caller = &caller.refusing(&body.unknown, READ_ONLY);
+    let expected_version = expected_version?;
     let Some(name) = body.name else {
-        // No command runs to refuse the fields it was sent with.
+        // No command runs to refuse the fields it was sent with, or to check If-Match.
         if caller.refuses_fields() {
             return Err(caller.invalid(Vec::new()));
         }
-        return load(state, caller).await;
+        if let Some(expected) = expected_version.filter(|expected| *expected != current.version) {
+            return Err(CommandError::PreconditionFailed { expected, current: current.version }.into());
+        }
+        return Ok(current);
     };
-    let execution = Execution { expected_version: expected_version?, ..Execution::default() };
+    let execution = Execution { expected_version, ..Execution::default() };
     let committed = state
         .commands
         .execute::<Organization>(

@@ -217,7 +217,7 @@ pub(crate) async fn create_row(
         return Err(caller.invalid(missing));
     }
     let url = body.url.unwrap_or_default();
-    guard(&url, state.webhook_allow_private).await?;
+    guard(&url, state.webhook_allow_private).await.map_err(|e| caller.with_refused(e))?;
     let secret = body
         .secret
         .unwrap_or_else(|| format!("whsec_{}", Alphanumeric.sample_string(&mut rand::thread_rng(), 32)));
@@ -317,7 +317,7 @@ pub(crate) async fn update_row(
     load(state, caller, &id).await?;
     let caller = &caller.refusing(&body.unknown, READ_ONLY);
     if let Some(url) = &body.url {
-        guard(url, state.webhook_allow_private).await?;
+        guard(url, state.webhook_allow_private).await.map_err(|e| caller.with_refused(e))?;
     }
     let command = WebhookCommand::Update {
         organization_id: caller.organization_id().to_owned(),

@@ -350,7 +350,9 @@ pub(crate) async fn update_row(
         return Err(caller.invalid(nulls));
     }
     if let Some(Some(parent)) = &body.parent_id {
-        check_parent(state, caller, &current.engagement_id, parent, Some(&current.id)).await?;
+        check_parent(state, caller, &current.engagement_id, parent, Some(&current.id))
+            .await
+            .map_err(|e| caller.with_refused(e))?;
     }
     let patch = WikiPagePatch {
         title: body.title.flatten(),

@@ -435,5 +435,26 @@ backend_tests! {
         assert_eq!(keys["meta"]["total"], 1, "no key was created: {keys}");
         let (_, organization) = parts(app.get("/api/v1/organizations/current").send().await.unwrap()).await;
         assert_ne!(organization["data"]["name"], "Renamed", "{organization}");
+        // A PATCH of nothing still checks If-Match: strongly, so a weak tag is a 412.
+        let (status, _) = parts(app.patch("/api/v1/organizations/current", &json!({})).header("if-match", "W/\"1\"").send().await.unwrap()).await;
+        assert_eq!(status, 412);
+        let (status, _) = parts(app.patch("/api/v1/organizations/current", &json!({})).header("if-match", "\"9\"").send().await.unwrap()).await;
+        assert_eq!(status, 412);
+
+        // What a request with a refused field would also have met comes first: a taken name,
+        // an archived engagement.
+        let (status, body) = parts(app.post("/api/v1/engagements", &json!({"name": "Valid", "bogus": 1})).send().await.unwrap()).await;
+        assert_eq!((status, error_code(status, &body)), (409, "CONFLICT".to_owned()), "{body}");
+        let (status, body) = parts(app.post(&format!("/api/v1/engagements/{engagement}/archive"), &json!({})).send().await.unwrap()).await;
+        assert_eq!(status, 200, "{body}");
+        for (path, body) in [
+            (child("findings"), json!({"title": "Late", "severity": "low", "bogus": 1})),
+            (format!("/api/v1/findings/{}", created[2]), json!({"title": "Late", "bogus": 1})),
+            (child("tasks"), json!({"title": "Late", "bogus": 1})),
+        ] {
+            let request = if path.contains("/engagements/") { app.post(&path, &body) } else { app.patch(&path, &body) };
+            let (status, answer) = parts(request.send().await.unwrap()).await;
+            assert_eq!((status, error_code(status, &answer)), (409, "CONFLICT".to_owned()), "{path}: {answer}");
+        }
     }
 }

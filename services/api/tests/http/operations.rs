@@ -131,9 +131,18 @@ backend_tests! {
             r#"pwnbook_projection_lag_events{projector="engagements"}"#,
             "pwnbook_sequencer_lag_events",
             "pwnbook_http_request_duration_seconds",
+            "\npwnbook_store_up 1\n",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+        // A store that cannot be read still leaves the counters to scrape, and says so.
+        let store = pwnbook_events::Store::open(&app.db.url).await.unwrap();
+        sqlx::query("DROP TABLE projector_checkpoints").execute(store.pool()).await.unwrap();
+        let response = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        assert!(text.contains("\npwnbook_store_up 0\n") && text.contains("pwnbook_http_requests_total"), "{text}");
+        store.close().await;
     }
 
     async fn each_request_logs_one_structured_line_without_secrets(db) {
