@@ -385,3 +385,49 @@ async fn sessions_the_database_ends_are_a_503_then_replaced_postgres() {
     }
     store.close().await;
 }
+
+/// SQLite only: a POST whose command committed and whose answer then failed (here the task's
+/// row cannot be read back) says the change is saved, and its Idempotency-Key keeps that
+/// answer: the retry replays it instead of making the change again. (The failure needs a row
+/// that a trigger spoils while the commit writes it; PostgreSQL's typed columns leave no such
+/// value, SQLite's do. The middleware under test is the same on both.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answer_that_fails_after_the_commit_keeps_its_idempotency_key() {
+    let app = TestApp::spawn(pwnbook_events::testing::TestDb::sqlite()).await;
+    let engagement = app.create_engagement(json!({"name": "Saved"})).await["id"].as_str().unwrap().to_owned();
+    let (status, task) = parts(
+        app.post(&format!("/api/v1/engagements/{engagement}/tasks"), &json!({"title": "Read back"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{task}");
+    let id = task["data"]["id"].as_str().unwrap().to_owned();
+    // Closing the task writes a text where its `closed_at` number is read.
+    let store = pwnbook_events::Store::open(&app.db.url).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER spoil AFTER UPDATE OF status ON tasks \
+         BEGIN UPDATE tasks SET closed_at = 'not a time' WHERE id = NEW.id; END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let send = || {
+        app.post(&format!("/api/v1/tasks/{id}/close"), &json!({}))
+            .header("idempotency-key", "after-commit")
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let (status, body) = parts(first).await;
+    assert_eq!((status, error_code(status, &body)), (503, "SERVICE_UNAVAILABLE".to_owned()), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("saved"), "{body}");
+    let retry = send().await.unwrap();
+    assert_eq!(retry.headers().get("idempotent-replayed").map(|v| v.to_str().unwrap()), Some("true"));
+    assert_eq!(parts(retry).await, (503, body));
+    let (_, history) = parts(app.get(&format!("/api/v1/tasks/{id}/history")).send().await.unwrap()).await;
+    let closes = history["data"].as_array().unwrap().iter().filter(|e| e["type"] == "task.closed").count();
+    assert_eq!(closes, 1, "the task was closed once: {history}");
+    store.close().await;
+}
