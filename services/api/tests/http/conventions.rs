@@ -321,50 +321,69 @@ backend_tests! {
     }
 }
 
-/// Sends `head` (a request's headers) and, after the answer began or a pause, `body`; returns
-/// what came back on that connection, as text.
-async fn raw_exchange(base: &str, head: &str, body: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.unwrap();
-    socket.write_all(head.as_bytes()).await.unwrap();
-    let mut answer = vec![0; 4096];
-    let read = tokio::time::timeout(std::time::Duration::from_millis(300), socket.read(&mut answer)).await;
-    let mut text = match read {
-        Ok(Ok(n)) => String::from_utf8_lossy(&answer[..n]).into_owned(),
-        _ => String::new(),
-    };
-    // The body after the answer (as a client that sends headers and body in two writes may).
-    let _ = socket.write_all(body.as_bytes()).await;
-    if text.is_empty() {
-        let n = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut answer))
-            .await
-            .unwrap()
-            .unwrap();
-        text = String::from_utf8_lossy(&answer[..n]).into_owned();
+/// One keep-alive connection to the server, spoken to in raw HTTP/1.1.
+struct RawConnection(tokio::net::TcpStream);
+
+impl RawConnection {
+    async fn open(base: &str) -> Self {
+        Self(tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.unwrap())
     }
-    text.to_ascii_lowercase()
+
+    async fn send(&mut self, text: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.0.write_all(text.as_bytes()).await.unwrap();
+    }
+
+    /// The next answer's head and body, lower-cased; empty when the server closed the
+    /// connection, `None` when nothing came within `wait`.
+    async fn answer(&mut self, wait: std::time::Duration) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        let mut answer = vec![0; 8192];
+        let n = tokio::time::timeout(wait, self.0.read(&mut answer)).await.ok()?.unwrap_or(0);
+        Some(String::from_utf8_lossy(&answer[..n]).to_ascii_lowercase())
+    }
 }
 
 backend_tests! {
-    async fn an_answer_given_before_the_body_was_read_closes_the_connection(db) {
+    async fn an_unread_body_is_drained_or_the_connection_closed(db) {
         let app = TestApp::spawn(db).await;
         let host = app.base.trim_start_matches("http://").to_owned();
         let body = r#"{"name":"x"}"#;
-        let head = |key: &str| {
+        let head = |method: &str, path: &str, key: &str, length: usize| {
             format!(
-                "POST /api/v1/engagements HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\
-                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                body.len()
+                "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
             )
         };
-        // A key refused from the headers alone: the body stays unread, so the connection ends.
-        let refused = raw_exchange(&app.base, &head("pwbk_live_notakeynotakeynotakeynotakeyxx"), body).await;
-        assert!(refused.starts_with("http/1.1 401"), "{refused}");
-        assert!(refused.contains("\r\nconnection: close\r\n"), "{refused}");
-        // A request whose body was read keeps its connection.
-        let created = raw_exchange(&app.base, &format!("{}{body}", head(&app.key)), "").await;
-        assert!(created.starts_with("http/1.1 201"), "{created}");
-        assert!(!created.contains("connection: close"), "{created}");
+        let bad_key = "pwbk_live_notakeynotakeynotakeynotakeyxx";
+        let long = std::time::Duration::from_secs(10);
+        // A key refused from the headers alone, the body sent just after them (as clients that
+        // write headers and body apart do): the body is read and dropped, and the connection
+        // serves the next request.
+        let mut connection = RawConnection::open(&app.base).await;
+        connection.send(&head("POST", "/api/v1/engagements", bad_key, body.len())).await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        connection.send(body).await;
+        let refused = connection.answer(long).await.unwrap();
+        assert!(refused.starts_with("http/1.1 401") && !refused.contains("connection: close"), "{refused}");
+        connection.send(&format!("{}{body}", head("POST", "/api/v1/engagements", &app.key, body.len()))).await;
+        let created = connection.answer(long).await.unwrap();
+        assert!(created.starts_with("http/1.1 201"), "the connection still serves: {created}");
+        // A body the answer does not read (a DELETE's) is drained as well.
+        let id = created.split("\"id\":\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+        connection.send(&format!("{}{{}}", head("DELETE", &format!("/api/v1/engagements/{id}"), &app.key, 2))).await;
+        let deleted = connection.answer(long).await.unwrap();
+        assert!(deleted.starts_with("http/1.1 204") && !deleted.contains("connection: close"), "{deleted}");
+
+        // A body that does not come, or is too large to drain: the answer closes the connection.
+        for length in [body.len(), 1024 * 1024] {
+            let mut connection = RawConnection::open(&app.base).await;
+            connection.send(&head("POST", "/api/v1/engagements", bad_key, length)).await;
+            let refused = connection.answer(long).await.unwrap();
+            assert!(refused.starts_with("http/1.1 401"), "{refused}");
+            assert!(refused.contains("\r\nconnection: close\r\n"), "{length}: {refused}");
+            assert_eq!(connection.answer(long).await.as_deref(), Some(""), "the server closed it");
+        }
     }
 }
 
