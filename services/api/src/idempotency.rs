@@ -10,7 +10,6 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use pwnbook_commands::CommitProof;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -24,8 +23,6 @@ use crate::time::now_millis;
 const HEADER: &str = "idempotency-key";
 const RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 const ABANDONED_MS: i64 = 5 * 60 * 1000;
-/// The answer to a request whose change was saved but could not be shown.
-const SAVED_NOT_SHOWN: &str = "the change is saved but could not be read back; read it again shortly";
 
 /// The secrets a response shows once, wherever they sit (a GraphQL answer's, under any field
 /// name or alias): the stored body has null in their place. A response without it is REST's,
@@ -98,17 +95,7 @@ async fn run(state: &AppState, request: Request, next: Next) -> Result<Response,
     let Some(key_id) = principal_of(&request).map(|p| p.key_id.clone()) else {
         return Ok(next.run(request).await);
     };
-    let (mut parts, body) = request.into_parts();
-    // Set when a command of this request commits (the one `authenticate` made for a key taken
-    // from memory, or one of its own): an answer that then fails is still a saved change.
-    let committed = match parts.extensions.get::<CommitProof>() {
-        Some(proof) => proof.clone(),
-        None => {
-            let proof = CommitProof::default();
-            parts.extensions.insert(proof.clone());
-            proof
-        }
-    };
+    let (parts, body) = request.into_parts();
     let bytes =
         to_bytes(body, state.body_limit).await.map_err(|_| ApiError::PayloadTooLarge(state.body_limit))?;
     let fingerprints = Fingerprints::of(parts.method.as_str(), parts.uri.path(), &bytes);
@@ -123,7 +110,7 @@ async fn run(state: &AppState, request: Request, next: Next) -> Result<Response,
     let (state, request_id) = (state.clone(), crate::request_id::current());
     let finished = tokio::spawn(crate::request_id::within(request_id, async move {
         let response = next.run(request).await;
-        record(&state, &key_id, &key, claimed_at, response, &committed).await
+        record(&state, &key_id, &key, claimed_at, response).await
     }));
     finished.await.map_err(|e| ApiError::Internal(e.to_string()))?
 }
@@ -137,14 +124,14 @@ async fn record(
     key: &str,
     claimed_at: i64,
     response: Response,
-    committed: &CommitProof,
 ) -> Result<Response, ApiError> {
-    let unknown = response.status() == StatusCode::INTERNAL_SERVER_ERROR
-        || response.extensions().get::<OutcomeUnknown>().is_some();
-    let nothing_saved = response.extensions().get::<NothingSaved>().is_some();
-    if nothing_saved || (unknown && !committed.is_set()) {
+    if response.status() == StatusCode::INTERNAL_SERVER_ERROR
+        || response.extensions().get::<NothingSaved>().is_some()
+        || response.extensions().get::<OutcomeUnknown>().is_some()
+    {
         // A store that could not take the write saved nothing, and a failure before any command
-        // committed left nothing behind: let a retry run again.
+        // committed left nothing behind (one after a commit is a 503 "saved" by now, see
+        // `after_commit`): let a retry run again.
         sqlx::query(
             "DELETE FROM idempotency_keys \
              WHERE key_id = $1 AND idempotency_key = $2 AND status IS NULL AND created_at = $3",
@@ -156,21 +143,6 @@ async fn record(
         .await?;
         return Ok(response);
     }
-    // A command committed and what came after it failed (reading the change back, say): the
-    // answer is that the change is saved, recorded like any other, so that a retry replays it
-    // instead of making the change a second time.
-    let response = if unknown {
-        let mut saved = ApiError::Unavailable(SAVED_NOT_SHOWN.to_owned()).into_response();
-        let headers = response.headers().clone();
-        for (name, value) in &headers {
-            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-                saved.headers_mut().insert(name.clone(), value.clone());
-            }
-        }
-        saved
-    } else {
-        response
-    };
     let (parts, body) = response.into_parts();
     let bytes = to_bytes(body, usize::MAX).await.map_err(|e| ApiError::Internal(e.to_string()))?;
     let header_text =

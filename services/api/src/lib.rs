@@ -1,6 +1,7 @@
 //! The Pwnbook API server and CLI: configuration, authentication and rate limits, the REST
 //! routers, and the `orgs`/`keys` commands. The only crate that knows HTTP.
 
+mod after_commit;
 pub mod auth;
 pub mod bootstrap;
 mod bounded_map;

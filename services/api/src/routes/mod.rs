@@ -125,6 +125,7 @@ api_routes! {
 pub fn router(state: AppState) -> Router<AppState> {
     let idempotency = middleware::from_fn_with_state(state, idempotency::middleware);
     api_router()
+        .route_layer(middleware::from_fn(crate::after_commit::answer))
         .route_layer(idempotency.clone())
         .route_layer(middleware::from_fn(auth::authorize))
         .merge(graphql_router().route_layer(idempotency))

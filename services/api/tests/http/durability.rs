@@ -386,8 +386,8 @@ async fn sessions_the_database_ends_are_a_503_then_replaced_postgres() {
     store.close().await;
 }
 
-/// SQLite only: a POST whose command committed and whose answer then failed (here the task's
-/// row cannot be read back) says the change is saved, and its Idempotency-Key keeps that
+/// SQLite only: a write whose command committed and whose answer then failed (here the task's
+/// row cannot be read back) says the change is saved, and an Idempotency-Key keeps that
 /// answer: the retry replays it instead of making the change again. (The failure needs a row
 /// that a trigger spoils while the commit writes it; PostgreSQL's typed columns leave no such
 /// value, SQLite's do. The middleware under test is the same on both.)
@@ -429,5 +429,17 @@ async fn an_answer_that_fails_after_the_commit_keeps_its_idempotency_key() {
     let (_, history) = parts(app.get(&format!("/api/v1/tasks/{id}/history")).send().await.unwrap()).await;
     let closes = history["data"].as_array().unwrap().iter().filter(|e| e["type"] == "task.closed").count();
     assert_eq!(closes, 1, "the task was closed once: {history}");
+    // Without a key the answer says the same (a 500 would leave the client to guess).
+    let (_, other) = parts(
+        app.post(&format!("/api/v1/engagements/{engagement}/tasks"), &json!({"title": "Other"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let path = format!("/api/v1/tasks/{}/close", other["data"]["id"].as_str().unwrap());
+    let (status, body) = parts(app.post(&path, &json!({})).send().await.unwrap()).await;
+    assert_eq!((status, error_code(status, &body)), (503, "SERVICE_UNAVAILABLE".to_owned()), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("saved"), "{body}");
     store.close().await;
 }
