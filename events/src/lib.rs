@@ -35,7 +35,7 @@ pub use metadata::{Actor, EventMetadata, NameClaim};
 /// Errors of the store layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("unsupported database URL {0} (expected sqlite://<file> or postgres://…)")]
+    #[error("unsupported database URL {0:?} (expected sqlite://<file> or postgres://…)")]
     UnsupportedUrl(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

@@ -1,13 +1,14 @@
 //! Opening the store with every migration, bringing the read side up to date, and the first
 //! start: organization "Default" with an admin key.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use pwnbook_commands::api_key::{ApiKey, ApiKeyCommand, NewApiKey};
 use pwnbook_commands::organization::{Organization, OrganizationCommand};
 use pwnbook_commands::{CommandContext, CommandService, Execution};
 use pwnbook_events::sequencer::Sequencer;
-use pwnbook_events::{Actor, Id, IdKind, Store};
+use pwnbook_events::{Actor, Id, IdKind, Store, StoreError};
 use pwnbook_projections::{organizations, ProjectionRunner};
 
 use crate::secrets::Secret;
@@ -33,20 +34,30 @@ impl StartLock {
         if url.starts_with("sqlite:") {
             let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
             let path = path.split('?').next().unwrap_or_default();
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(format!("{path}-start.lock"))?;
+            let lock = format!("{path}-start.lock");
+            let file =
+                std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock).map_err(
+                    |error| {
+                        StartError::Usage(format!("cannot create {lock} beside the database {path}: {error}"))
+                    },
+                )?;
             // `lock` blocks until the other process's start is through.
             let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
                 .await
                 .map_err(std::io::Error::other)??;
             return Ok(Self::Sqlite(file));
         }
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
-            .await
-            .map_err(|error| StartError::Store(error.into()))?;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(StartError::Store(StoreError::UnsupportedUrl(url.to_owned())));
+        }
+        let options = sqlx::postgres::PgConnectOptions::from_str(url)
+            .map_err(|error| StartError::Usage(format!("the database URL is not valid: {error}")))?;
+        // Named without the URL, which may hold a password.
+        let place = format!("{}:{}", options.get_host(), options.get_port());
+        let mut conn =
+            <sqlx::PgConnection as sqlx::Connection>::connect_with(&options).await.map_err(|error| {
+                StartError::Usage(format!("cannot connect to PostgreSQL at {place}: {error}"))
+            })?;
         sqlx::query("SELECT pg_advisory_lock($1)")
             .bind(START_LOCK)
             .execute(&mut conn)

@@ -7,7 +7,7 @@ use pwnbook_api::secrets::Secret;
 use pwnbook_events::backend_tests;
 use serde_json::{json, Value};
 
-use crate::harness::{parts, spawn_binary_with, TestApp};
+use crate::harness::{parts, run_cli, spawn_binary_with, TestApp};
 
 const COMMITTED: &str = include_str!("../../openapi.json");
 
@@ -192,5 +192,22 @@ backend_tests! {
         let status = status.expect("the server did not exit after SIGTERM").unwrap();
         assert!(status.success(), "graceful shutdown exits 0: {status}");
         assert!(server.stderr.lock().unwrap().contains("shutting down"));
+    }
+}
+
+/// A database URL the server cannot use ends the start with a message that says which and why,
+/// and a failing exit status (never a panic, never a misleading "cannot listen").
+#[tokio::test]
+async fn a_database_url_that_cannot_be_used_is_named_at_start() {
+    for (url, expected) in [
+        ("", "unsupported database URL \"\""),
+        ("mysql://localhost/x", "unsupported database URL \"mysql://localhost/x\""),
+        ("sqlite:///no/such/directory/pwnbook.db", "cannot create /no/such/directory/pwnbook.db-start.lock"),
+        ("postgres://postgres:hunter2@127.0.0.1:1/x", "cannot connect to PostgreSQL at 127.0.0.1:1"),
+    ] {
+        let (ok, _, stderr) = run_cli(url, &["serve", "--bind", "127.0.0.1:0"]).await;
+        assert!(!ok, "{url}: {stderr}");
+        assert!(stderr.contains(expected), "{url}: {stderr}");
+        assert!(!stderr.contains("hunter2") && !stderr.contains("panicked"), "{url}: {stderr}");
     }
 }
