@@ -281,6 +281,13 @@ impl Caller {
         caller
     }
 
+    /// This caller with `errors` (found by a route before its command ran) refused as well.
+    pub fn refusing_errors(&self, errors: Vec<FieldError>) -> Self {
+        let mut caller = self.clone();
+        caller.refused.extend(errors);
+        caller
+    }
+
     /// Whether the body had fields its endpoint refuses.
     pub fn refuses_fields(&self) -> bool {
         !self.refused.is_empty()

@@ -174,7 +174,10 @@ impl CommandService {
             if fields_refused {
                 let mut details = context.refused.clone();
                 match handled {
-                    Err(DomainError::Validation(own)) => details.extend(own),
+                    // A field the route already found invalid is named once.
+                    Err(DomainError::Validation(own)) => details.extend(
+                        own.into_iter().filter(|e| !context.refused.iter().any(|r| r.field == e.field)),
+                    ),
                     Err(other) => return Err(other.into()),
                     Ok(()) => {}
                 }

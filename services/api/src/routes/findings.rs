@@ -385,22 +385,15 @@ async fn create_command(
     if !title_given {
         errors.push(FieldError::new("title", "is required"));
     }
-    let mut invalid = |result: Result<(), ApiError>| match result {
-        Err(ApiError::Validation(found)) => {
-            errors.extend(found);
-            Ok(())
-        }
-        other => other,
-    };
     let cvss_vector = match body.cvss.map(cvss_vector).transpose() {
         Ok(vector) => vector,
         Err(error) => {
-            invalid(Err(error))?;
+            gather(Err(error), &mut errors)?;
             None
         }
     };
     let affected = body.affected_target_ids.unwrap_or_default();
-    invalid(check_targets(state, caller, engagement_id, &affected).await)?;
+    gather(check_targets(state, caller, engagement_id, &affected).await, &mut errors)?;
     let finding = NewFinding {
         title: body.title.unwrap_or_default(),
         severity: body.severity,
@@ -564,38 +557,45 @@ pub(crate) async fn update_row(
     let engagement = scope::write_scope(state, caller, &current.engagement_id).await?;
     let caller = &caller.refusing(&body.unknown, READ_ONLY);
     let prepared = update_command(state, caller, &engagement.id, body, expected_version).await;
-    let (command, expected_version) = engagement.before_commit(state, caller, prepared).await?;
+    let (command, expected_version, invalid) = engagement.before_commit(state, caller, prepared).await?;
+    // What this route found invalid is named with what the command finds (it validates, and
+    // does not commit).
+    let caller = &caller.refusing_errors(invalid);
     run(state, caller, &current.id, &engagement.id, Some(&current), command, expected_version).await
 }
 
+/// The update of a finding, and the fields found invalid without the aggregate (left out of the
+/// patch).
 async fn update_command(
     state: &AppState,
     caller: &Caller,
     engagement_id: &str,
     body: PatchBody,
     expected_version: Result<Option<i64>, ApiError>,
-) -> Result<(FindingCommand, Option<i64>), ApiError> {
+) -> Result<(FindingCommand, Option<i64>, Vec<FieldError>), ApiError> {
     let mut errors = Vec::new();
     let title = not_null("title", body.title, &mut errors);
     let severity = not_null("severity", body.severity, &mut errors);
     let status = not_null("status", body.status, &mut errors);
     let review_status = not_null("reviewStatus", body.review_status, &mut errors);
-    if !errors.is_empty() {
-        return Err(caller.invalid(errors));
-    }
     // `null` empties a list.
-    let affected = body.affected_target_ids.map(Option::unwrap_or_default);
+    let mut affected = body.affected_target_ids.map(Option::unwrap_or_default);
     if let Some(ids) = &affected {
-        check_targets(state, caller, engagement_id, ids).await.map_err(|e| caller.with_refused(e))?;
+        if gather(check_targets(state, caller, engagement_id, ids).await, &mut errors)? {
+            affected = None;
+        }
     }
+    let cvss_vector = match body.cvss.map(|c| c.map(cvss_vector).transpose()).transpose() {
+        Ok(vector) => vector,
+        Err(error) => {
+            gather(Err(error), &mut errors)?;
+            None
+        }
+    };
     let patch = FindingPatch {
         title,
         severity,
-        cvss_vector: body
-            .cvss
-            .map(|c| c.map(cvss_vector).transpose())
-            .transpose()
-            .map_err(|e| caller.with_refused(e))?,
+        cvss_vector,
         cwe: body.cwe.map(Option::unwrap_or_default),
         cve: body.cve.map(Option::unwrap_or_default),
         description: body.description,
@@ -610,7 +610,20 @@ async fn update_command(
         review_status,
     };
     let command = FindingCommand::Update { organization_id: caller.organization_id().to_owned(), patch };
-    Ok((command, expected_version?))
+    Ok((command, expected_version?, errors))
+}
+
+/// A check's validation errors joined to `errors` (true when there were some); any other
+/// failure is the answer.
+fn gather(result: Result<(), ApiError>, errors: &mut Vec<FieldError>) -> Result<bool, ApiError> {
+    match result {
+        Ok(()) => Ok(false),
+        Err(ApiError::Validation(found)) => {
+            errors.extend(found);
+            Ok(true)
+        }
+        Err(other) => Err(other),
+    }
 }
 
 /// A transition of either lifecycle.

@@ -437,6 +437,18 @@ backend_tests! {
             let (_, current) = parts(app.get(&path).send().await.unwrap()).await;
             assert_eq!(current["data"]["version"], 1, "nothing was written: {current}");
         }
+        // What the route checks (the targets exist, `cvss` is an object) and what the command
+        // checks (the severity) are named together.
+        let finding = format!("/api/v1/findings/{}", created[2]);
+        let patch = json!({"affectedTargetIds": ["tgt_01j9k2m3n4p5q6r7s8t9"], "severity": "nope", "title": null, "bogus": 1});
+        let (status, body) = parts(app.patch(&finding, &patch).send().await.unwrap()).await;
+        let mut fields = invalid_fields(status, &body);
+        fields.sort();
+        assert_eq!(fields, ["affectedTargetIds", "bogus", "severity", "title"], "{body}");
+        let (status, body) = parts(app.patch(&finding, &json!({"cvss": {}, "severity": "nope"})).send().await.unwrap()).await;
+        let mut fields = invalid_fields(status, &body);
+        fields.sort();
+        assert_eq!(fields, ["cvss.vector", "severity"], "{body}");
         // The resources outside engagements: an otherwise valid body with an unknown field.
         let hook = json!({"url": "https://93.184.216.34/hook", "events": ["finding.*"]});
         let (status, body) = parts(app.post("/api/v1/webhooks", &hook).send().await.unwrap()).await;
