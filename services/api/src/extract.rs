@@ -155,6 +155,26 @@ pub fn unknown_fields(unknown: &BTreeMap<String, Value>, read_only: &[&str]) -> 
         .collect()
 }
 
+/// A PATCH field that may be left out but not set to null: its value, or an error in `errors`.
+pub fn not_null<T>(field: &str, value: Option<Option<T>>, errors: &mut Vec<FieldError>) -> Option<T> {
+    match value {
+        Some(None) => {
+            errors.push(FieldError::new(field, "cannot be null"));
+            None
+        }
+        other => other.flatten(),
+    }
+}
+
+/// An "is required" error for each `(field, given)` not given.
+pub fn required(fields: &[(&str, bool)]) -> Vec<FieldError> {
+    fields
+        .iter()
+        .filter(|(_, given)| !given)
+        .map(|(field, _)| FieldError::new(field, "is required"))
+        .collect()
+}
+
 /// The query string as a map. Handlers `take` what they know, then `finish` refuses the rest,
 /// so a misspelt filter is a 400 instead of a silently unfiltered list.
 #[derive(Debug, Default)]

@@ -7,7 +7,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pwnbook_commands::engagement::{Engagement, EngagementCommand, EngagementPatch, NewEngagement};
-use pwnbook_commands::{Execution, FieldError};
+use pwnbook_commands::Execution;
 use pwnbook_events::{Id, IdKind, LogEvent};
 use pwnbook_projections::engagements::{self, EngagementFilter, EngagementRow, EngagementSort};
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{etag, if_match, if_none_match, ApiJson, NoBody, QueryParams};
+use crate::extract::{etag, if_match, if_none_match, not_null, required, ApiJson, NoBody, QueryParams};
 use crate::openapi::{data, to_json, Data, Page};
 use crate::pagination::{self, ListRequest};
 use crate::routes::events::FeedPage;
@@ -201,9 +201,10 @@ pub(crate) async fn create_row(
     body: CreateBody,
 ) -> Result<EngagementRow, ApiError> {
     let caller = &caller.refusing(&body.unknown, READ_ONLY);
-    let Some(name) = body.name else {
-        return Err(caller.invalid(vec![FieldError::new("name", "is required")]));
-    };
+    // A missing name is named with what the command finds invalid (it validates, and does not
+    // commit).
+    let caller = &caller.refusing_errors(required(&[("name", body.name.is_some())]));
+    let name = body.name.unwrap_or_default();
     let id = Id::generate(IdKind::Engagement);
     let command = EngagementCommand::Create {
         organization_id: caller.organization_id().to_owned(),
@@ -320,10 +321,9 @@ pub(crate) async fn update_row(
     let id = parse_id(id)?;
     load(state, caller, &id).await?;
     let caller = &caller.refusing(&body.unknown, READ_ONLY);
-    let name = match body.name {
-        Some(None) => return Err(caller.invalid(vec![FieldError::new("name", "cannot be null")])),
-        other => other.flatten(),
-    };
+    let mut errors = Vec::new();
+    let name = not_null("name", body.name, &mut errors);
+    let caller = &caller.refusing_errors(errors);
     let patch = EngagementPatch {
         name,
         description: body.description,

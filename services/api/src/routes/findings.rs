@@ -20,7 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{etag, if_match, if_none_match, reject_unknown, ApiJson, QueryParams};
+use crate::extract::{etag, if_match, if_none_match, not_null, reject_unknown, ApiJson, QueryParams};
 use crate::openapi::{data, to_json, Data, Page};
 use crate::pagination::{self, ListRequest};
 use crate::routes::events::FeedPage;
@@ -518,16 +518,6 @@ pub struct PatchBody {
     review_status: Option<Option<String>>,
     #[serde(flatten)]
     unknown: BTreeMap<String, Value>,
-}
-
-fn not_null<T>(field: &str, value: Option<Option<T>>, errors: &mut Vec<FieldError>) -> Option<T> {
-    match value {
-        Some(None) => {
-            errors.push(FieldError::new(field, "cannot be null"));
-            None
-        }
-        other => other.flatten(),
-    }
 }
 
 /// Update a finding (status and reviewStatus follow their transition tables).

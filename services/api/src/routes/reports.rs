@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{etag, if_match, if_none_match, ApiJson, NoBody, QueryParams};
+use crate::extract::{etag, if_match, if_none_match, required, ApiJson, NoBody, QueryParams};
 use crate::openapi::{data, to_json, Data, Page};
 use crate::pagination::{self, ListRequest};
 use crate::routes::events::FeedPage;
@@ -221,9 +221,10 @@ pub(crate) async fn create_row(
     let engagement = scope::writable(state, caller, engagement_id).await?;
     // A new report is a draft; its status moves through PATCH.
     let caller = &caller.refusing(&body.unknown, &[READ_ONLY, &["status"]].concat());
-    let Some(title) = body.title else {
-        return Err(caller.invalid(vec![FieldError::new("title", "is required")]));
-    };
+    // A missing title is named with what the command finds invalid (it validates, and does not
+    // commit).
+    let caller = &caller.refusing_errors(required(&[("title", body.title.is_some())]));
+    let title = body.title.unwrap_or_default();
     let id = Id::generate(IdKind::Report);
     let command = ReportCommand::Create {
         organization_id: caller.organization_id().to_owned(),
@@ -351,9 +352,7 @@ pub(crate) async fn update_row(
         .filter(|(_, value)| matches!(value, Some(None)))
         .map(|(field, _)| FieldError::new(field, "cannot be null"))
         .collect();
-    if !nulls.is_empty() {
-        return Err(caller.invalid(nulls));
-    }
+    let caller = &caller.refusing_errors(nulls);
     let patch = ReportPatch {
         title: body.title.flatten(),
         format: body.format.flatten(),

@@ -7,7 +7,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pwnbook_commands::target::{NewTarget, Target, TargetCommand, TargetPatch, TYPES};
-use pwnbook_commands::{Execution, FieldError};
+use pwnbook_commands::Execution;
 use pwnbook_events::{Id, IdKind, LogEvent};
 use pwnbook_projections::findings;
 use pwnbook_projections::targets::{self, TargetFilter, TargetRow, TargetSort};
@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{etag, if_match, if_none_match, ApiJson, QueryParams};
+use crate::extract::{etag, if_match, if_none_match, not_null, required, ApiJson, QueryParams};
 use crate::openapi::{data, to_json, Data, Page};
 use crate::pagination::{self, ListRequest};
 use crate::routes::events::FeedPage;
@@ -197,16 +197,11 @@ pub(crate) async fn create_row(
 ) -> Result<TargetRow, ApiError> {
     let engagement = scope::writable(state, caller, engagement_id).await?;
     let caller = &caller.refusing(&body.unknown, READ_ONLY);
-    let mut missing = Vec::new();
-    if body.kind.is_none() {
-        missing.push(FieldError::new("type", "is required"));
-    }
-    if body.value.is_none() {
-        missing.push(FieldError::new("value", "is required"));
-    }
-    let (Some(kind), Some(value)) = (body.kind, body.value) else {
-        return Err(caller.invalid(missing));
-    };
+    // Missing fields are named with what the command finds invalid (it validates, and does not
+    // commit).
+    let caller =
+        &caller.refusing_errors(required(&[("type", body.kind.is_some()), ("value", body.value.is_some())]));
+    let (kind, value) = (body.kind.unwrap_or_default(), body.value.unwrap_or_default());
     let id = Id::generate(IdKind::Target);
     let command = TargetCommand::Create {
         organization_id: caller.organization_id().to_owned(),
@@ -309,16 +304,6 @@ pub struct PatchBody {
     unknown: BTreeMap<String, Value>,
 }
 
-fn not_null<T>(field: &str, value: Option<Option<T>>, errors: &mut Vec<FieldError>) -> Option<T> {
-    match value {
-        Some(None) => {
-            errors.push(FieldError::new(field, "cannot be null"));
-            None
-        }
-        other => other.flatten(),
-    }
-}
-
 /// Update a target.
 #[utoipa::path(patch, path = "/api/v1/targets/{id}", tag = "targets", request_body = PatchBody,
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
@@ -355,9 +340,7 @@ pub(crate) async fn update_row(
         tags: body.tags.map(Option::unwrap_or_default),
         notes: body.notes,
     };
-    if !errors.is_empty() {
-        return Err(caller.invalid(errors));
-    }
+    let caller = &caller.refusing_errors(errors);
     let command = TargetCommand::Update { organization_id: caller.organization_id().to_owned(), patch };
     let claim = command.claim(Some(identity(&current)));
     let execution = Execution { expected_version: expected_version?, claim, ..Execution::default() };

@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pwnbook_commands::task::{NewTask, Task, TaskCommand, TaskPatch, PRIORITIES, STATUSES};
-use pwnbook_commands::{Execution, FieldError};
+use pwnbook_commands::Execution;
 use pwnbook_events::{Id, IdKind, LogEvent};
 use pwnbook_projections::tasks::{self, TaskFilter, TaskRow, TaskSort};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{etag, if_match, if_none_match, ApiJson, NoBody, QueryParams};
+use crate::extract::{etag, if_match, if_none_match, not_null, required, ApiJson, NoBody, QueryParams};
 use crate::openapi::{data, to_json, Data, Page};
 use crate::pagination::{self, ListRequest};
 use crate::routes::events::FeedPage;
@@ -220,9 +220,10 @@ pub(crate) async fn create_row(
     let engagement = scope::writable(state, caller, engagement_id).await?;
     // A new task is open; it moves through PATCH and /close.
     let caller = &caller.refusing(&body.unknown, &[READ_ONLY, &["status"]].concat());
-    let Some(title) = body.title else {
-        return Err(caller.invalid(vec![FieldError::new("title", "is required")]));
-    };
+    // A missing title is named with what the command finds invalid (it validates, and does not
+    // commit).
+    let caller = &caller.refusing_errors(required(&[("title", body.title.is_some())]));
+    let title = body.title.unwrap_or_default();
     let id = Id::generate(IdKind::Task);
     let command = TaskCommand::Create {
         organization_id: caller.organization_id().to_owned(),
@@ -309,16 +310,6 @@ pub struct PatchBody {
     unknown: BTreeMap<String, Value>,
 }
 
-fn not_null<T>(field: &str, value: Option<Option<T>>, errors: &mut Vec<FieldError>) -> Option<T> {
-    match value {
-        Some(None) => {
-            errors.push(FieldError::new(field, "cannot be null"));
-            None
-        }
-        other => other.flatten(),
-    }
-}
-
 /// Update a task.
 #[utoipa::path(patch, path = "/api/v1/tasks/{id}", tag = "tasks", request_body = PatchBody,
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
@@ -353,9 +344,7 @@ pub(crate) async fn update_row(
         due_date: body.due_date,
         status: not_null("status", body.status, &mut errors),
     };
-    if !errors.is_empty() {
-        return Err(caller.invalid(errors));
-    }
+    let caller = &caller.refusing_errors(errors);
     let command = TaskCommand::Update { organization_id: caller.organization_id().to_owned(), patch };
     run(state, caller, &current.id, &current.engagement_id, command, expected_version?).await
 }

@@ -346,14 +346,14 @@ pub(crate) async fn update_row(
     .filter(|(_, null)| *null)
     .map(|(field, _)| FieldError::new(field, "cannot be null"))
     .collect();
-    if !nulls.is_empty() {
-        return Err(caller.invalid(nulls));
-    }
+    let mut errors = nulls;
     if let Some(Some(parent)) = &body.parent_id {
-        check_parent(state, caller, &current.engagement_id, parent, Some(&current.id))
-            .await
-            .map_err(|e| caller.with_refused(e))?;
+        match check_parent(state, caller, &current.engagement_id, parent, Some(&current.id)).await {
+            Err(ApiError::Validation(found)) => errors.extend(found),
+            other => other?,
+        }
     }
+    let caller = &caller.refusing_errors(errors);
     let patch = WikiPagePatch {
         title: body.title.flatten(),
         slug: body.slug.flatten(),

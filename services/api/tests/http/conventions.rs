@@ -437,6 +437,19 @@ backend_tests! {
             let (_, current) = parts(app.get(&path).send().await.unwrap()).await;
             assert_eq!(current["data"]["version"], 1, "nothing was written: {current}");
         }
+        // A required field left out is named with the others too.
+        for (path, body, expected) in [
+            (child("tasks"), json!({"priority": "x", "dueDate": "2025-13-01"}), vec!["dueDate", "priority", "title"]),
+            (child("targets"), json!({"value": "example.net", "port": 70000}), vec!["port", "type"]),
+            (format!("/api/v1/tasks/{}", created[3]), json!({"title": null, "priority": "x"}), vec!["priority", "title"]),
+            (format!("/api/v1/reports/{}", created[5]), json!({"title": null, "format": "nope"}), vec!["format", "title"]),
+        ] {
+            let request = if path.ends_with("tasks") || path.ends_with("targets") { app.post(&path, &body) } else { app.patch(&path, &body) };
+            let (status, answer) = parts(request.send().await.unwrap()).await;
+            let mut fields = invalid_fields(status, &answer);
+            fields.sort();
+            assert_eq!(fields, expected, "{path}: {answer}");
+        }
         // What the route checks (the targets exist, `cvss` is an object) and what the command
         // checks (the severity) are named together.
         let finding = format!("/api/v1/findings/{}", created[2]);
