@@ -395,15 +395,10 @@ async fn sessions_the_database_ends_are_a_503_then_replaced_postgres() {
 async fn an_answer_that_fails_after_the_commit_keeps_its_idempotency_key() {
     let app = TestApp::spawn(pwnbook_events::testing::TestDb::sqlite()).await;
     let engagement = app.create_engagement(json!({"name": "Saved"})).await["id"].as_str().unwrap().to_owned();
-    let (status, task) = parts(
-        app.post(&format!("/api/v1/engagements/{engagement}/tasks"), &json!({"title": "Read back"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 201, "{task}");
-    let id = task["data"]["id"].as_str().unwrap().to_owned();
+    let id = crate::tasks::create_task(&app, &engagement, json!({"title": "Read back"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // Closing the task writes a text where its `closed_at` number is read.
     let store = pwnbook_events::Store::open(&app.db.url).await.unwrap();
     sqlx::query(
@@ -430,14 +425,8 @@ async fn an_answer_that_fails_after_the_commit_keeps_its_idempotency_key() {
     let closes = history["data"].as_array().unwrap().iter().filter(|e| e["type"] == "task.closed").count();
     assert_eq!(closes, 1, "the task was closed once: {history}");
     // Without a key the answer says the same (a 500 would leave the client to guess).
-    let (_, other) = parts(
-        app.post(&format!("/api/v1/engagements/{engagement}/tasks"), &json!({"title": "Other"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let path = format!("/api/v1/tasks/{}/close", other["data"]["id"].as_str().unwrap());
+    let other = crate::tasks::create_task(&app, &engagement, json!({"title": "Other"})).await;
+    let path = format!("/api/v1/tasks/{}/close", other["id"].as_str().unwrap());
     let (status, body) = parts(app.post(&path, &json!({})).send().await.unwrap()).await;
     assert_eq!((status, error_code(status, &body)), (503, "SERVICE_UNAVAILABLE".to_owned()), "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("saved"), "{body}");

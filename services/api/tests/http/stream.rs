@@ -11,7 +11,7 @@ use pwnbook_events::backend_tests;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::harness::{settings, TestApp};
+use crate::harness::{parts, settings, TestApp};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -212,14 +212,8 @@ backend_tests! {
 
     async fn a_stream_ends_when_its_key_is_revoked_or_expires(db) {
         let app = TestApp::spawn(db).await;
-        let created: Value = app
-            .post("/api/v1/api-keys", &json!({"name": "watcher", "permissions": ["audit:read"]}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, created) =
+            parts(app.post("/api/v1/api-keys", &json!({"name": "watcher", "permissions": ["audit:read"]})).send().await.unwrap()).await;
         let (key_id, secret) = (created["data"]["id"].as_str().unwrap(), created["data"]["key"].as_str().unwrap());
         let mut stream = SseClient::open(&app.client, &app.base, secret, "type=engagement.created", None).await;
         let before = create(&app, "Before revocation".to_owned()).await;
