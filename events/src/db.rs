@@ -70,13 +70,16 @@ impl Store {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Self::open_postgres(url).await?
         } else {
-            return Err(StoreError::UnsupportedUrl(redact(url)));
+            return Err(StoreError::UnsupportedUrl(format!("{:?}", redact(url))));
         };
         store.migrate().await?;
         Ok(store)
     }
 
     async fn open_sqlite(url: &str) -> Result<Self, StoreError> {
+        if sqlite_path(url).is_empty() {
+            return Err(StoreError::UnsupportedUrl(format!("{url:?}: a SQLite URL names a file")));
+        }
         if url.contains(":memory:") || url.contains("mode=memory") {
             return Err(StoreError::UnsupportedUrl(
                 "in-memory SQLite cannot be shared between the store's pools; use a file".to_owned(),
@@ -206,9 +209,17 @@ impl Store {
 }
 
 /// The URL without its password, for error messages.
-fn redact(url: &str) -> String {
-    match url.split_once('@') {
-        Some((_, host)) => format!("…@{host}"),
-        None => url.chars().take(16).collect(),
+/// The file a `sqlite:` URL names (empty when it names none).
+pub fn sqlite_path(url: &str) -> &str {
+    let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    path.split('?').next().unwrap_or_default()
+}
+
+/// `url` without what may be a password (everything before an `@`), for messages.
+pub fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://…@{host}"),
+        (None, Some((_, host))) => format!("…@{host}"),
+        (_, None) => url.to_owned(),
     }
 }

@@ -27,7 +27,7 @@ pub mod wiki;
 use serde::{Deserialize, Serialize};
 
 pub use aggregate_store::{AggregateContext, AggregateStore};
-pub use db::{Backend, EsPool, Store};
+pub use db::{redact, sqlite_path, Backend, EsPool, Store};
 pub use ids::{Id, IdKind};
 pub use log::LogEvent;
 pub use metadata::{Actor, EventMetadata, NameClaim};
@@ -35,7 +35,7 @@ pub use metadata::{Actor, EventMetadata, NameClaim};
 /// Errors of the store layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("unsupported database URL {0:?} (expected sqlite://<file> or postgres://…)")]
+    #[error("unsupported database URL {0} (expected sqlite://<file> or postgres://…)")]
     UnsupportedUrl(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

@@ -32,8 +32,10 @@ pub enum StartLock {
 impl StartLock {
     pub async fn take(url: &str) -> Result<Self, StartError> {
         if url.starts_with("sqlite:") {
-            let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
-            let path = path.split('?').next().unwrap_or_default();
+            let path = pwnbook_events::sqlite_path(url);
+            if path.is_empty() {
+                return Err(StartError::Usage("a SQLite URL must name a file: sqlite://<file>".to_owned()));
+            }
             let lock = format!("{path}-start.lock");
             let file =
                 std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock).map_err(
@@ -48,7 +50,10 @@ impl StartLock {
             return Ok(Self::Sqlite(file));
         }
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(StartError::Store(StoreError::UnsupportedUrl(url.to_owned())));
+            return Err(StartError::Store(StoreError::UnsupportedUrl(format!(
+                "{:?}",
+                pwnbook_events::redact(url)
+            ))));
         }
         let options = sqlx::postgres::PgConnectOptions::from_str(url)
             .map_err(|error| StartError::Usage(format!("the database URL is not valid: {error}")))?;
@@ -161,7 +166,7 @@ pub async fn first_start(
     if generated {
         eprintln!("Bootstrap API key (shown once, keep it safe): {}", secret.expose());
     } else {
-        eprintln!("Bootstrap API key taken from PWNBOOK_BOOTSTRAP_API_KEY");
+        eprintln!("Bootstrap API key taken from --bootstrap-api-key (PWNBOOK_BOOTSTRAP_API_KEY)");
     }
     Ok(())
 }

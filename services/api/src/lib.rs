@@ -42,7 +42,7 @@ pub enum StartError {
     Command(#[from] CommandError),
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
-    #[error("PWNBOOK_BOOTSTRAP_API_KEY must be pwbk_live_ or pwbk_test_ followed by at least 32 letters or digits")]
+    #[error("the bootstrap API key (--bootstrap-api-key, PWNBOOK_BOOTSTRAP_API_KEY) must be pwbk_live_ or pwbk_test_ followed by at least 32 letters or digits")]
     BadBootstrapKey,
     #[error("{0}")]
     Usage(String),

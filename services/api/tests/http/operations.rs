@@ -202,6 +202,8 @@ async fn a_database_url_that_cannot_be_used_is_named_at_start() {
     for (url, expected) in [
         ("", "unsupported database URL \"\""),
         ("mysql://localhost/x", "unsupported database URL \"mysql://localhost/x\""),
+        ("mysql://alice:hunter2@127.0.0.1:1/db", "unsupported database URL \"mysql://…@127.0.0.1:1/db\""),
+        ("sqlite://", "a SQLite URL must name a file"),
         ("sqlite:///no/such/directory/pwnbook.db", "cannot create /no/such/directory/pwnbook.db-start.lock"),
         ("postgres://postgres:hunter2@127.0.0.1:1/x", "cannot connect to PostgreSQL at 127.0.0.1:1"),
     ] {
