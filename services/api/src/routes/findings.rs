@@ -20,7 +20,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{etag, if_match, if_none_match, not_null, reject_unknown, ApiJson, QueryParams};
+use crate::extract::{
+    etag, if_match, if_none_match, not_null, reject_unknown, required, unknown_fields, ApiJson, QueryParams,
+};
 use crate::openapi::{data, to_json, Data, Page};
 use crate::pagination::{self, ListRequest};
 use crate::routes::events::FeedPage;
@@ -733,8 +735,15 @@ pub async fn bulk(
     State(state): State<AppState>,
     caller: Caller,
     Path(engagement_id): Path<String>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<BulkBody>,
 ) -> Result<Json<Data<Vec<BulkResultView>>>, ApiError> {
+    // Each finding has its own version; one header cannot name them (it would be ignored).
+    if headers.contains_key(header::IF_MATCH) {
+        return Err(ApiError::BadRequest(
+            "If-Match does not apply to a bulk update; send PATCH /findings/{id} with it".to_owned(),
+        ));
+    }
     Ok(data(bulk_results(&state, &caller, &engagement_id, body).await?))
 }
 
@@ -746,27 +755,40 @@ pub(crate) async fn bulk_results(
     body: BulkBody,
 ) -> Result<Vec<BulkResultView>, ApiError> {
     let engagement = scope::writable(state, caller, engagement_id).await?;
-    reject_unknown(&body.unknown, &[])?;
-    let (Some(ids), Some(set)) = (body.ids, body.set) else {
-        return Err(caller.invalid(vec![FieldError::new("ids", "ids and set are required")]));
+    // Every invalid field at once; what depends on each finding (its status's transitions) is
+    // that finding's result.
+    let mut errors = unknown_fields(&body.unknown, &[]);
+    errors.extend(required(&[("ids", body.ids.is_some()), ("set", body.set.is_some())]));
+    if let Some(ids) = &body.ids {
+        if ids.is_empty() || ids.len() > MAX_BULK {
+            errors.push(FieldError::new("ids", format!("must have 1 to {MAX_BULK} items")));
+        } else if (1..ids.len()).any(|i| ids[..i].contains(&ids[i])) {
+            errors.push(FieldError::new("ids", "must not repeat an id"));
+        }
+    }
+    if let Some(set) = &body.set {
+        errors.extend(
+            set.unknown.keys().map(|k| FieldError::new(&format!("set.{k}"), "cannot be set in bulk")),
+        );
+        if set.status.is_none() && set.severity.is_none() && set.tags.is_none() {
+            errors.push(FieldError::new("set", "must set status, severity or tags"));
+        }
+        if let Some(severity) = set.severity.as_deref().filter(|s| !SEVERITIES.contains(s)) {
+            errors.push(FieldError::new(
+                "set.severity",
+                format!("{severity:?} is not one of {}", SEVERITIES.join(", ")),
+            ));
+        }
+        if let Some(status) = set.status.as_deref().filter(|s| !STATUSES.contains(s)) {
+            errors.push(FieldError::new(
+                "set.status",
+                format!("{status:?} is not one of {}", STATUSES.join(", ")),
+            ));
+        }
+    }
+    let (Some(ids), Some(set), true) = (body.ids, body.set, errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
     };
-    if !set.unknown.is_empty() {
-        let fields = set
-            .unknown
-            .keys()
-            .map(|k| FieldError::new(&format!("set.{k}"), "cannot be set in bulk"))
-            .collect();
-        return Err(caller.invalid(fields));
-    }
-    if ids.is_empty() || ids.len() > MAX_BULK {
-        return Err(ApiError::validation("ids", format!("must have 1 to {MAX_BULK} items")));
-    }
-    if (1..ids.len()).any(|i| ids[..i].contains(&ids[i])) {
-        return Err(caller.invalid(vec![FieldError::new("ids", "must not repeat an id")]));
-    }
-    if set.status.is_none() && set.severity.is_none() && set.tags.is_none() {
-        return Err(caller.invalid(vec![FieldError::new("set", "must set status, severity or tags")]));
-    }
     let mut results = Vec::with_capacity(ids.len());
     for id in ids {
         let patch = FindingPatch {

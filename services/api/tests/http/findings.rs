@@ -299,8 +299,18 @@ backend_tests! {
         let (_, body) = parts(app.patch(&path, &json!({"ids": [draft, fresh], "set": {"status": "closed"}})).send().await.unwrap()).await;
         assert_eq!((body["data"][0]["status"].clone(), body["data"][1]["status"].clone()), (json!(200), json!(409)));
         assert_eq!(body["data"][1]["error"]["code"], "CONFLICT");
-        let (_, body) = parts(app.patch(&path, &json!({"ids": [fresh], "set": {"severity": "urgent"}})).send().await.unwrap()).await;
-        assert_eq!((body["data"][0]["status"].clone(), body["data"][0]["error"]["code"].clone()), (json!(422), json!("VALIDATION_ERROR")));
+        // A value no finding could take is the request's 422, with every other invalid field.
+        let (status, body) = parts(app.patch(&path, &json!({"ids": [fresh], "set": {"severity": "urgent", "status": "nope", "title": "x"}, "bogus": 1})).send().await.unwrap()).await;
+        assert_eq!((status, error_code(status, &body)), (422, "VALIDATION_ERROR".to_owned()), "{body}");
+        let mut fields: Vec<&str> = body["error"]["details"].as_array().unwrap().iter().map(|d| d["field"].as_str().unwrap()).collect();
+        fields.sort_unstable();
+        assert_eq!(fields, ["bogus", "set.severity", "set.status", "set.title"], "{body}");
+        let (status, body) = parts(app.patch(&path, &json!({})).send().await.unwrap()).await;
+        assert_eq!(status, 422);
+        assert_eq!(body["error"]["details"], json!([{"field": "ids", "message": "is required"}, {"field": "set", "message": "is required"}]), "{body}");
+        // One If-Match cannot name every finding's version: refused rather than ignored.
+        let (status, _) = parts(app.patch(&path, &json!({"ids": [fresh], "set": {"severity": "high"}})).header("if-match", "\"1\"").send().await.unwrap()).await;
+        assert_eq!(status, 400);
         for body in [
             json!({"ids": [], "set": {"status": "open"}}),
             json!({"ids": [fresh], "set": {}}),
