@@ -1,6 +1,6 @@
 //! The caller's organization: `organization` and `updateOrganization`.
 
-use async_graphql::{Context, InputObject, Object, ID};
+use async_graphql::{Context, InputObject, MaybeUndefined, Object, ID};
 use serde::Serialize;
 
 use crate::graphql::connection;
@@ -80,8 +80,9 @@ impl OrganizationQuery {
 /// The organization's new name (the body of `PATCH /organizations/current`).
 #[derive(InputObject, Serialize)]
 pub struct UpdateOrganizationInput {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    /// Cannot be null.
+    #[serde(skip_serializing_if = "MaybeUndefined::is_undefined")]
+    pub name: MaybeUndefined<String>,
 }
 
 #[derive(Default)]

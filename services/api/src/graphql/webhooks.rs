@@ -1,7 +1,7 @@
 //! Webhooks: `webhook(id:)`, `webhooks(…)`, a webhook's `deliveries`, and the mutations of
 //! webhooks (the secret is shown once, as `secret`).
 
-use async_graphql::{Context, Enum, InputObject, Object, ID};
+use async_graphql::{Context, Enum, InputObject, MaybeUndefined, Object, ID};
 use pwnbook_projections::list::SortValue;
 use pwnbook_projections::webhooks::{self, WebhookRow};
 use serde::Serialize;
@@ -216,12 +216,15 @@ pub struct CreateWebhookInput {
 /// Changed fields only (the body of `PATCH /webhooks/{id}`).
 #[derive(InputObject, Serialize)]
 pub struct UpdateWebhookInput {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub events: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
+    /// Cannot be null (the webhook keeps a URL).
+    #[serde(skip_serializing_if = "MaybeUndefined::is_undefined")]
+    pub url: MaybeUndefined<String>,
+    /// Cannot be null.
+    #[serde(skip_serializing_if = "MaybeUndefined::is_undefined")]
+    pub events: MaybeUndefined<Vec<String>>,
+    /// Cannot be null.
+    #[serde(skip_serializing_if = "MaybeUndefined::is_undefined")]
+    pub secret: MaybeUndefined<String>,
 }
 
 #[derive(Default)]

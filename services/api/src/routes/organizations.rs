@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{etag, if_match, ApiJson, QueryParams};
+use crate::extract::{etag, if_match, not_null, ApiJson, QueryParams};
 use crate::openapi::{data, to_json, Data};
 use crate::routes::history;
 use crate::state::AppState;
@@ -121,7 +121,8 @@ pub async fn get(
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = OrganizationPatch)]
 pub struct PatchBody {
-    name: Option<String>,
+    #[serde(default, with = "pwnbook_events::patch")]
+    name: Option<Option<String>>,
     #[serde(flatten)]
     #[schema(ignore)]
     unknown: BTreeMap<String, Value>,
@@ -151,7 +152,11 @@ pub(crate) async fn update_row(
     let current = load(state, caller).await?;
     let caller = &caller.refusing(&body.unknown, READ_ONLY);
     let expected_version = expected_version?;
-    let Some(name) = body.name else {
+    // The name cannot be cleared: `null` is named, with the command's own invalid fields.
+    let mut errors = Vec::new();
+    let name = not_null("name", body.name, &mut errors);
+    let caller = &caller.refusing_errors(errors);
+    let Some(name) = name else {
         // No command runs to refuse the fields it was sent with, or to check If-Match.
         if caller.refuses_fields() {
             return Err(caller.invalid(Vec::new()));

@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{etag, if_match, if_none_match, ApiJson, QueryParams};
+use crate::extract::{etag, if_match, if_none_match, not_null, ApiJson, QueryParams};
 use crate::openapi::{data, to_json, Data, Page};
 use crate::pagination;
 use crate::routes::events::FeedPage;
@@ -282,9 +282,12 @@ pub async fn get(
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = WebhookPatch)]
 pub struct PatchBody {
-    url: Option<String>,
-    events: Option<Vec<String>>,
-    secret: Option<String>,
+    #[serde(default, with = "pwnbook_events::patch")]
+    url: Option<Option<String>>,
+    #[serde(default, with = "pwnbook_events::patch")]
+    events: Option<Option<Vec<String>>>,
+    #[serde(default, with = "pwnbook_events::patch")]
+    secret: Option<Option<String>>,
     #[serde(flatten)]
     #[schema(ignore)]
     unknown: BTreeMap<String, Value>,
@@ -316,15 +319,22 @@ pub(crate) async fn update_row(
     let id = parse_id(id)?;
     load(state, caller, &id).await?;
     let caller = &caller.refusing(&body.unknown, READ_ONLY);
-    if let Some(url) = &body.url {
-        guard(url, state.webhook_allow_private).await.map_err(|e| caller.with_refused(e))?;
+    // None of them can be cleared: `null` is named, with the command's own invalid fields.
+    let mut errors = Vec::new();
+    let url = not_null("url", body.url, &mut errors);
+    let events = not_null("events", body.events, &mut errors);
+    let secret = not_null("secret", body.secret, &mut errors);
+    if let Some(url) = &url {
+        if let Err(error) = guard(url, state.webhook_allow_private).await {
+            match error {
+                ApiError::Validation(found) => errors.extend(found),
+                other => return Err(other),
+            }
+        }
     }
-    let command = WebhookCommand::Update {
-        organization_id: caller.organization_id().to_owned(),
-        url: body.url,
-        events: body.events,
-        secret: body.secret,
-    };
+    let caller = &caller.refusing_errors(errors);
+    let command =
+        WebhookCommand::Update { organization_id: caller.organization_id().to_owned(), url, events, secret };
     let execution = Execution { expected_version: expected_version?, ..Execution::default() };
     let committed =
         state.commands.execute::<Webhook>(id.as_str(), command, &caller.command_context(), execution).await?;

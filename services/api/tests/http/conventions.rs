@@ -471,6 +471,13 @@ backend_tests! {
         assert_eq!(invalid_fields(status, &body), ["bogus"]);
         let (status, body) = parts(app.patch(&webhook, &json!({"events": ["task.*"], "bogus": 1})).send().await.unwrap()).await;
         assert_eq!(invalid_fields(status, &body), ["bogus"]);
+        // A field that cannot be cleared is named when sent as null (not ignored).
+        let (status, body) = parts(app.patch(&webhook, &json!({"url": null, "events": null, "secret": null})).send().await.unwrap()).await;
+        assert_eq!(invalid_fields(status, &body), ["url", "events", "secret"]);
+        let (status, body) = parts(app.patch("/api/v1/organizations/current", &json!({"name": null})).send().await.unwrap()).await;
+        assert_eq!(invalid_fields(status, &body), ["name"]);
+        let (_, answer) = crate::graphql::gql_with(&app, &app.key, &format!("mutation {{ updateWebhook(id: \"{}\", input: {{url: null}}) {{ id }} }}", webhook.rsplit('/').next().unwrap()), json!({})).await;
+        assert_eq!(answer["errors"][0]["extensions"]["details"][0]["field"], "url", "{answer}");
         let (status, body) = parts(app.post("/api/v1/api-keys", &json!({"name": "k", "permissions": ["audit:read"], "bogus": 1})).send().await.unwrap()).await;
         assert_eq!(invalid_fields(status, &body), ["bogus"]);
         let (status, body) = parts(app.patch("/api/v1/organizations/current", &json!({"name": "Renamed", "bogus": 1})).send().await.unwrap()).await;
