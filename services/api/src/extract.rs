@@ -30,11 +30,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 }
 
 /// The body of an action that takes none (`POST /engagements/{id}/archive`, …): absent, `null`
-/// or the empty object. Anything else is refused as a body of any other route would be: not JSON →
-/// 415, malformed → 400, a field → 422 naming it.
+/// or the empty object. Not JSON is 415 and malformed JSON 400, as for any other route; fields
+/// are kept for the handler to refuse through its caller (`Caller::refusing`), so that a 404,
+/// 409 or 412 of the same request comes first, as for any other body.
 #[derive(utoipa::ToSchema)]
 #[schema(as = NoFields, max_properties = 0)]
-pub struct NoBody {}
+pub struct NoBody {
+    #[schema(ignore)]
+    fields: BTreeMap<String, Value>,
+}
+
+impl NoBody {
+    /// The fields the body carried, none of which the action takes.
+    pub fn fields(&self) -> &BTreeMap<String, Value> {
+        &self.fields
+    }
+}
 
 impl<S: Send + Sync> FromRequest<S> for NoBody {
     type Rejection = ApiError;
@@ -43,21 +54,20 @@ impl<S: Send + Sync> FromRequest<S> for NoBody {
         let json = is_json(request.headers());
         let bytes = read_body(request, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self {});
+            return Ok(Self { fields: BTreeMap::new() });
         }
         if !json {
             return Err(not_json());
         }
         let value = parse_json(&bytes)?;
         if value.is_null() {
-            return Ok(Self {});
+            return Ok(Self { fields: BTreeMap::new() });
         }
-        let fields: BTreeMap<String, Value> = match json_object(value)? {
+        let fields = match json_object(value)? {
             Value::Object(fields) => fields.into_iter().collect(),
             _ => BTreeMap::new(),
         };
-        reject_unknown(&fields, &[])?;
-        Ok(Self {})
+        Ok(Self { fields })
     }
 }
 

@@ -346,8 +346,9 @@ pub async fn archive(
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
-    _: NoBody,
+    body: NoBody,
 ) -> Result<Response, ApiError> {
+    let caller = caller.refusing(body.fields(), &[]);
     let row = archive_row(&state, &caller, &id, if_match(&headers)).await?;
     Ok(respond(StatusCode::OK, &row))
 }
@@ -373,8 +374,9 @@ pub async fn unarchive(
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
-    _: NoBody,
+    body: NoBody,
 ) -> Result<Response, ApiError> {
+    let caller = caller.refusing(body.fields(), &[]);
     let row = unarchive_row(&state, &caller, &id, if_match(&headers)).await?;
     Ok(respond(StatusCode::OK, &row))
 }

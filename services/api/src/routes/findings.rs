@@ -655,8 +655,8 @@ pub(crate) async fn transition_row(
 ) -> Result<FindingRow, ApiError> {
     let current = load(state, caller, id).await?;
     let engagement = scope::write_scope(state, caller, &current.engagement_id).await?;
-    let prepared = reject_unknown(&body.unknown, &[]).and(expected_version);
-    let expected_version = engagement.before_commit(state, caller, prepared).await?;
+    let caller = &caller.refusing(&body.unknown, &[]);
+    let expected_version = engagement.before_commit(state, caller, expected_version).await?;
     let command = FindingCommand::Transition {
         organization_id: caller.organization_id().to_owned(),
         status: body.status,

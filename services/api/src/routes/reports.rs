@@ -371,8 +371,9 @@ pub async fn generate(
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
-    _: NoBody,
+    body: NoBody,
 ) -> Result<Response, ApiError> {
+    let caller = caller.refusing(body.fields(), &[]);
     let row = generate_row(&state, &caller, &id, if_match(&headers)).await?;
     Ok(respond(StatusCode::OK, &row))
 }

@@ -358,8 +358,9 @@ pub async fn close(
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
-    _: NoBody,
+    body: NoBody,
 ) -> Result<Response, ApiError> {
+    let caller = caller.refusing(body.fields(), &[]);
     let row = close_row(&state, &caller, &id, if_match(&headers)).await?;
     Ok(respond(StatusCode::OK, &row))
 }
