@@ -163,9 +163,10 @@ impl Target {
         let mut errors = Errors::default();
         let kind = errors.check(validate::one_of("type", &new.kind, TYPES));
         let port = errors.check(port(new.port));
-        let value = match (&kind, &port) {
-            (Some(kind), Some(port)) => errors.check(normalize(kind, &new.value, *port)),
-            _ => None,
+        let value = match &kind {
+            // An invalid port is named already; the value is still checked, as if it were valid.
+            Some(kind) => errors.check(normalize(kind, &new.value, port.unwrap_or(Some(1)))),
+            None => None,
         };
         let protocol = new.protocol.map(|p| errors.check(validate::one_of("protocol", &p, PROTOCOLS)));
         let tags = errors.check(validate::tags("tags", &new.tags));
@@ -195,15 +196,17 @@ impl Target {
             Some(p) => errors.check(port(p)),
             None => Some(self.port),
         };
-        // A new type or port re-validates the current value against it.
-        if let (Some(kind), Some(port)) = (&kind, port) {
-            if let Some(value) =
-                errors.check(normalize(kind, patch.value.as_deref().unwrap_or(&self.value), port))
-            {
+        // A new type or port re-validates the current value against it (an invalid port, named
+        // already, as if it were valid).
+        if let Some(kind) = &kind {
+            let value = patch.value.as_deref().unwrap_or(&self.value);
+            if let Some(value) = errors.check(normalize(kind, value, port.unwrap_or(Some(1)))) {
                 changed.value = (value != self.value).then_some(value);
             }
             changed.kind = (*kind != self.kind).then(|| kind.clone());
-            changed.port = (port != self.port).then_some(port);
+            if let Some(port) = port {
+                changed.port = (port != self.port).then_some(port);
+            }
         }
         if let Some(protocol) = patch.protocol {
             let protocol = match protocol {
@@ -354,6 +357,19 @@ mod tests {
 
     fn create(target: NewTarget) -> TargetCommand {
         TargetCommand::Create { organization_id: org(), engagement_id: ENG.to_owned(), target }
+    }
+
+    #[test]
+    fn an_invalid_port_does_not_hide_an_invalid_value() {
+        let fields: Vec<String> = match Given::with(())
+            .given_no_previous_events()
+            .when(create(new_target("ip", "999.1.1.1", Some(0))))
+            .inspect_result()
+        {
+            Err(DomainError::Validation(errors)) => errors.into_iter().map(|e| e.field).collect(),
+            other => panic!("expected a validation error, got {other:?}"),
+        };
+        assert_eq!(fields, ["port", "value"]);
     }
 
     #[test]

@@ -231,7 +231,12 @@ impl Aggregate for WikiPage {
 fn checked(page: &NewWikiPage) -> Result<(String, String), DomainError> {
     let mut errors = Errors::default();
     let title = errors.check(validate::text("title", &page.title, 1, 300));
-    let slug = title.as_ref().and_then(|t| errors.check(slug_for(t, page.slug.as_deref())));
+    // A slug given is checked whatever the title; one derived needs a valid title.
+    let slug = match (&title, page.slug.as_deref()) {
+        (_, Some(slug)) => errors.check(check_slug(slug)),
+        (Some(title), None) => errors.check(slug_for(title, None)),
+        (None, None) => None,
+    };
     errors.check(validate::text("content", &page.content, 0, MAX_CONTENT));
     errors.finish()?;
     Ok((title.unwrap_or_default(), slug.unwrap_or_default()))

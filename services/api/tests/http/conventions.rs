@@ -449,10 +449,13 @@ backend_tests! {
         for (path, body, expected) in [
             (child("tasks"), json!({"priority": "x", "dueDate": "2025-13-01"}), vec!["dueDate", "priority", "title"]),
             (child("targets"), json!({"value": "example.net", "port": 70000}), vec!["port", "type"]),
+            (child("targets"), json!({"type": "ip", "value": "999.1.1.1", "port": 0}), vec!["port", "value"]),
+            (child("wiki"), json!({"title": "", "slug": "Bad Slug!"}), vec!["slug", "title"]),
             (format!("/api/v1/tasks/{}", created[3]), json!({"title": null, "priority": "x"}), vec!["priority", "title"]),
             (format!("/api/v1/reports/{}", created[5]), json!({"title": null, "format": "nope"}), vec!["format", "title"]),
         ] {
-            let request = if path.ends_with("tasks") || path.ends_with("targets") { app.post(&path, &body) } else { app.patch(&path, &body) };
+            let created_here = path.ends_with("tasks") || path.ends_with("targets") || path.ends_with("wiki");
+            let request = if created_here { app.post(&path, &body) } else { app.patch(&path, &body) };
             let (status, answer) = parts(request.send().await.unwrap()).await;
             let mut fields = invalid_fields(status, &answer);
             fields.sort();
