@@ -198,10 +198,17 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Stable per (webhook, event), so a receiver can drop the duplicates of at-least-once delivery.
-fn delivery_id(webhook_id: &str, event_id: &str) -> String {
-    let digest = Sha256::digest(format!("{webhook_id}/{event_id}").as_bytes());
-    format!("dlv_{}", &hex::encode(digest)[..32])
+/// Stable per (webhook, event), so a receiver can drop the duplicates of at-least-once delivery,
+/// and of the documented ID shape: 10 characters of the event's time, then 10 of a hash of the
+/// pair (where a resource ID has random ones).
+fn delivery_id(webhook_id: &str, event: &LogEvent) -> String {
+    let digest = Sha256::digest(format!("{webhook_id}/{}", event.event_id).as_bytes());
+    let mut high = [0u8; 16];
+    high.copy_from_slice(&digest[..16]);
+    // A ULID's random part is its low 80 bits.
+    let hashed = u128::from_be_bytes(high) >> 48;
+    let ulid = ulid::Ulid::from_parts(u64::try_from(event.recorded_at).unwrap_or(0), hashed);
+    format!("dlv_{}", &ulid.to_string().to_ascii_lowercase()[..20])
 }
 
 #[derive(Clone)]
@@ -386,7 +393,7 @@ async fn deliver(
     event: &LogEvent,
 ) -> Result<Option<Stop>, ApiError> {
     let body = serde_json::to_vec(&event_object(event)).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let delivery = delivery_id(webhook_id, &event.event_id);
+    let delivery = delivery_id(webhook_id, event);
     let mut attempt: u32 = 0;
     loop {
         let Some(hook) = webhooks::get(context.store.pool(), organization_id, webhook_id).await? else {

@@ -205,7 +205,9 @@ backend_tests! {
         for delivery in &accepted {
             assert_eq!(delivery.headers["x-pwnbook-signature"].to_str().unwrap(), sign(&delivery.raw));
             assert_eq!(delivery.headers["x-pwnbook-event"].to_str().unwrap(), delivery.body["type"].as_str().unwrap());
-            assert!(delivery.headers["x-pwnbook-delivery"].to_str().unwrap().starts_with("dlv_"));
+            let id = delivery.headers["x-pwnbook-delivery"].to_str().unwrap();
+            let body = id.strip_prefix("dlv_").unwrap_or_default();
+            assert!(body.len() == 20 && body.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()), "the ID shape: {id}");
             assert_eq!(delivery.headers["content-type"], "application/json");
         }
 
