@@ -15,6 +15,7 @@ mod idempotency;
 mod key_cache;
 mod metrics;
 pub mod openapi;
+mod oversize;
 mod pagination;
 mod rate_limit;
 mod request_id;

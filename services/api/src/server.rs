@@ -24,7 +24,7 @@ use crate::routes::scope::EngagementOwners;
 use crate::state::{AppState, Shared};
 use crate::visibility::Visibility;
 use crate::webhooks::{self, DeliveryPolicy};
-use crate::{envelope, metrics, request_id, routes, unread_body, StartError};
+use crate::{envelope, metrics, oversize, request_id, routes, unread_body, StartError};
 
 /// How often background workers look for work done by other processes.
 const POLL: Duration = Duration::from_millis(100);
@@ -115,6 +115,7 @@ fn app(state: AppState, body_limit: usize) -> Router {
     routes::router(state.clone())
         .fallback(envelope::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(body_limit, oversize::refuse_declared_oversize))
         .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(middleware::from_fn(envelope::ensure))
         .layer(middleware::from_fn(metrics::track))

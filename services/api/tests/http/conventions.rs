@@ -383,6 +383,13 @@ backend_tests! {
         let deleted = connection.answer(long).await.unwrap();
         assert!(deleted.starts_with("http/1.1 204") && !deleted.contains("connection: close"), "{deleted}");
 
+        // A body declared over the limit is refused from its length, before any of it comes.
+        let mut connection = RawConnection::open(&app.base).await;
+        connection.send(&head("POST", "/api/v1/engagements", &app.key, 2_000_000)).await;
+        let refused = connection.answer(long).await.expect("answered without the body");
+        assert!(refused.starts_with("http/1.1 413"), "{refused}");
+        assert!(refused.contains("\r\nconnection: close\r\n") && refused.contains("x-request-id"), "{refused}");
+
         // A body that does not come, or is too large to drain: the answer closes the connection.
         for length in [body.len(), 1024 * 1024] {
             let mut connection = RawConnection::open(&app.base).await;
