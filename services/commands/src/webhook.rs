@@ -83,12 +83,23 @@ impl fmt::Debug for Webhook {
     }
 }
 
-/// An absolute `http://` or `https://` URL of at most 2000 characters.
+/// An absolute `http://` or `https://` URL of at most 2000 characters, without credentials: the
+/// URL is shown back to anyone who may read the webhook and logged with each delivery, and the
+/// signing secret is what authenticates a delivery.
 fn check_url(url: &str) -> Result<String, FieldError> {
     let url = url.trim();
     let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
     match rest {
-        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && url.len() <= 2000 => Ok(url.to_owned()),
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && url.len() <= 2000 => {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            if authority.contains('@') {
+                return Err(FieldError::new(
+                    "url",
+                    "must not hold credentials (user:password@); the signing secret authenticates deliveries",
+                ));
+            }
+            Ok(url.to_owned())
+        }
         _ => Err(FieldError::new("url", "must be an absolute http:// or https:// URL")),
     }
 }
@@ -280,6 +291,20 @@ mod tests {
                 FieldError::new("events", "must name 1 to 50 event types"),
                 FieldError::new("secret", "must have 16 to 200 characters"),
             ]));
+        for with_credentials in ["https://user:pass@hooks.example.com/in", "http://token@hooks.example.com"] {
+            Given::with(())
+                .given_no_previous_events()
+                .when(WebhookCommand::Create {
+                    organization_id: ORG.to_owned(),
+                    url: with_credentials.to_owned(),
+                    events: vec!["finding.*".to_owned()],
+                    secret: SECRET.to_owned(),
+                })
+                .then_expect_error(DomainError::Validation(vec![FieldError::new(
+                    "url",
+                    "must not hold credentials (user:password@); the signing secret authenticates deliveries",
+                )]));
+        }
         for unknown in ["finding.bogus", "bogus.*", "Finding.created"] {
             Given::with(())
                 .given_no_previous_events()
