@@ -4,11 +4,12 @@
 //! `idempotency` records that answer like any other.
 
 use axum::extract::Request;
-use axum::http::{header, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use pwnbook_commands::CommitProof;
 
+use crate::envelope::keep_headers;
 use crate::error::{ApiError, OutcomeUnknown};
 
 const SAVED_NOT_SHOWN: &str = "the change is saved but could not be read back; read it again shortly";
@@ -34,10 +35,6 @@ pub async fn answer(mut request: Request, next: Next) -> Response {
         return response;
     }
     let mut saved = ApiError::Unavailable(SAVED_NOT_SHOWN.to_owned()).into_response();
-    for (name, value) in response.headers() {
-        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            saved.headers_mut().insert(name.clone(), value.clone());
-        }
-    }
+    keep_headers(&mut saved, response.headers());
     saved
 }

@@ -276,9 +276,7 @@ impl Caller {
     /// `read_only` named as such) refused: a command run with it is validated but not committed,
     /// so one 422 names them and every other invalid field (see `invalid`).
     pub fn refusing(&self, unknown: &BTreeMap<String, Value>, read_only: &[&str]) -> Self {
-        let mut caller = self.clone();
-        caller.refused.extend(unknown_fields(unknown, read_only));
-        caller
+        self.refusing_errors(unknown_fields(unknown, read_only))
     }
 
     /// This caller with `errors` (found by a route before its command ran) refused as well.

@@ -2,7 +2,7 @@
 //! unmatched routes), tower layers and panics all end up as `{"error": {...}}`.
 
 use axum::extract::Request;
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -22,15 +22,19 @@ pub async fn ensure(request: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
-    let (parts, _) = response.into_parts();
     let mut replaced = for_status(status).into_response();
-    // Keep what the original said beyond its body (Allow on 405, rate-limit headers, ...).
-    for (name, value) in &parts.headers {
+    keep_headers(&mut replaced, response.headers());
+    replaced
+}
+
+/// Gives `replaced` what the answer it replaces said beyond its body (Allow on 405, the request
+/// id, rate-limit headers, ...).
+pub fn keep_headers(replaced: &mut Response, original: &HeaderMap) {
+    for (name, value) in original {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             replaced.headers_mut().insert(name.clone(), value.clone());
         }
     }
-    replaced
 }
 
 pub async fn not_found() -> ApiError {

@@ -200,32 +200,31 @@ impl From<CommandError> for ApiError {
     }
 }
 
-impl From<ProjectionError> for ApiError {
-    fn from(error: ProjectionError) -> Self {
-        if error.unreachable() {
+impl ApiError {
+    /// A failure of the database: out of reach (503, retry) or unexpected (500).
+    fn store_failure(unreachable: bool, error: &dyn std::fmt::Display) -> Self {
+        if unreachable {
             Self::Unreachable(error.to_string())
         } else {
             Self::Internal(error.to_string())
         }
+    }
+}
+
+impl From<ProjectionError> for ApiError {
+    fn from(error: ProjectionError) -> Self {
+        Self::store_failure(error.unreachable(), &error)
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        if error.unreachable() {
-            Self::Unreachable(error.to_string())
-        } else {
-            Self::Internal(error.to_string())
-        }
+        Self::store_failure(error.unreachable(), &error)
     }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        if pwnbook_events::unreachable(&error) {
-            Self::Unreachable(error.to_string())
-        } else {
-            Self::Internal(error.to_string())
-        }
+        Self::store_failure(pwnbook_events::unreachable(&error), &error)
     }
 }

@@ -165,6 +165,11 @@ pub fn unknown_fields(unknown: &BTreeMap<String, Value>, read_only: &[&str]) -> 
         .collect()
 }
 
+/// The body length a request declares (`Content-Length`), when it declares a valid one.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
+}
+
 /// A PATCH field that may be left out but not set to null: its value, or an error in `errors`.
 pub fn not_null<T>(field: &str, value: Option<Option<T>>, errors: &mut Vec<FieldError>) -> Option<T> {
     match value {

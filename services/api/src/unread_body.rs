@@ -18,6 +18,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
 
+use crate::extract::declared_length;
+
 /// The largest unread body drained rather than closed over.
 const DRAIN_LIMIT: u64 = 64 * 1024;
 /// How long the answer waits for such a body (a client may send it after the headers, or
@@ -26,11 +28,7 @@ const DRAIN_WAIT: Duration = Duration::from_millis(250);
 
 pub async fn close_if_unread(request: Request, next: Next) -> Response {
     let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
-    let length = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let length = declared_length(request.headers());
     if !chunked && length.unwrap_or(0) == 0 {
         return next.run(request).await;
     }
